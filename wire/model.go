@@ -1,0 +1,135 @@
+// Package wire owns Cardinal's in-memory remote-write request and its protobuf
+// codec for remote write 1.0 (prometheus.WriteRequest).
+//
+// The model is built for a proxy: labels are byte slices that point into the
+// buffer the request was decoded from, and every slice of a Request is reused
+// across requests. After warm-up, Unmarshal and MarshalAppend allocate nothing.
+// The package knows nothing about HTTP or compression.
+package wire
+
+import (
+	"bytes"
+	"slices"
+)
+
+// Label is one label pair. Name and Value alias the buffer the request was
+// decoded from, or memory owned by the stage that rewrote them; they are valid
+// until the owning Request is reset.
+type Label struct {
+	Name, Value []byte
+}
+
+// Sample is one float sample.
+type Sample struct {
+	Value     float64
+	Timestamp int64
+}
+
+// Exemplar is one exemplar; its Labels are valid as long as the request's.
+type Exemplar struct {
+	Labels    []Label
+	Value     float64
+	Timestamp int64
+}
+
+// Histogram is a native histogram carried as its encoded protobuf message,
+// because a proxy that does not merge it has no reason to decode its buckets.
+// Timestamp is decoded so that ordering can be checked without touching Data.
+type Histogram struct {
+	Timestamp int64
+	// Data is the complete encoded prometheus.Histogram message.
+	Data []byte
+}
+
+// Series is one time series of a request.
+//
+// The slices are windows into pools owned by the Request and have their
+// capacity clipped to their length, so appending to one of them copies it to
+// new memory instead of overwriting a neighbouring series.
+type Series struct {
+	Labels     []Label
+	Samples    []Sample
+	Exemplars  []Exemplar
+	Histograms []Histogram
+}
+
+// Metadata is one prometheus.MetricMetadata entry.
+type Metadata struct {
+	Type       int32
+	FamilyName []byte
+	Help       []byte
+	Unit       []byte
+}
+
+// Request is a decoded remote-write 1.0 WriteRequest.
+//
+// A Request is meant to be pooled: Reset keeps every buffer's capacity.
+type Request struct {
+	Series   []Series
+	Metadata []Metadata
+
+	labels     []Label
+	exLabels   []Label
+	samples    []Sample
+	exemplars  []Exemplar
+	histograms []Histogram
+}
+
+// Reset empties r and keeps its capacity for reuse.
+//
+// It does not clear the label pools: every reference they hold points into
+// memory owned by the same pooled workspace as r, so they pin nothing that
+// the workspace would not keep alive anyway, and clearing them would cost a
+// memclr of every label on every request.
+func (r *Request) Reset() {
+	clear(r.Series)
+	r.Series = r.Series[:0]
+	clear(r.Metadata)
+	r.Metadata = r.Metadata[:0]
+	r.labels = r.labels[:0]
+	r.exLabels = r.exLabels[:0]
+	r.samples = r.samples[:0]
+	r.exemplars = r.exemplars[:0]
+	r.histograms = r.histograms[:0]
+}
+
+// NumSamples returns the number of float samples and histogram samples in r.
+func (r *Request) NumSamples() int {
+	n := 0
+	for i := range r.Series {
+		n += len(r.Series[i].Samples) + len(r.Series[i].Histograms)
+	}
+	return n
+}
+
+// Capacity reports how many labels, samples and series r can hold without
+// growing. Pools use it to refuse requests that grew too large to keep.
+func (r *Request) Capacity() (labels, samples, series int) {
+	return cap(r.labels) + cap(r.exLabels), cap(r.samples), cap(r.Series)
+}
+
+// CompareLabelNames orders labels by name, the order Prometheus requires.
+func CompareLabelNames(a, b Label) int {
+	return bytes.Compare(a.Name, b.Name)
+}
+
+// SortLabels sorts ls by name in place. Already sorted input, the common case,
+// costs one linear scan.
+func SortLabels(ls []Label) {
+	// Fast path: senders that follow the spec send sorted labels.
+	if slices.IsSortedFunc(ls, CompareLabelNames) {
+		return
+	}
+	// Slow path.
+	slices.SortFunc(ls, CompareLabelNames)
+}
+
+// GetLabel returns the value of the label called name, or nil.
+func GetLabel(ls []Label, name string) []byte {
+	for i := range ls {
+		if string(ls[i].Name) == name {
+			return ls[i].Value
+		}
+	}
+	return nil
+}
