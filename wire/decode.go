@@ -1,0 +1,226 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/VictoriaMetrics/easyproto"
+)
+
+// ErrMalformed wraps every decoding error, so that callers can map all of them
+// to one status code with errors.Is.
+var ErrMalformed = errors.New("malformed protobuf")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// Unmarshal decodes a remote-write 1.0 WriteRequest from src into r, replacing
+// its previous contents.
+//
+// Labels, metadata strings and histogram data alias src: the caller must keep
+// src unchanged until r is reset. Unknown fields are skipped, as protobuf
+// requires. Nothing is validated beyond the wire format; see Validate.
+func (r *Request) Unmarshal(src []byte) error {
+	r.Reset()
+	var fc easyproto.FieldContext
+	var err error
+	for len(src) > 0 {
+		if src, err = fc.NextField(src); err != nil {
+			return malformed("cannot read WriteRequest: %s", err)
+		}
+		switch fc.FieldNum {
+		case 1:
+			data, ok := fc.MessageData()
+			if !ok {
+				return malformed("timeseries %d: wrong wire type", len(r.Series))
+			}
+			if err := r.unmarshalSeries(data); err != nil {
+				return malformed("timeseries %d: %s", len(r.Series), err)
+			}
+		case 3:
+			data, ok := fc.MessageData()
+			if !ok {
+				return malformed("metadata %d: wrong wire type", len(r.Metadata))
+			}
+			if err := r.unmarshalMetadata(data); err != nil {
+				return malformed("metadata %d: %s", len(r.Metadata), err)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Request) unmarshalSeries(src []byte) error {
+	labelsStart, samplesStart := len(r.labels), len(r.samples)
+	exemplarsStart, histogramsStart := len(r.exemplars), len(r.histograms)
+	var fc easyproto.FieldContext
+	var err error
+	for len(src) > 0 {
+		if src, err = fc.NextField(src); err != nil {
+			return err
+		}
+		switch fc.FieldNum {
+		case 1:
+			data, ok := fc.MessageData()
+			if !ok {
+				return errors.New("label: wrong wire type")
+			}
+			var l Label
+			if err := unmarshalLabel(&l, data); err != nil {
+				return fmt.Errorf("label %d: %w", len(r.labels)-labelsStart, err)
+			}
+			r.labels = append(r.labels, l)
+		case 2:
+			data, ok := fc.MessageData()
+			if !ok {
+				return errors.New("sample: wrong wire type")
+			}
+			var s Sample
+			if err := unmarshalSample(&s, data); err != nil {
+				return fmt.Errorf("sample %d: %w", len(r.samples)-samplesStart, err)
+			}
+			r.samples = append(r.samples, s)
+		case 3:
+			data, ok := fc.MessageData()
+			if !ok {
+				return errors.New("exemplar: wrong wire type")
+			}
+			if err := r.unmarshalExemplar(data); err != nil {
+				return fmt.Errorf("exemplar %d: %w", len(r.exemplars)-exemplarsStart, err)
+			}
+		case 4:
+			data, ok := fc.MessageData()
+			if !ok {
+				return errors.New("histogram: wrong wire type")
+			}
+			h := Histogram{Data: data}
+			ts, _, err := easyproto.GetInt64(data, 15)
+			if err != nil {
+				return fmt.Errorf("histogram %d: %w", len(r.histograms)-histogramsStart, err)
+			}
+			h.Timestamp = ts
+			r.histograms = append(r.histograms, h)
+		}
+	}
+	// Clip capacities so that a later append to one series' slice cannot
+	// overwrite the next series in the shared pool.
+	r.Series = append(r.Series, Series{
+		Labels:     r.labels[labelsStart:len(r.labels):len(r.labels)],
+		Samples:    r.samples[samplesStart:len(r.samples):len(r.samples)],
+		Exemplars:  r.exemplars[exemplarsStart:len(r.exemplars):len(r.exemplars)],
+		Histograms: r.histograms[histogramsStart:len(r.histograms):len(r.histograms)],
+	})
+	return nil
+}
+
+func unmarshalLabel(l *Label, src []byte) error {
+	var fc easyproto.FieldContext
+	var err error
+	for len(src) > 0 {
+		if src, err = fc.NextField(src); err != nil {
+			return err
+		}
+		var ok bool
+		switch fc.FieldNum {
+		case 1:
+			l.Name, ok = fc.Bytes()
+		case 2:
+			l.Value, ok = fc.Bytes()
+		default:
+			continue
+		}
+		if !ok {
+			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+		}
+	}
+	return nil
+}
+
+func unmarshalSample(s *Sample, src []byte) error {
+	var fc easyproto.FieldContext
+	var err error
+	for len(src) > 0 {
+		if src, err = fc.NextField(src); err != nil {
+			return err
+		}
+		var ok bool
+		switch fc.FieldNum {
+		case 1:
+			s.Value, ok = fc.Double()
+		case 2:
+			s.Timestamp, ok = fc.Int64()
+		default:
+			continue
+		}
+		if !ok {
+			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+		}
+	}
+	return nil
+}
+
+func (r *Request) unmarshalExemplar(src []byte) error {
+	labelsStart := len(r.exLabels)
+	var e Exemplar
+	var fc easyproto.FieldContext
+	var err error
+	for len(src) > 0 {
+		if src, err = fc.NextField(src); err != nil {
+			return err
+		}
+		var ok bool
+		switch fc.FieldNum {
+		case 1:
+			var data []byte
+			if data, ok = fc.MessageData(); ok {
+				var l Label
+				if err := unmarshalLabel(&l, data); err != nil {
+					return fmt.Errorf("label %d: %w", len(r.exLabels)-labelsStart, err)
+				}
+				r.exLabels = append(r.exLabels, l)
+			}
+		case 2:
+			e.Value, ok = fc.Double()
+		case 3:
+			e.Timestamp, ok = fc.Int64()
+		default:
+			continue
+		}
+		if !ok {
+			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+		}
+	}
+	e.Labels = r.exLabels[labelsStart:len(r.exLabels):len(r.exLabels)]
+	r.exemplars = append(r.exemplars, e)
+	return nil
+}
+
+func (r *Request) unmarshalMetadata(src []byte) error {
+	var m Metadata
+	var fc easyproto.FieldContext
+	var err error
+	for len(src) > 0 {
+		if src, err = fc.NextField(src); err != nil {
+			return err
+		}
+		var ok bool
+		switch fc.FieldNum {
+		case 1:
+			m.Type, ok = fc.Int32()
+		case 2:
+			m.FamilyName, ok = fc.Bytes()
+		case 4:
+			m.Help, ok = fc.Bytes()
+		case 5:
+			m.Unit, ok = fc.Bytes()
+		default:
+			continue
+		}
+		if !ok {
+			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+		}
+	}
+	r.Metadata = append(r.Metadata, m)
+	return nil
+}

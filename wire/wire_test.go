@@ -1,0 +1,424 @@
+package wire
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// randomRequest builds a WriteRequest that exercises every field the codec
+// handles: labels with empty and non-ASCII values, special floats, negative
+// timestamps, exemplars, integer and float native histograms and metadata.
+func randomRequest(rng *rand.Rand, nSeries int, allowNegZero bool) *prompb.WriteRequest {
+	floats := []float64{0, 1, -1, 0.5, 1e308, math.Inf(1), math.Inf(-1), math.NaN(), math.Float64frombits(value.StaleNaN)}
+	if allowNegZero {
+		floats = append(floats, math.Copysign(0, -1))
+	}
+	randFloat := func() float64 {
+		if rng.IntN(3) == 0 {
+			return floats[rng.IntN(len(floats))]
+		}
+		return rng.NormFloat64() * 1e6
+	}
+	randInt := func() int64 {
+		switch rng.IntN(4) {
+		case 0:
+			return 0
+		case 1:
+			return -rng.Int64N(1 << 40)
+		default:
+			return 1_700_000_000_000 + rng.Int64N(1<<30)
+		}
+	}
+	randString := func() string {
+		alphabet := []string{"a", "b", "_", "0", "é", "→", "\x00", " ", "istio_", "request"}
+		var sb bytes.Buffer
+		for range rng.IntN(12) {
+			sb.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		return sb.String()
+	}
+	randLabels := func(n int) []prompb.Label {
+		ls := make([]prompb.Label, 0, n)
+		for range n {
+			ls = append(ls, prompb.Label{Name: randString(), Value: randString()})
+		}
+		return ls
+	}
+	req := &prompb.WriteRequest{}
+	for range nSeries {
+		ts := prompb.TimeSeries{Labels: randLabels(rng.IntN(8))}
+		for range rng.IntN(4) {
+			ts.Samples = append(ts.Samples, prompb.Sample{Value: randFloat(), Timestamp: randInt()})
+		}
+		for range rng.IntN(3) {
+			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{Labels: randLabels(rng.IntN(3)), Value: randFloat(), Timestamp: randInt()})
+		}
+		for range rng.IntN(3) {
+			ts.Histograms = append(ts.Histograms, randomHistogram(rng, randInt()))
+		}
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	for range rng.IntN(4) {
+		req.Metadata = append(req.Metadata, prompb.MetricMetadata{
+			Type:             prompb.MetricMetadata_MetricType(rng.IntN(8)),
+			MetricFamilyName: randString(),
+			Help:             randString(),
+			Unit:             randString(),
+		})
+	}
+	return req
+}
+
+func randomHistogram(rng *rand.Rand, ts int64) prompb.Histogram {
+	h := prompb.Histogram{
+		Sum:           rng.Float64() * 100,
+		Schema:        int32(rng.IntN(13) - 4),
+		ZeroThreshold: 1e-128,
+		Timestamp:     ts,
+		ResetHint:     prompb.Histogram_ResetHint(rng.IntN(4)),
+		PositiveSpans: []prompb.BucketSpan{{Offset: int32(rng.IntN(5) - 2), Length: 2}, {Offset: 1, Length: 1}},
+		NegativeSpans: []prompb.BucketSpan{{Offset: 0, Length: 1}},
+	}
+	if rng.IntN(2) == 0 {
+		h.Count = &prompb.Histogram_CountInt{CountInt: rng.Uint64N(1000)}
+		h.ZeroCount = &prompb.Histogram_ZeroCountInt{ZeroCountInt: rng.Uint64N(10)}
+		h.PositiveDeltas = []int64{3, -1, 5}
+		h.NegativeDeltas = []int64{2}
+	} else {
+		h.Count = &prompb.Histogram_CountFloat{CountFloat: rng.Float64() * 1000}
+		h.ZeroCount = &prompb.Histogram_ZeroCountFloat{ZeroCountFloat: 1.5}
+		h.PositiveCounts = []float64{3, 2, 7.5}
+		h.NegativeCounts = []float64{2}
+	}
+	return h
+}
+
+func mustMarshal(t testing.TB, req *prompb.WriteRequest) []byte {
+	t.Helper()
+	b, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRoundTripMatchesGogo decodes gogo's encoding and encodes it again: the
+// bytes must be identical to gogo's, field for field.
+func TestRoundTripMatchesGogo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var r Request
+	var out []byte
+	for i := range 2000 {
+		want := mustMarshal(t, randomRequest(rng, rng.IntN(20), false))
+		if err := r.Unmarshal(want); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		out = r.MarshalAppend(out[:0])
+		if !bytes.Equal(out, want) {
+			t.Fatalf("case %d: re-encoding differs from gogo's\n got %x\nwant %x", i, out, want)
+		}
+		if r.Size() != len(out) {
+			t.Fatalf("case %d: Size() = %d, encoded %d bytes", i, r.Size(), len(out))
+		}
+	}
+}
+
+// TestRoundTripPreservesFloatBits covers what gogo itself loses: gogo omits a
+// -0 value, Cardinal keeps it; NaN payloads (stale markers) must survive.
+func TestRoundTripPreservesFloatBits(t *testing.T) {
+	negZero := math.Copysign(0, -1)
+	stale := math.Float64frombits(value.StaleNaN)
+	var r Request
+	r.Series = []Series{{
+		Labels:    []Label{{Name: []byte("__name__"), Value: []byte("x")}},
+		Samples:   []Sample{{Value: negZero, Timestamp: 1}, {Value: stale, Timestamp: 2}, {Value: 0, Timestamp: 3}},
+		Exemplars: []Exemplar{{Value: negZero, Timestamp: -5}},
+	}}
+	enc := r.MarshalAppend(nil)
+	var got Request
+	if err := got.Unmarshal(enc); err != nil {
+		t.Fatal(err)
+	}
+	s := got.Series[0]
+	if len(s.Samples) != 3 {
+		t.Fatalf("want 3 samples, got %d", len(s.Samples))
+	}
+	for i, want := range []float64{negZero, stale, 0} {
+		if math.Float64bits(s.Samples[i].Value) != math.Float64bits(want) {
+			t.Errorf("sample %d: bits %x, want %x", i, math.Float64bits(s.Samples[i].Value), math.Float64bits(want))
+		}
+	}
+	if math.Float64bits(s.Exemplars[0].Value) != math.Float64bits(negZero) || s.Exemplars[0].Timestamp != -5 {
+		t.Errorf("exemplar = %+v", s.Exemplars[0])
+	}
+	// gogo must read what we wrote.
+	var pb prompb.WriteRequest
+	if err := pb.Unmarshal(enc); err != nil {
+		t.Fatal(err)
+	}
+	if !value.IsStaleNaN(pb.Timeseries[0].Samples[1].Value) {
+		t.Errorf("gogo did not read the stale marker")
+	}
+}
+
+// TestDecodedFieldsMatchGogo checks the decoded model itself, not only the
+// re-encoding: every label, sample, exemplar, histogram timestamp and
+// metadata entry equals what gogo decodes.
+func TestDecodedFieldsMatchGogo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var r Request
+	for i := range 500 {
+		pb := randomRequest(rng, rng.IntN(10), true)
+		if err := r.Unmarshal(mustMarshal(t, pb)); err != nil {
+			t.Fatal(err)
+		}
+		if err := sameAsPrompb(&r, pb); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+	}
+}
+
+func sameAsPrompb(r *Request, pb *prompb.WriteRequest) error {
+	if len(r.Series) != len(pb.Timeseries) {
+		return fmt.Errorf("%d series, want %d", len(r.Series), len(pb.Timeseries))
+	}
+	sameLabels := func(got []Label, want []prompb.Label) error {
+		if len(got) != len(want) {
+			return fmt.Errorf("%d labels, want %d", len(got), len(want))
+		}
+		for i := range got {
+			if string(got[i].Name) != want[i].Name || string(got[i].Value) != want[i].Value {
+				return fmt.Errorf("label %d = %q=%q, want %q=%q", i, got[i].Name, got[i].Value, want[i].Name, want[i].Value)
+			}
+		}
+		return nil
+	}
+	sameFloat := func(a, b float64) bool {
+		// gogo drops -0 on encode, so compare -0 and 0 as equal here.
+		return math.Float64bits(a) == math.Float64bits(b) || (a == 0 && b == 0)
+	}
+	for i := range r.Series {
+		s, want := &r.Series[i], &pb.Timeseries[i]
+		if err := sameLabels(s.Labels, want.Labels); err != nil {
+			return fmt.Errorf("series %d: %w", i, err)
+		}
+		if len(s.Samples) != len(want.Samples) || len(s.Exemplars) != len(want.Exemplars) || len(s.Histograms) != len(want.Histograms) {
+			return fmt.Errorf("series %d: counts differ", i)
+		}
+		for j, smp := range s.Samples {
+			if !sameFloat(smp.Value, want.Samples[j].Value) || smp.Timestamp != want.Samples[j].Timestamp {
+				return fmt.Errorf("series %d sample %d = %+v, want %+v", i, j, smp, want.Samples[j])
+			}
+		}
+		for j, e := range s.Exemplars {
+			w := want.Exemplars[j]
+			if err := sameLabels(e.Labels, w.Labels); err != nil {
+				return fmt.Errorf("series %d exemplar %d: %w", i, j, err)
+			}
+			if !sameFloat(e.Value, w.Value) || e.Timestamp != w.Timestamp {
+				return fmt.Errorf("series %d exemplar %d = %v@%d, want %v@%d", i, j, e.Value, e.Timestamp, w.Value, w.Timestamp)
+			}
+		}
+		for j, h := range s.Histograms {
+			var got prompb.Histogram
+			if err := got.Unmarshal(h.Data); err != nil {
+				return fmt.Errorf("series %d histogram %d: %w", i, j, err)
+			}
+			if h.Timestamp != want.Histograms[j].Timestamp || got.Timestamp != h.Timestamp {
+				return fmt.Errorf("series %d histogram %d: timestamp %d, want %d", i, j, h.Timestamp, want.Histograms[j].Timestamp)
+			}
+		}
+	}
+	if len(r.Metadata) != len(pb.Metadata) {
+		return fmt.Errorf("%d metadata, want %d", len(r.Metadata), len(pb.Metadata))
+	}
+	for i, m := range r.Metadata {
+		w := pb.Metadata[i]
+		if m.Type != int32(w.Type) || string(m.FamilyName) != w.MetricFamilyName || string(m.Help) != w.Help || string(m.Unit) != w.Unit {
+			return fmt.Errorf("metadata %d = %+v, want %+v", i, m, w)
+		}
+	}
+	return nil
+}
+
+func TestUnmarshalRejectsMalformed(t *testing.T) {
+	f := func(name string, src []byte) {
+		t.Helper()
+		var r Request
+		if err := r.Unmarshal(src); err == nil {
+			t.Errorf("%s: Unmarshal(%x) succeeded, want an error", name, src)
+		}
+		var pb prompb.WriteRequest
+		if err := pb.Unmarshal(src); err == nil {
+			t.Errorf("%s: gogo accepts %x, so Cardinal must too", name, src)
+		}
+	}
+	f("truncated length", []byte{0x0a, 0x05, 0x0a})
+	f("timeseries as varint", []byte{0x08, 0x01})
+	f("label as varint", []byte{0x0a, 0x02, 0x08, 0x01})
+	f("sample value as varint", []byte{0x0a, 0x04, 0x12, 0x02, 0x08, 0x01})
+	f("bad varint", []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f("metadata type as bytes", []byte{0x1a, 0x03, 0x0a, 0x01, 0x41})
+}
+
+// TestAppendToSeriesDoesNotClobberNeighbour guards the capacity clipping of
+// the per-series windows into the shared pools.
+func TestAppendToSeriesDoesNotClobberNeighbour(t *testing.T) {
+	pb := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: []prompb.Label{{Name: "__name__", Value: "a"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}},
+		{Labels: []prompb.Label{{Name: "__name__", Value: "b"}}, Samples: []prompb.Sample{{Value: 2, Timestamp: 2}}},
+	}}
+	var r Request
+	if err := r.Unmarshal(mustMarshal(t, pb)); err != nil {
+		t.Fatal(err)
+	}
+	r.Series[0].Labels = append(r.Series[0].Labels, Label{Name: []byte("x"), Value: []byte("y")})
+	r.Series[0].Samples = append(r.Series[0].Samples, Sample{Value: 9, Timestamp: 9})
+	if string(r.Series[1].Labels[0].Value) != "b" || r.Series[1].Samples[0].Value != 2 {
+		t.Fatalf("appending to series 0 overwrote series 1: %+v", r.Series[1])
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	l := func(kv ...string) []Label {
+		var ls []Label
+		for i := 0; i < len(kv); i += 2 {
+			ls = append(ls, Label{Name: []byte(kv[i]), Value: []byte(kv[i+1])})
+		}
+		return ls
+	}
+	var r Request
+	r.Series = []Series{
+		{Labels: l("job", "j", "__name__", "up", "a", ""), Samples: make([]Sample, 2)}, // unsorted, empty value: kept
+		{Labels: l("job", "j"), Samples: make([]Sample, 3)},                            // no name
+		{Labels: l("__name__", "up", "", "v"), Samples: make([]Sample, 1)},             // empty name
+		{Labels: l("__name__", "up", "a", "1", "a", "2"), Histograms: make([]Histogram, 4)},
+		{Labels: l("__name__", ""), Samples: make([]Sample, 5)}, // empty name value means no name
+	}
+	var st SanitizeStats
+	r.Sanitize(&st)
+	if len(r.Series) != 1 {
+		t.Fatalf("kept %d series, want 1", len(r.Series))
+	}
+	got := r.Series[0].Labels
+	if len(got) != 2 || string(got[0].Name) != "__name__" || string(got[1].Name) != "job" {
+		t.Fatalf("labels not sorted or empty value kept: %q", got)
+	}
+	want := SanitizeStats{
+		Series:  [numInvalidReasons]int{InvalidNoName: 2, InvalidEmptyLabelName: 1, InvalidDuplicateLabel: 1},
+		Samples: [numInvalidReasons]int{InvalidNoName: 8, InvalidEmptyLabelName: 1, InvalidDuplicateLabel: 4},
+	}
+	if st != want {
+		t.Fatalf("stats = %+v, want %+v", st, want)
+	}
+	if st.DroppedSeries() != 4 || st.DroppedSamples() != 13 {
+		t.Fatalf("totals = %d series, %d samples", st.DroppedSeries(), st.DroppedSamples())
+	}
+}
+
+func TestAllocsSteadyState(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	src := mustMarshal(t, randomRequest(rng, 500, true))
+	var r Request
+	var out []byte
+	var st SanitizeStats
+	// Warm up so that every pool has its steady-state capacity.
+	if err := r.Unmarshal(src); err != nil {
+		t.Fatal(err)
+	}
+	out = r.MarshalAppend(out[:0])
+	if n := testing.AllocsPerRun(50, func() {
+		if err := r.Unmarshal(src); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Unmarshal allocates %v times per request", n)
+	}
+	if n := testing.AllocsPerRun(50, func() { out = r.MarshalAppend(out[:0]) }); n != 0 {
+		t.Errorf("MarshalAppend allocates %v times per request", n)
+	}
+	if n := testing.AllocsPerRun(50, func() { r.Sanitize(&st) }); n != 0 {
+		t.Errorf("Sanitize allocates %v times per request", n)
+	}
+}
+
+// FuzzUnmarshal: no input may panic, every input gogo accepts must be
+// accepted, and the re-encoding must mean the same as the input.
+func FuzzUnmarshal(f *testing.F) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 8 {
+		f.Add(mustMarshal(f, randomRequest(rng, rng.IntN(4), false)))
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x00})
+	f.Add([]byte{0x12, 0x00}) // the reserved field 2
+	f.Fuzz(func(t *testing.T, src []byte) {
+		var r Request
+		err := r.Unmarshal(src)
+		var pb prompb.WriteRequest
+		pbErr := pb.Unmarshal(src)
+		if pbErr != nil {
+			return // Cardinal may accept more: it does not look inside histograms.
+		}
+		if err != nil && isSpecStrictness(err) {
+			return // Documented strictness, see Unmarshal.
+		}
+		if err != nil {
+			t.Fatalf("gogo accepts the input, Cardinal says: %v", err)
+		}
+		stripUnknown(&pb)
+		want := mustMarshal(t, &pb)
+		var back prompb.WriteRequest
+		if err := back.Unmarshal(r.MarshalAppend(nil)); err != nil {
+			t.Fatalf("gogo cannot read Cardinal's encoding: %v", err)
+		}
+		if got := mustMarshal(t, &back); !bytes.Equal(got, want) {
+			t.Fatalf("re-encoding changed the request\n got %x\nwant %x", got, want)
+		}
+	})
+}
+
+// isSpecStrictness reports the documented ways Cardinal is stricter than
+// gogo, which tolerates these in fields it skips although the protobuf
+// encoding forbids them: proto2 groups, ten-byte varints whose last byte
+// overflows 64 bits, and field numbers beyond 32 bits.
+func isSpecStrictness(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "wireType=3") || strings.Contains(msg, "wireType=4") ||
+		strings.Contains(msg, "cannot read varint") || strings.Contains(msg, "is bigger than uint32max")
+}
+
+// stripUnknown drops the unknown fields gogo keeps; Cardinal skips them, as
+// protobuf allows. Histograms are carried as raw bytes and keep theirs.
+func stripUnknown(pb *prompb.WriteRequest) {
+	pb.XXX_unrecognized = nil
+	for i := range pb.Timeseries {
+		ts := &pb.Timeseries[i]
+		ts.XXX_unrecognized = nil
+		for j := range ts.Labels {
+			ts.Labels[j].XXX_unrecognized = nil
+		}
+		for j := range ts.Samples {
+			ts.Samples[j].XXX_unrecognized = nil
+		}
+		for j := range ts.Exemplars {
+			ts.Exemplars[j].XXX_unrecognized = nil
+			for k := range ts.Exemplars[j].Labels {
+				ts.Exemplars[j].Labels[k].XXX_unrecognized = nil
+			}
+		}
+	}
+	for i := range pb.Metadata {
+		pb.Metadata[i].XXX_unrecognized = nil
+	}
+}
