@@ -1,0 +1,440 @@
+// Package forward sends an encoded, snappy-compressed remote-write 1.0 body
+// to the downstream receiver (Prometheus, Mimir, Thanos, VictoriaMetrics),
+// retries what can be retried within the caller's deadline, and maps the
+// outcome to the HTTP status Cardinal must answer its own sender with.
+//
+// Promise: Send returns nil only after the downstream answered 2xx. Every
+// other outcome is an *Error whose Status keeps the data in the sender's WAL
+// (5xx) unless the downstream rejected the data itself (400). Send never
+// copies the body; it leaks no goroutines and always drains and closes
+// response bodies so connections are reused.
+package forward
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/config"
+)
+
+// Defaults applied by New to zero-valued Options fields.
+const (
+	DefaultTimeout    = 30 * time.Second
+	DefaultMinBackoff = 30 * time.Millisecond
+	DefaultMaxBackoff = 5 * time.Second
+	DefaultMaxRetries = 3
+	DefaultUserAgent  = "cardinal"
+)
+
+const (
+	// maxErrorBody is how much of a downstream error response is quoted.
+	maxErrorBody = 1 << 10
+	// maxDrain bounds how much of a response body is read and thrown away so
+	// the connection can be reused; bigger bodies cost a new connection.
+	maxDrain = 64 << 10
+	// logInterval is the least time between two log lines of one kind.
+	logInterval = 10 * time.Second
+)
+
+// Options configure a Client. Zero values take the defaults named on each
+// field.
+type Options struct {
+	// URL of the downstream remote-write endpoint, http or https. Required.
+	URL string
+	// HTTPClientConfig holds Prometheus' HTTP client settings: basic_auth,
+	// authorization, oauth2, tls_config, proxy_url, follow_redirects,
+	// enable_http2. It is validated by New and not modified.
+	HTTPClientConfig config.HTTPClientConfig
+	// Headers are extra headers sent on every request, e.g. X-Scope-OrgID.
+	// Headers Cardinal or net/http set itself (Content-Type, Authorization,
+	// Host, ...) are rejected by New.
+	Headers map[string]string
+	// Timeout bounds one attempt, from sending the request to draining the
+	// response. Default DefaultTimeout.
+	Timeout time.Duration
+	// MinBackoff is the wait before the first retry; it doubles per retry up
+	// to MaxBackoff, with jitter. Defaults DefaultMinBackoff and
+	// DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxRetries is the number of retries after the first attempt. 0 means
+	// DefaultMaxRetries; a negative value disables retries.
+	MaxRetries int
+	// UserAgent is sent on every request. Default DefaultUserAgent.
+	UserAgent string
+	// Registerer receives the cardinal_forward_* metrics; nil registers
+	// nothing. Clients sharing a Registerer share the metrics.
+	Registerer prometheus.Registerer
+	// Logger receives rate-limited reports of failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// Client forwards remote-write bodies to one downstream. It is safe for
+// concurrent use.
+type Client struct {
+	url        string // as given, for requests
+	urlForLog  string // password redacted
+	client     *http.Client
+	header     http.Header // cloned per attempt
+	timeout    time.Duration
+	minBackoff time.Duration
+	maxBackoff time.Duration
+	maxRetries int
+	logger     *slog.Logger
+	m          *metrics
+	msgBufs    sync.Pool // *[maxErrorBody]byte
+	closed     atomic.Bool
+
+	logMisconfigured logLimiter
+	logRejected      logLimiter
+	logUnavailable   logLimiter
+}
+
+// reservedHeader reports whether Cardinal or net/http sets the canonical
+// header key itself, so Options.Headers may not replace it.
+func reservedHeader(key string) bool {
+	switch key {
+	case "Authorization", "Connection", "Content-Encoding", "Content-Length",
+		"Content-Type", "Host", "Keep-Alive", "Proxy-Authorization", "Te",
+		"Trailer", "Transfer-Encoding", "Upgrade", "User-Agent",
+		"X-Prometheus-Remote-Write-Version":
+		return true
+	}
+	return false
+}
+
+// New validates opts, applies defaults and builds the HTTP client with
+// config.NewClientFromConfig.
+func New(opts Options) (*Client, error) {
+	u, err := url.Parse(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("invalid downstream url: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid downstream url %q: want http:// or https:// with a host", u.Redacted())
+	}
+	if opts.Timeout < 0 || opts.MinBackoff < 0 || opts.MaxBackoff < 0 {
+		return nil, errors.New("timeout, min_backoff and max_backoff must not be negative")
+	}
+	c := &Client{
+		url:        opts.URL,
+		urlForLog:  u.Redacted(),
+		timeout:    cmp.Or(opts.Timeout, DefaultTimeout),
+		minBackoff: cmp.Or(opts.MinBackoff, DefaultMinBackoff),
+		maxBackoff: cmp.Or(opts.MaxBackoff, DefaultMaxBackoff),
+		maxRetries: opts.MaxRetries,
+		logger:     opts.Logger,
+	}
+	if c.maxBackoff < c.minBackoff {
+		return nil, fmt.Errorf("max_backoff %s is less than min_backoff %s", c.maxBackoff, c.minBackoff)
+	}
+	switch {
+	case c.maxRetries == 0:
+		c.maxRetries = DefaultMaxRetries
+	case c.maxRetries < 0:
+		c.maxRetries = 0
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	c.logMisconfigured.interval = logInterval
+	c.logRejected.interval = logInterval
+	c.logUnavailable.interval = logInterval
+	c.msgBufs.New = func() any { return new([maxErrorBody]byte) }
+
+	c.header = http.Header{
+		"Content-Encoding":                  {"snappy"},
+		"Content-Type":                      {"application/x-protobuf"},
+		"User-Agent":                        {cmp.Or(opts.UserAgent, DefaultUserAgent)},
+		"X-Prometheus-Remote-Write-Version": {"0.1.0"},
+	}
+	for name, value := range opts.Headers {
+		if err := validHeader(name, value); err != nil {
+			return nil, err
+		}
+		key := http.CanonicalHeaderKey(name)
+		if reservedHeader(key) {
+			return nil, fmt.Errorf("header %q is set by Cardinal and cannot be configured", name)
+		}
+		c.header[key] = []string{value}
+	}
+
+	// Validate a copy: Validate fills in defaults through the pointer.
+	hc := opts.HTTPClientConfig
+	if hc.Authorization != nil {
+		a := *hc.Authorization
+		hc.Authorization = &a
+	}
+	if err := hc.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid http client config: %w", err)
+	}
+	if c.client, err = config.NewClientFromConfig(hc, "cardinal_forward"); err != nil {
+		return nil, fmt.Errorf("cannot build http client: %w", err)
+	}
+	if c.m, err = newMetrics(opts.Registerer); err != nil {
+		return nil, fmt.Errorf("cannot register metrics: %w", err)
+	}
+	return c, nil
+}
+
+// Close closes idle connections to the downstream. Call it after the last
+// Send has returned; it is idempotent. A Send after Close still works but
+// opens a new connection.
+func (c *Client) Close() {
+	if c.closed.CompareAndSwap(false, true) {
+		c.client.CloseIdleConnections()
+	}
+}
+
+// outcome classifies one attempt.
+type outcome uint8
+
+const (
+	outcomeOK            outcome = iota // 2xx
+	outcomeRetry                        // 429, 5xx, timeout, transport error
+	outcomeRejected                     // 400, 409, 413: the data is refused
+	outcomeMisconfigured                // other 4xx, 3xx: Cardinal's setup is wrong
+)
+
+// attemptResult describes one attempt. msg aliases the Send's message buffer
+// and is valid until the next attempt.
+type attemptResult struct {
+	outcome       outcome
+	status        string // e.g. "503 Service Unavailable"; "" for transport errors
+	code          int
+	err           error // transport error
+	msg           []byte
+	retryAfter    time.Duration
+	hasRetryAfter bool
+}
+
+// describe renders the downstream's answer for an error message.
+func (r *attemptResult) describe() string {
+	if r.err != nil {
+		return r.err.Error()
+	}
+	msg := bytes.TrimSpace(r.msg)
+	if len(msg) == 0 {
+		return r.status
+	}
+	// The body may be binary, or cut in the middle of a rune.
+	return r.status + ": " + strings.ToValidUTF8(string(msg), "\uFFFD")
+}
+
+// Send POSTs body (snappy-compressed remote-write 1.0 protobuf) and retries
+// retryable failures within ctx's deadline. nil means the downstream
+// answered 2xx; any other result is an *Error.
+//
+// body is sent as is on every attempt and never copied: the caller must not
+// modify it until Send returns, and may reuse it as soon as Send returns
+// (late reads by net/http after a cancelled attempt are cut off).
+//
+// ctx should carry a deadline shorter than the sender's own remote-write
+// timeout: it bounds the retries, and a Retry-After that does not fit in it
+// is passed back to the sender instead of being waited out.
+func (c *Client) Send(ctx context.Context, body []byte) error {
+	start := time.Now()
+	defer func() { c.m.duration.Observe(time.Since(start).Seconds()) }()
+
+	guard := &bodyGuard{body: body}
+	var buf *[maxErrorBody]byte // taken on the first non-2xx response
+	defer func() {
+		guard.release()
+		if buf != nil {
+			c.msgBufs.Put(buf)
+		}
+	}()
+
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return c.cancelled(err, attempt)
+		}
+		if attempt > 0 {
+			c.m.retries.Inc()
+		}
+		res := c.attempt(ctx, guard, &buf)
+		switch res.outcome {
+		case outcomeOK:
+			// Fast path.
+			return nil
+		case outcomeRejected:
+			return c.rejected(&res)
+		case outcomeMisconfigured:
+			return c.misconfigured(&res)
+		}
+
+		// Slow path: retryable failure.
+		if err := ctx.Err(); err != nil {
+			return c.cancelled(err, attempt+1)
+		}
+		wait := res.retryAfter
+		if !res.hasRetryAfter {
+			wait = backoff(c.minBackoff, c.maxBackoff, attempt, rand.Int64N)
+		}
+		if attempt >= c.maxRetries {
+			return c.unavailable(&res, wait,
+				fmt.Sprintf("downstream unavailable after %d attempts", attempt+1))
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(deadline) {
+			if res.hasRetryAfter {
+				return c.unavailable(&res, wait,
+					fmt.Sprintf("downstream asked to retry after %s, past the request deadline, after %d attempts", wait, attempt+1))
+			}
+			return c.unavailable(&res, wait,
+				fmt.Sprintf("downstream unavailable after %d attempts, no time left for another", attempt+1))
+		}
+		if !sleep(ctx, wait) {
+			return c.cancelled(ctx.Err(), attempt+1)
+		}
+	}
+}
+
+// attempt makes one request. It always drains and closes the response body.
+func (c *Client) attempt(ctx context.Context, guard *bodyGuard, buf **[maxErrorBody]byte) attemptResult {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	start := time.Now()
+	defer func() { c.m.attemptDuration.Observe(time.Since(start).Seconds()) }()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, nil)
+	if err != nil {
+		return attemptResult{outcome: outcomeMisconfigured, err: err}
+	}
+	// Every attempt, and every resend inside net/http through GetBody, reads
+	// the caller's bytes afresh; nothing is copied.
+	req.Body, _ = guard.reader()
+	req.GetBody = guard.reader
+	req.ContentLength = int64(len(guard.body))
+	req.Header = c.header.Clone()
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.m.transportErrors.Inc()
+		return attemptResult{outcome: outcomeRetry, err: err}
+	}
+	defer func() {
+		_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
+		_ = resp.Body.Close()
+	}()
+	c.m.requests.WithLabelValues(strconv.Itoa(resp.StatusCode)).Inc()
+
+	res := attemptResult{code: resp.StatusCode, status: resp.Status}
+	if res.status == "" {
+		res.status = strconv.Itoa(resp.StatusCode)
+	}
+	switch code := resp.StatusCode; {
+	case code/100 == 2:
+		res.outcome = outcomeOK
+		return res
+	case code == http.StatusTooManyRequests || code/100 == 5:
+		res.outcome = outcomeRetry
+		res.retryAfter, res.hasRetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	case code == http.StatusBadRequest || code == http.StatusConflict || code == http.StatusRequestEntityTooLarge:
+		res.outcome = outcomeRejected
+	default:
+		res.outcome = outcomeMisconfigured
+	}
+	if *buf == nil {
+		*buf = c.msgBufs.Get().(*[maxErrorBody]byte)
+	}
+	n, _ := io.ReadFull(resp.Body, (*buf)[:])
+	res.msg = (*buf)[:n]
+	return res
+}
+
+func (c *Client) rejected(res *attemptResult) *Error {
+	e := &Error{
+		Status: http.StatusBadRequest,
+		Msg:    "downstream rejected the request: " + res.describe(),
+	}
+	if ok, suppressed := c.logRejected.allow(time.Now()); ok {
+		c.logger.Warn("downstream rejected data; the sender will drop it",
+			"url", c.urlForLog, "response", res.describe(), "suppressed", suppressed)
+	}
+	return e
+}
+
+func (c *Client) misconfigured(res *attemptResult) *Error {
+	e := &Error{
+		Status: http.StatusBadGateway,
+		Msg:    "downstream refused the request, check Cardinal's downstream url and credentials: " + res.describe(),
+		Err:    res.err,
+	}
+	if ok, suppressed := c.logMisconfigured.allow(time.Now()); ok {
+		c.logger.Error("downstream refused the request, check the downstream url and credentials; the sender keeps the data and retries",
+			"url", c.urlForLog, "response", res.describe(), "suppressed", suppressed)
+	}
+	return e
+}
+
+// unavailable reports a retryable failure that Send stops retrying. The
+// sender is told to retry after the downstream's Retry-After if it sent one,
+// or after the next backoff if it answered 429.
+func (c *Client) unavailable(res *attemptResult, wait time.Duration, msg string) *Error {
+	e := &Error{
+		Status: http.StatusServiceUnavailable,
+		Msg:    msg + ": " + res.describe(),
+		Err:    res.err,
+	}
+	if res.hasRetryAfter || res.code == http.StatusTooManyRequests {
+		e.RetryAfter = wait
+	}
+	if ok, suppressed := c.logUnavailable.allow(time.Now()); ok {
+		c.logger.Warn("cannot forward to downstream; the sender keeps the data and retries",
+			"url", c.urlForLog, "err", e.Msg, "suppressed", suppressed)
+	}
+	return e
+}
+
+// cancelled reports that ctx ended: the sender went away or the deadline
+// passed. The sender retries from its WAL, so nothing is logged.
+func (c *Client) cancelled(err error, attempts int) *Error {
+	return &Error{
+		Status: http.StatusServiceUnavailable,
+		Msg:    fmt.Sprintf("forward to downstream stopped after %d attempts", attempts),
+		Err:    err,
+	}
+}
+
+// validHeader checks a configured header against RFC 9110's field syntax,
+// so a bad name fails at startup rather than on every request.
+func validHeader(name, value string) error {
+	if name == "" {
+		return errors.New("header name is empty")
+	}
+	for i := 0; i < len(name); i++ {
+		if !isTokenChar(name[i]) {
+			return fmt.Errorf("header name %q contains invalid character %q", name, name[i])
+		}
+	}
+	for i := 0; i < len(value); i++ {
+		if b := value[i]; (b < ' ' && b != '\t') || b == 0x7f {
+			return fmt.Errorf("header %q value contains a control character", name)
+		}
+	}
+	return nil
+}
+
+func isTokenChar(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	switch b {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
