@@ -1,0 +1,5 @@
+//go:build !race
+
+package meshgen
+
+const raceEnabled = false
