@@ -1,0 +1,374 @@
+// Package demo runs Cardinal end to end inside one process, with no external
+// service: a synthetic Istio/Linkerd/Envoy mesh (bench/meshgen) remote-writes
+// through a real Cardinal server, over loopback HTTP, into a small receiver
+// that decodes what arrives with the reference protobuf decoder. It prints
+// what the gateway changed: series, label names, bytes and samples dropped by
+// reason.
+package demo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+	"github.com/cardinal-gateway/cardinal/server"
+)
+
+// Options size the demo.
+type Options struct {
+	Workloads        int
+	PodsPerWorkload  int
+	Scrapes          int
+	SeriesPerRequest int
+	Seed             uint64
+}
+
+// DefaultOptions runs in a few seconds on a laptop.
+func DefaultOptions() Options {
+	return Options{Workloads: 60, PodsPerWorkload: 3, Scrapes: 3, SeriesPerRequest: 2000, Seed: 1}
+}
+
+// Rules is the relabel_configs the demo runs: drop Envoy's server-internal
+// gauges outright, then keep only the mesh's standard labels plus pod and
+// instance (so that no two series collapse into one).
+func Rules() string {
+	return `
+  - action: drop
+    source_labels: [__name__]
+    regex: envoy_server_.*
+  - action: labelkeep
+    regex: ` + meshgen.DefaultAllowlist + `|pod|instance|target_addr
+`
+}
+
+// Report is what the demo measured.
+type Report struct {
+	Before, After Side
+	// DroppedByReason is cardinal_dropped_samples_total by reason.
+	DroppedByReason map[string]float64
+	// Requests counts the sender's requests by Cardinal's status code.
+	Requests map[int]int
+	// Collisions counts samples the receiver got twice for one series and
+	// timestamp; a Prometheus receiver would reject their whole request.
+	Collisions int
+	// InjectedDelivered lists injected high-cardinality label names that
+	// reached the receiver (must be empty).
+	InjectedDelivered []string
+	Elapsed           time.Duration
+}
+
+// Side describes the traffic on one side of the gateway.
+type Side struct {
+	Series     int
+	LabelNames []string
+	Samples    int
+	Bytes      int // snappy-compressed request bodies
+}
+
+// Run executes the demo and prints the report to w.
+func Run(ctx context.Context, opts Options, w io.Writer) error {
+	rep, err := Execute(ctx, opts)
+	if err != nil {
+		return err
+	}
+	rep.Print(w, opts)
+	if len(rep.InjectedDelivered) > 0 || rep.Requests[http.StatusNoContent] == 0 {
+		return errors.New("the gateway did not do its job; see the report")
+	}
+	return nil
+}
+
+// Execute runs the demo and returns its measurements.
+func Execute(ctx context.Context, opts Options) (*Report, error) {
+	start := time.Now()
+	recv := newReceiver()
+	recvSrv, recvURL, err := serveLoopback(recv)
+	if err != nil {
+		return nil, err
+	}
+	defer recvSrv.Close()
+
+	dir, err := os.MkdirTemp("", "cardinal-demo-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	cfgFile := filepath.Join(dir, "cardinal.yml")
+	cfg := fmt.Sprintf("downstream:\n  url: %s/api/v1/write\nrelabel_configs:%s", recvURL, Rules())
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	srv, err := server.New(server.Options{ConfigFile: cfgFile, Registry: reg})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srvCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(srvCtx, ln) }()
+	defer func() {
+		stop()
+		<-done
+	}()
+	gwURL := "http://" + ln.Addr().String()
+	if err := waitReady(ctx, gwURL, 10*time.Second); err != nil {
+		return nil, err
+	}
+
+	gen := meshgen.New(meshgen.Config{
+		Workloads:       opts.Workloads,
+		PodsPerWorkload: opts.PodsPerWorkload,
+		Variants:        1,
+		Churn:           true,
+		Seed:            opts.Seed,
+	})
+	rep := &Report{Requests: map[int]int{}}
+	before := newTally()
+	client := &http.Client{Timeout: 30 * time.Second}
+	ts := time.Now().Add(-time.Duration(opts.Scrapes) * 15 * time.Second).UnixMilli()
+	for step := range opts.Scrapes {
+		for _, req := range gen.WriteRequests(step, ts+int64(step)*15_000, opts.SeriesPerRequest) {
+			raw, err := req.Marshal()
+			if err != nil {
+				return nil, err
+			}
+			body := snappy.Encode(nil, raw)
+			before.add(req, len(body))
+			code, err := send(ctx, client, gwURL+"/api/v1/write", body)
+			if err != nil {
+				return nil, err
+			}
+			rep.Requests[code]++
+		}
+	}
+	rep.Before = before.side()
+	rep.After = recv.tally.side()
+	rep.Collisions = recv.tally.collisions
+	for _, name := range meshgen.DefaultInjectedLabels() {
+		if slices.Contains(rep.After.LabelNames, name) {
+			rep.InjectedDelivered = append(rep.InjectedDelivered, name)
+		}
+	}
+	rep.DroppedByReason, err = droppedByReason(reg)
+	if err != nil {
+		return nil, err
+	}
+	rep.Elapsed = time.Since(start)
+	return rep, nil
+}
+
+func serveLoopback(h http.Handler) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, "http://" + ln.Addr().String(), nil
+}
+
+func waitReady(ctx context.Context, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/-/ready", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("cardinal at %s not ready after %s", url, timeout)
+}
+
+func send(ctx context.Context, client *http.Client, url string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+// tally counts distinct series, label names, samples and bytes.
+type tally struct {
+	series     map[string]int64 // label set → latest timestamp
+	names      map[string]struct{}
+	samples    int
+	bytes      int
+	collisions int
+	seen       map[string]struct{} // label set + timestamp
+}
+
+func newTally() *tally {
+	return &tally{series: map[string]int64{}, names: map[string]struct{}{}, seen: map[string]struct{}{}}
+}
+
+func (t *tally) add(req *prompb.WriteRequest, n int) {
+	t.bytes += n
+	var sb strings.Builder
+	for _, ts := range req.Timeseries {
+		sb.Reset()
+		for _, l := range ts.Labels {
+			t.names[l.Name] = struct{}{}
+			sb.WriteString(l.Name)
+			sb.WriteByte(0xff)
+			sb.WriteString(l.Value)
+			sb.WriteByte(0xff)
+		}
+		key := sb.String()
+		t.series[key] = 0
+		for _, s := range ts.Samples {
+			t.samples++
+			k := fmt.Sprintf("%s%d", key, s.Timestamp)
+			if _, dup := t.seen[k]; dup {
+				t.collisions++
+			}
+			t.seen[k] = struct{}{}
+		}
+		t.samples += len(ts.Histograms)
+	}
+}
+
+func (t *tally) side() Side {
+	names := make([]string, 0, len(t.names))
+	for n := range t.names {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return Side{Series: len(t.series), LabelNames: names, Samples: t.samples, Bytes: t.bytes}
+}
+
+// receiver is a minimal remote-write receiver that decodes with prompb, the
+// reference implementation, and tallies what arrived.
+type receiver struct {
+	mu    sync.Mutex
+	tally *tally
+}
+
+func newReceiver() *receiver { return &receiver{tally: newTally()} }
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	raw, err := snappy.Decode(nil, body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var wr prompb.WriteRequest
+	if err := wr.Unmarshal(raw); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.mu.Lock()
+	r.tally.add(&wr, len(body))
+	r.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func droppedByReason(reg *prometheus.Registry) (map[string]float64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "cardinal_dropped_samples_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					out[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Print writes the before/after report.
+func (r *Report) Print(w io.Writer, opts Options) {
+	fmt.Fprintf(w, "Cardinal demo: %d workloads x %d pods (Istio, Envoy, Linkerd), %d scrapes, %d series per request\n",
+		opts.Workloads, opts.PodsPerWorkload, opts.Scrapes, opts.SeriesPerRequest)
+	fmt.Fprintf(w, "sender -> cardinal (127.0.0.1) -> receiver (127.0.0.1), rules:%s\n", indent(Rules()))
+	fmt.Fprintf(w, "%-22s %16s %16s %8s\n", "", "sent (before)", "received (after)", "change")
+	row := func(name string, a, b int) {
+		change := "-"
+		if a > 0 {
+			change = fmt.Sprintf("%+.0f%%", 100*float64(b-a)/float64(a))
+		}
+		fmt.Fprintf(w, "%-22s %16d %16d %8s\n", name, a, b, change)
+	}
+	row("series", r.Before.Series, r.After.Series)
+	row("label names", len(r.Before.LabelNames), len(r.After.LabelNames))
+	row("samples", r.Before.Samples, r.After.Samples)
+	row("bytes (snappy)", r.Before.Bytes, r.After.Bytes)
+	var removed []string
+	for _, n := range r.Before.LabelNames {
+		if !slices.Contains(r.After.LabelNames, n) {
+			removed = append(removed, n)
+		}
+	}
+	fmt.Fprintf(w, "label names removed:   %s\n", strings.Join(removed, ", "))
+	reasons := make([]string, 0, len(r.DroppedByReason))
+	for reason, v := range r.DroppedByReason {
+		reasons = append(reasons, fmt.Sprintf("%s=%.0f", reason, v))
+	}
+	slices.Sort(reasons)
+	fmt.Fprintf(w, "samples dropped:       %s (cardinal_dropped_samples_total)\n", strings.Join(reasons, " "))
+	codes := make([]string, 0, len(r.Requests))
+	for code, n := range r.Requests {
+		codes = append(codes, fmt.Sprintf("%d x %d", n, code))
+	}
+	slices.Sort(codes)
+	fmt.Fprintf(w, "sender requests:       %s\n", strings.Join(codes, ", "))
+	fmt.Fprintf(w, "duplicate samples:     %d (same series and timestamp twice at the receiver)\n", r.Collisions)
+	injected := "none"
+	if len(r.InjectedDelivered) > 0 {
+		injected = "DELIVERED: " + strings.Join(r.InjectedDelivered, ", ")
+	}
+	fmt.Fprintf(w, "injected labels:       %s of %s reached the receiver\n", injected, strings.Join(meshgen.DefaultInjectedLabels(), ", "))
+	fmt.Fprintf(w, "elapsed:               %s\n", r.Elapsed.Round(time.Millisecond))
+}
+
+func indent(s string) string {
+	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}

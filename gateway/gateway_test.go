@@ -1,0 +1,259 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/config"
+	"github.com/cardinal-gateway/cardinal/wire"
+)
+
+// recordingSender keeps what it was asked to send, decoded by prompb (the
+// reference decoder), and fails when err is set.
+type recordingSender struct {
+	mu   sync.Mutex
+	reqs []*prompb.WriteRequest
+	err  error
+	keep bool
+}
+
+func (s *recordingSender) Send(_ context.Context, body []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	if !s.keep {
+		return nil
+	}
+	raw, err := snappy.Decode(nil, body)
+	if err != nil {
+		return err
+	}
+	var req prompb.WriteRequest
+	if err := req.Unmarshal(raw); err != nil {
+		return err
+	}
+	s.reqs = append(s.reqs, &req)
+	return nil
+}
+
+func (s *recordingSender) Close() {}
+
+const testConfig = `
+downstream:
+  url: http://127.0.0.1:1/api/v1/write
+relabel_configs:
+  - action: drop
+    source_labels: [__name__]
+    regex: envoy_server_.*
+  - action: labelkeep
+    regex: __name__|job|namespace|app|response_code
+`
+
+func newTestGateway(t testing.TB, yml string, sender *recordingSender) (*Gateway, *prometheus.Registry) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	g, err := New(cfg, Options{
+		Registerer: reg,
+		NewSender: func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (Sender, error) {
+			return sender, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, reg
+}
+
+func decode(t testing.TB, pb *prompb.WriteRequest) *wire.Request {
+	t.Helper()
+	b, err := pb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r wire.Request
+	if err := r.Unmarshal(b); err != nil {
+		t.Fatal(err)
+	}
+	return &r
+}
+
+func series(name string, kv ...string) prompb.TimeSeries {
+	ls := []prompb.Label{{Name: "__name__", Value: name}}
+	for i := 0; i < len(kv); i += 2 {
+		ls = append(ls, prompb.Label{Name: kv[i], Value: kv[i+1]})
+	}
+	return prompb.TimeSeries{Labels: ls, Samples: []prompb.Sample{{Value: 1, Timestamp: 1000}}}
+}
+
+func TestProcessRelabelsAndForwards(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, reg := newTestGateway(t, testConfig, sender)
+	pb := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series("istio_requests_total", "app", "reviews", "namespace", "bookinfo", "request_id", "a1", "response_code", "200"),
+		series("envoy_server_memory_allocated", "app", "reviews"),
+		series("istio_requests_total", "app", "ratings", "user_agent", "curl/8"),
+		{Labels: []prompb.Label{{Name: "app", Value: "no-name"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}, {Value: 2, Timestamp: 2}}},
+	}}
+	res, err := g.Process(context.Background(), decode(t, pb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Forwarded != 2 || res.DroppedByRelabel != 1 || res.Invalid.DroppedSamples() != 2 {
+		t.Fatalf("result = %+v", res)
+	}
+	if len(sender.reqs) != 1 {
+		t.Fatalf("sent %d requests, want 1", len(sender.reqs))
+	}
+	got := sender.reqs[0].Timeseries
+	want := []string{
+		`{__name__="istio_requests_total", app="reviews", namespace="bookinfo", response_code="200"}`,
+		`{__name__="istio_requests_total", app="ratings"}`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("forwarded %d series, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if s := labelsString(got[i].Labels); s != want[i] {
+			t.Errorf("series %d = %s, want %s", i, s, want[i])
+		}
+		if len(got[i].Samples) != 1 || got[i].Samples[0].Value != 1 || got[i].Samples[0].Timestamp != 1000 {
+			t.Errorf("series %d samples = %+v", i, got[i].Samples)
+		}
+	}
+	for reason, want := range map[string]float64{ReasonRelabel: 1, ReasonInvalid: 2} {
+		if got := metricValue(t, reg, "cardinal_dropped_samples_total", reason); got != want {
+			t.Errorf("dropped{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if got := metricValue(t, reg, "cardinal_forwarded_samples_total", ""); got != 2 {
+		t.Errorf("forwarded = %v, want 2", got)
+	}
+}
+
+// metricValue returns the counter called name whose only label has the
+// value label ("" for a counter without labels).
+func metricValue(t testing.TB, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s{%s} not found", name, label)
+	return 0
+}
+
+func labelsString(ls []prompb.Label) string {
+	s := "{"
+	for i, l := range ls {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s=%q", l.Name, l.Value)
+	}
+	return s + "}"
+}
+
+func TestProcessDropsSeriesThatLoseTheirName(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, `
+downstream: {url: "http://127.0.0.1:1/"}
+relabel_configs:
+  - {action: labeldrop, regex: __name__}
+`, sender)
+	res, err := g.Process(context.Background(), decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("up", "job", "a")}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DroppedByRelabel != 1 || len(sender.reqs) != 0 {
+		t.Fatalf("a series without a name must be dropped, not forwarded: %+v, %d sent", res, len(sender.reqs))
+	}
+}
+
+func TestProcessReturnsSenderError(t *testing.T) {
+	want := errors.New("downstream down")
+	g, reg := newTestGateway(t, testConfig, &recordingSender{err: want})
+	_, err := g.Process(context.Background(), decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("up")}}))
+	if !errors.Is(err, want) {
+		t.Fatalf("err = %v, want %v", err, want)
+	}
+	if n := metricValue(t, reg, "cardinal_forwarded_samples_total", ""); n != 0 {
+		t.Fatalf("forwarded = %v after a failed send", n)
+	}
+}
+
+func TestApplyKeepsOldConfigOnError(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, testConfig, sender)
+	old := g.Config()
+	bad := *old
+	bad.RelabelConfigs = []*relabelConfig{{Action: "hashmod", TargetLabel: "x", Modulus: 0, Separator: ";", Regex: defaultRegex(), Replacement: "$1"}}
+	if err := g.Apply(&bad); err == nil {
+		t.Fatal("Apply accepted hashmod with modulus 0")
+	}
+	if g.Config() != old {
+		t.Fatal("a failed Apply replaced the running config")
+	}
+}
+
+func TestEmptyResultIsNotForwarded(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, testConfig, sender)
+	res, err := g.Process(context.Background(), decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("envoy_server_uptime")}}))
+	if err != nil || res.Forwarded != 0 || len(sender.reqs) != 0 {
+		t.Fatalf("res=%+v err=%v sent=%d", res, err, len(sender.reqs))
+	}
+}
+
+func TestProcessAllocsNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	g, _ := newTestGateway(t, testConfig, &recordingSender{})
+	pb := &prompb.WriteRequest{}
+	for i := range 500 {
+		pb.Timeseries = append(pb.Timeseries, series("istio_requests_total",
+			"app", fmt.Sprintf("app-%d", i%20), "namespace", "mesh", "pod", fmt.Sprintf("pod-%d", i),
+			"request_id", fmt.Sprintf("%032x", i), "response_code", "200"))
+	}
+	src, err := pb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req wire.Request
+	run := func() {
+		if err := req.Unmarshal(src); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Process(context.Background(), &req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run() // warm-up: pools reach their steady-state sizes.
+	if n := testing.AllocsPerRun(20, run); n >= 1 {
+		t.Fatalf("decode+sanitize+relabel+encode+compress allocates %v times per request", n)
+	}
+}

@@ -1,0 +1,286 @@
+// Package ingest is Cardinal's remote-write receiver: the HTTP handler for
+// POST /api/v1/write. It enforces the protocol (method, content type and
+// encoding, size limits), decompresses and decodes into a pooled wire.Request,
+// hands the request to the pipeline and turns the outcome into the status
+// code the remote-write specification prescribes:
+//
+//   - 204 once the downstream has acknowledged everything that was forwarded;
+//   - 4xx, which senders never retry, for requests that can never succeed;
+//   - 5xx, with Retry-After where known, for anything worth retrying, so
+//     that the sender keeps the data in its WAL.
+//
+// All status decisions are made in statusFor and in ServeHTTP, nowhere else.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/cardinal-gateway/cardinal/forward"
+	"github.com/cardinal-gateway/cardinal/gateway"
+	"github.com/cardinal-gateway/cardinal/wire"
+)
+
+// Processor runs the pipeline on a decoded request; gateway.Gateway is the
+// production implementation.
+type Processor interface {
+	Process(ctx context.Context, req *wire.Request) (gateway.Result, error)
+	MaxRequestBytes() int
+}
+
+// Options configure a Handler.
+type Options struct {
+	Processor  Processor
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Handler serves remote-write requests. It is safe for concurrent use.
+type Handler struct {
+	proc     Processor
+	logger   *slog.Logger
+	requests *prometheus.CounterVec
+	duration prometheus.Histogram
+	pool     sync.Pool
+}
+
+// workspace holds one request's buffers; pooled.
+type workspace struct {
+	body []byte
+	raw  []byte
+	req  wire.Request
+}
+
+// Buffers larger than this are dropped instead of pooled, so that one
+// oversized request does not keep its memory for the life of the process.
+const maxPooledBuffer = 16 << 20
+
+// Content types of remote write. Version 1.0 senders may omit the proto
+// parameter.
+const (
+	contentTypeProtobuf = "application/x-protobuf"
+	protoV1             = "prometheus.WriteRequest"
+	protoV2             = "io.prometheus.write.v2.Request"
+)
+
+// New returns a Handler.
+func New(opts Options) *Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	f := promauto.With(opts.Registerer)
+	h := &Handler{
+		proc:   opts.Processor,
+		logger: opts.Logger,
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardinal_received_requests_total",
+			Help: "Remote-write requests received, by the status code Cardinal answered.",
+		}, []string{"code"}),
+		duration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:                        "cardinal_request_duration_seconds",
+			Help:                        "Time from receiving a remote-write request to answering it, downstream time included.",
+			Buckets:                     []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			NativeHistogramBucketFactor: 1.1,
+		}),
+	}
+	h.pool.New = func() any { return new(workspace) }
+	return h
+}
+
+// httpError is an answer other than 204.
+type httpError struct {
+	status     int
+	retryAfter time.Duration
+	msg        string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errorf(status int, format string, args ...any) *httpError {
+	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ws := h.pool.Get().(*workspace)
+	herr := h.serve(ws, r)
+	h.putWorkspace(ws)
+
+	status := http.StatusNoContent
+	if herr != nil {
+		status = herr.status
+		if herr.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodPost)
+		}
+		if herr.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((herr.retryAfter+time.Second-1)/time.Second)))
+		}
+		http.Error(w, herr.msg, status)
+	} else {
+		w.WriteHeader(status)
+	}
+	h.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	h.duration.Observe(time.Since(start).Seconds())
+}
+
+func (h *Handler) serve(ws *workspace, r *http.Request) *httpError {
+	if r.Method != http.MethodPost {
+		return errorf(http.StatusMethodNotAllowed, "method %s not allowed: remote write uses POST", r.Method)
+	}
+	if herr := checkHeaders(r.Header); herr != nil {
+		return herr
+	}
+	limit := h.proc.MaxRequestBytes()
+	// A snappy block that decodes to at most limit bytes is at most this
+	// long; anything longer is over the limit whatever it holds.
+	maxBody := snappy.MaxEncodedLen(limit)
+	if r.ContentLength > int64(maxBody) {
+		return errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, maxBody)
+	}
+	if r.ContentLength > 0 && int64(cap(ws.body)) <= r.ContentLength {
+		// One allocation of the announced size instead of repeated growth.
+		ws.body = make([]byte, 0, r.ContentLength+1)
+	}
+	var err error
+	ws.body, err = readBody(ws.body[:0], r.Body, maxBody)
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			return errorf(http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", maxBody)
+		}
+		return errorf(http.StatusBadRequest, "cannot read request body: %s", err)
+	}
+	n, err := snappy.DecodedLen(ws.body)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "corrupt snappy body: %s", err)
+	}
+	// Checked before decoding, so that a forged length cannot make Cardinal
+	// allocate it.
+	if n > limit {
+		return errorf(http.StatusBadRequest, "decompressed size of %d bytes exceeds receive.max_request_bytes (%d)", n, limit)
+	}
+	if cap(ws.raw) < n {
+		ws.raw = make([]byte, n)
+	}
+	ws.raw, err = snappy.Decode(ws.raw[:cap(ws.raw)], ws.body)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "corrupt snappy body: %s", err)
+	}
+	if err := ws.req.Unmarshal(ws.raw); err != nil {
+		return errorf(http.StatusBadRequest, "cannot decode write request: %s", err)
+	}
+	res, err := h.proc.Process(r.Context(), &ws.req)
+	if err != nil {
+		return h.statusFor(err)
+	}
+	if n := res.Invalid.DroppedSeries(); n > 0 {
+		// The valid rest has been delivered; 400 tells the sender not to
+		// resend what can never be accepted.
+		return errorf(http.StatusBadRequest, "dropped %d invalid series (%d samples): %s; the other series were accepted",
+			n, res.Invalid.DroppedSamples(), describeInvalid(&res.Invalid))
+	}
+	return nil
+}
+
+// statusFor maps a pipeline error to the answer for the sender. It is the one
+// place where downstream outcomes become status codes.
+func (h *Handler) statusFor(err error) *httpError {
+	var ferr *forward.Error
+	if errors.As(err, &ferr) {
+		return &httpError{status: ferr.Status, retryAfter: ferr.RetryAfter, msg: ferr.Error()}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return errorf(http.StatusServiceUnavailable, "request abandoned before the downstream answered: %s", err)
+	}
+	h.logger.Error("unexpected pipeline error", "err", err)
+	return errorf(http.StatusInternalServerError, "internal error: %s", err)
+}
+
+func checkHeaders(hdr http.Header) *httpError {
+	if enc := hdr.Get("Content-Encoding"); !strings.EqualFold(enc, "snappy") {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: remote write requires snappy", enc)
+	}
+	ct := hdr.Get("Content-Type")
+	// Fast path: what Prometheus and vmagent send, without the allocations
+	// of mime.ParseMediaType.
+	if ct == contentTypeProtobuf || ct == contentTypeProtobuf+";proto="+protoV1 {
+		return nil
+	}
+	// Slow path.
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return errorf(http.StatusUnsupportedMediaType, "cannot parse Content-Type %q: %s", ct, err)
+	}
+	if mt != contentTypeProtobuf {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want %s", mt, contentTypeProtobuf)
+	}
+	switch proto := params["proto"]; proto {
+	case "", protoV1:
+		return nil
+	case protoV2:
+		return errorf(http.StatusUnsupportedMediaType, "remote write 2.0 (proto=%s) is not supported yet: send remote write 1.0 (%s)", protoV2, protoV1)
+	default:
+		return errorf(http.StatusUnsupportedMediaType, "unknown remote-write message proto=%q", proto)
+	}
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readBody appends all of r to dst, failing with errTooLarge past max bytes.
+// Unlike io.ReadAll it reuses dst's capacity and never grows beyond max+1.
+func readBody(dst []byte, r io.Reader, max int) ([]byte, error) {
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := r.Read(dst[len(dst):min(cap(dst), max+1)])
+		dst = dst[:len(dst)+n]
+		if len(dst) > max {
+			return dst, errTooLarge
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
+	}
+}
+
+func describeInvalid(st *wire.SanitizeStats) string {
+	var sb strings.Builder
+	for reason, n := range st.Series {
+		if n == 0 {
+			continue
+		}
+		if sb.Len() > 0 {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%d with %s", n, wire.InvalidReason(reason))
+	}
+	return sb.String()
+}
+
+func (h *Handler) putWorkspace(ws *workspace) {
+	ws.req.Reset()
+	if cap(ws.body) > maxPooledBuffer || cap(ws.raw) > maxPooledBuffer {
+		return
+	}
+	h.pool.Put(ws)
+}

@@ -1,0 +1,279 @@
+// Package server assembles Cardinal's HTTP surface (remote-write receiver,
+// own metrics, health, readiness and reload) around a gateway, and runs it
+// with a graceful lifecycle: on shutdown it reports not-ready, stops
+// accepting, lets in-flight forwards finish, then releases the downstream.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cardinal-gateway/cardinal/config"
+	"github.com/cardinal-gateway/cardinal/gateway"
+	"github.com/cardinal-gateway/cardinal/ingest"
+)
+
+// Options configure a Server.
+type Options struct {
+	// ConfigFile is read at start and on every reload.
+	ConfigFile string
+	// ListenAddress is where Run listens, e.g. ":9091".
+	ListenAddress string
+	Logger        *slog.Logger
+	// Registry receives Cardinal's own metrics and is served on /metrics.
+	// nil means a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// ShutdownTimeout bounds how long Run waits for in-flight requests.
+	ShutdownTimeout time.Duration
+	// NewSender replaces the downstream sender (tests, demo).
+	NewSender func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (gateway.Sender, error)
+}
+
+// Server is one Cardinal instance.
+type Server struct {
+	opts    Options
+	logger  *slog.Logger
+	gw      *gateway.Gateway
+	handler http.Handler
+
+	reloadMu   sync.Mutex
+	adminToken atomic.Pointer[[]byte] // nil: mutating admin calls refused
+
+	ready        atomic.Bool // downstream reached once
+	shuttingDown atomic.Bool
+	reloads      *prometheus.CounterVec
+}
+
+// New loads the config file and builds the server; it does not listen yet.
+func New(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	cfg, err := config.Load(opts.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, logger: opts.Logger}
+	if err := s.loadAdminToken(cfg); err != nil {
+		return nil, err
+	}
+	s.gw, err = gateway.New(cfg, gateway.Options{Registerer: opts.Registry, Logger: opts.Logger, NewSender: opts.NewSender})
+	if err != nil {
+		return nil, err
+	}
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardinal_config_reloads_total",
+		Help: "Configuration reloads, by result.",
+	}, []string{"result"})
+	opts.Registry.MustRegister(s.reloads)
+
+	ing := ingest.New(ingest.Options{Processor: s.gw, Registerer: opts.Registry, Logger: opts.Logger})
+	r := chi.NewRouter()
+	r.Handle("/api/v1/write", ing)
+	r.Handle("/metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
+	r.Get("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "Cardinal is Healthy.")
+	})
+	r.Get("/-/ready", s.serveReady)
+	r.Post("/-/reload", s.requireAdmin(s.serveReload))
+	s.handler = r
+	return s, nil
+}
+
+// Handler returns the HTTP handler of all endpoints.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Gateway returns the pipeline (for the demo and tests).
+func (s *Server) Gateway() *gateway.Gateway { return s.gw }
+
+// Reload rereads the config file and swaps it in; on error the running
+// configuration stays.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	err := s.reload()
+	result := "success"
+	if err != nil {
+		result = "failure"
+		s.logger.Error("config reload failed; keeping the running config", "err", err)
+	} else {
+		s.logger.Info("config reloaded", "file", s.opts.ConfigFile)
+	}
+	s.reloads.WithLabelValues(result).Inc()
+	return err
+}
+
+func (s *Server) reload() error {
+	cfg, err := config.Load(s.opts.ConfigFile)
+	if err != nil {
+		return err
+	}
+	// Validate everything before changing anything.
+	if _, err := gateway.Compile(cfg); err != nil {
+		return err
+	}
+	token, err := readToken(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.gw.Apply(cfg); err != nil {
+		return err
+	}
+	s.adminToken.Store(token)
+	return nil
+}
+
+func (s *Server) loadAdminToken(cfg *config.Config) error {
+	token, err := readToken(cfg)
+	if err != nil {
+		return err
+	}
+	s.adminToken.Store(token)
+	return nil
+}
+
+func readToken(cfg *config.Config) (*[]byte, error) {
+	if cfg.Admin.BearerTokenFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(cfg.Admin.BearerTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin.bearer_token_file: %w", err)
+	}
+	token := []byte(strings.TrimSpace(string(b)))
+	if len(token) == 0 {
+		return nil, fmt.Errorf("admin.bearer_token_file %s is empty", cfg.Admin.BearerTokenFile)
+	}
+	return &token, nil
+}
+
+// requireAdmin lets a request through only with the admin bearer token.
+func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token := s.adminToken.Load()
+		if token == nil {
+			writeJSONError(w, http.StatusForbidden, "mutating admin calls are disabled: set admin.bearer_token_file")
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), *token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="cardinal"`)
+			writeJSONError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next(w, r)
+	}
+}
+
+func (s *Server) serveReload(w http.ResponseWriter, _ *http.Request) {
+	if err := s.Reload(); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case s.shuttingDown.Load():
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	case !s.ready.Load():
+		http.Error(w, "downstream not reached yet", http.StatusServiceUnavailable)
+	default:
+		fmt.Fprintln(w, "Cardinal is Ready.")
+	}
+}
+
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// Run listens and serves until ctx ends, then shuts down gracefully. It
+// returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.opts.ListenAddress)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on an existing listener.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
+	s.logger.Info("listening", "address", ln.Addr().String())
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go s.probeDownstream(probeCtx)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.gw.Close()
+		return err
+	case <-ctx.Done():
+	}
+	s.logger.Info("shutting down: not ready, finishing in-flight requests")
+	s.shuttingDown.Store(true)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	s.gw.Close()
+	return err
+}
+
+// probeDownstream marks the server ready once the downstream has accepted
+// an empty write request.
+func (s *Server) probeDownstream(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.gw.Probe(pctx)
+		cancel()
+		if err == nil {
+			s.ready.Store(true)
+			s.logger.Info("downstream reachable; ready")
+			return
+		}
+		s.logger.Warn("downstream not reachable yet", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
