@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	commoncfg "github.com/prometheus/common/config"
@@ -28,6 +29,9 @@ const (
 	DefaultMaxBackoff      = 5 * time.Second
 	DefaultMaxRetries      = 3
 	DefaultMaxRequestBytes = 32 << 20
+	DefaultStaleness       = 10 * time.Minute
+	DefaultMaxInputs       = 5_000_000
+	DefaultFlushInterval   = 15 * time.Second
 )
 
 // Config is the whole configuration file.
@@ -35,6 +39,7 @@ type Config struct {
 	Downstream     DownstreamConfig  `yaml:"downstream"`
 	Receive        ReceiveConfig     `yaml:"receive,omitempty"`
 	RelabelConfigs []*relabel.Config `yaml:"relabel_configs,omitempty"`
+	Merge          MergeConfig       `yaml:"merge,omitempty"`
 	Admin          AdminConfig       `yaml:"admin,omitempty"`
 
 	// dir is the directory of the file the config came from; relative paths
@@ -61,6 +66,50 @@ type DownstreamConfig struct {
 type ReceiveConfig struct {
 	// MaxRequestBytes caps the decompressed size of one request.
 	MaxRequestBytes int `yaml:"max_request_bytes,omitempty"`
+}
+
+// MergeConfig tunes the merging of series that relabeling collapses into one.
+type MergeConfig struct {
+	// Staleness: an input series without a sample for this long leaves
+	// gauge aggregates and is forgotten (counters keep its contribution).
+	Staleness model.Duration `yaml:"staleness,omitempty"`
+	// MaxInputs caps the number of tracked input series.
+	MaxInputs int `yaml:"max_inputs,omitempty"`
+	// FlushInterval is how often merged series are emitted downstream.
+	FlushInterval model.Duration `yaml:"flush_interval,omitempty"`
+	// Gauges pick the policy (sum, max, min, last) of merged gauges by
+	// metric name; the first match wins, and sum applies to the rest.
+	Gauges []GaugeRule `yaml:"gauges,omitempty"`
+	// Types force a metric's kind (counter or gauge) by name, overriding
+	// name suffixes and the sender's metadata.
+	Types []TypeRule `yaml:"types,omitempty"`
+}
+
+// GaugeRule is one entry of merge.gauges.
+type GaugeRule struct {
+	Match  string `yaml:"match"`
+	Policy string `yaml:"policy"`
+}
+
+// TypeRule is one entry of merge.types.
+type TypeRule struct {
+	Match string `yaml:"match"`
+	Type  string `yaml:"type"`
+}
+
+// UnmarshalYAML applies the defaults before decoding.
+func (c *MergeConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = defaultMerge()
+	type plain MergeConfig
+	return unmarshal((*plain)(c))
+}
+
+func defaultMerge() MergeConfig {
+	return MergeConfig{
+		Staleness:     model.Duration(DefaultStaleness),
+		MaxInputs:     DefaultMaxInputs,
+		FlushInterval: model.Duration(DefaultFlushInterval),
+	}
 }
 
 // AdminConfig protects the mutating admin endpoints.
@@ -117,9 +166,21 @@ func Load(path string) (*Config, error) {
 // stay relative to the working directory.
 func Parse(data []byte) (*Config, error) {
 	// Sections the file may leave out entirely keep their defaults.
-	cfg := &Config{Receive: ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}}
+	cfg := &Config{Receive: ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}, Merge: defaultMerge()}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, fmt.Errorf("cannot parse config: %w", err)
+	}
+	// yaml.v2 does not call UnmarshalYAML for a key without a value
+	// ("receive:" with every setting commented out); such a section means
+	// its defaults, not zeros.
+	var sections map[string]any
+	if err := yaml.Unmarshal(data, &sections); err == nil {
+		if v, ok := sections["receive"]; ok && v == nil {
+			cfg.Receive = ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}
+		}
+		if v, ok := sections["merge"]; ok && v == nil {
+			cfg.Merge = defaultMerge()
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -154,7 +215,9 @@ func (c *Config) Validate() error {
 	}
 	for name := range d.Headers {
 		switch textproto.CanonicalMIMEHeaderKey(name) {
-		case "Content-Encoding", "Content-Type", "Content-Length", "X-Prometheus-Remote-Write-Version", "Authorization", "User-Agent":
+		case "Content-Encoding", "Content-Type", "Content-Length", "X-Prometheus-Remote-Write-Version", "Authorization", "User-Agent",
+			"Host", "Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Trailer",
+			"Transfer-Encoding", "Upgrade", "Accept-Encoding":
 			return fmt.Errorf("downstream.headers: %q is set by Cardinal itself", name)
 		}
 	}
@@ -169,9 +232,44 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("relabel_configs[%d] is empty", i)
 		}
 	}
+	return c.Merge.validate()
+}
+
+func (c *MergeConfig) validate() error {
+	if c.Staleness <= 0 {
+		return errors.New("merge.staleness must be positive")
+	}
+	if c.FlushInterval <= 0 {
+		return errors.New("merge.flush_interval must be positive")
+	}
+	if c.MaxInputs <= 0 {
+		return errors.New("merge.max_inputs must be positive")
+	}
+	for i, g := range c.Gauges {
+		if _, err := regexp.Compile(Anchor(g.Match)); err != nil {
+			return fmt.Errorf("merge.gauges[%d].match: %w", i, err)
+		}
+		switch g.Policy {
+		case "sum", "max", "min", "last":
+		default:
+			return fmt.Errorf("merge.gauges[%d].policy: %q is not sum, max, min or last", i, g.Policy)
+		}
+	}
+	for i, t := range c.Types {
+		if _, err := regexp.Compile(Anchor(t.Match)); err != nil {
+			return fmt.Errorf("merge.types[%d].match: %w", i, err)
+		}
+		if t.Type != "counter" && t.Type != "gauge" {
+			return fmt.Errorf("merge.types[%d].type: %q is not counter or gauge", i, t.Type)
+		}
+	}
 	return nil
 }
 
 // Dir returns the directory relative paths were resolved against, or "" for a
 // config that did not come from a file.
 func (c *Config) Dir() string { return c.dir }
+
+// Anchor makes a metric-name pattern match whole names, as Prometheus
+// anchors its regexes.
+func Anchor(re string) string { return "^(?:" + re + ")$" }

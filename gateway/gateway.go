@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,14 +23,16 @@ import (
 
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
+	"github.com/cardinal-gateway/cardinal/merge"
 	"github.com/cardinal-gateway/cardinal/relabel"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
 // Drop reasons, the values of cardinal_dropped_samples_total's reason label.
 const (
-	ReasonRelabel = "relabel"
-	ReasonInvalid = "invalid"
+	ReasonRelabel       = "relabel"
+	ReasonInvalid       = "invalid"
+	ReasonMergeCapacity = "merge_capacity"
 )
 
 // Sender delivers an encoded, snappy-compressed remote-write 1.0 body. The
@@ -46,13 +49,17 @@ type Options struct {
 	// NewSender builds the sender for a configuration; nil means
 	// forward.New. Tests and the demo inject their own.
 	NewSender func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (Sender, error)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Gateway is the pipeline. It is safe for concurrent use.
 type Gateway struct {
 	opts    Options
 	logger  *slog.Logger
+	now     func() time.Time
 	state   atomic.Pointer[state]
+	merger  *merge.Merger
 	metrics metrics
 	pool    sync.Pool
 }
@@ -61,6 +68,7 @@ type Gateway struct {
 type state struct {
 	cfg     *config.Config
 	relabel *relabel.Program
+	rules   merge.Rules
 	sender  Sender
 }
 
@@ -69,11 +77,14 @@ type metrics struct {
 	forwarded      prometheus.Counter
 	droppedRelabel prometheus.Counter
 	droppedInvalid prometheus.Counter
+	droppedMerge   prometheus.Counter
 }
 
 // workspace is the per-request memory of the pipeline, pooled.
 type workspace struct {
 	scratch    relabel.Scratch
+	orig       []wire.Label // a series' labels before relabeling
+	hashBuf    []byte
 	encoded    []byte
 	compressed []byte
 }
@@ -90,6 +101,12 @@ type Result struct {
 	Forwarded int
 	// DroppedByRelabel is the number of samples removed by relabel rules.
 	DroppedByRelabel int
+	// Merged is the number of samples absorbed into merged series, which
+	// the merger emits on its own schedule.
+	Merged int
+	// DroppedByMerge is the number of samples of new inputs of merged
+	// series that could not be tracked (merge.max_inputs reached).
+	DroppedByMerge int
 }
 
 // New compiles cfg and returns a ready Gateway.
@@ -103,7 +120,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if opts.NewSender == nil {
 		opts.NewSender = NewForwarder
 	}
-	g := &Gateway{opts: opts, logger: opts.Logger}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	g := &Gateway{opts: opts, logger: opts.Logger, now: opts.Now}
 	f := promauto.With(opts.Registerer)
 	dropped := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardinal_dropped_samples_total",
@@ -120,12 +140,50 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}),
 		droppedRelabel: dropped.WithLabelValues(ReasonRelabel),
 		droppedInvalid: dropped.WithLabelValues(ReasonInvalid),
+		droppedMerge:   dropped.WithLabelValues(ReasonMergeCapacity),
 	}
 	g.pool.New = func() any { return new(workspace) }
+	rules, err := mergeRules(cfg.Merge)
+	if err != nil {
+		return nil, err
+	}
+	g.merger = merge.New(merge.Options{Rules: rules, Registerer: opts.Registerer, Logger: opts.Logger, Now: opts.Now})
 	if err := g.Apply(cfg); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// mergeRules compiles the merge section.
+func mergeRules(c config.MergeConfig) (merge.Rules, error) {
+	r := merge.Rules{
+		Staleness:     time.Duration(c.Staleness),
+		MaxInputs:     c.MaxInputs,
+		FlushInterval: time.Duration(c.FlushInterval),
+	}
+	for i, g := range c.Gauges {
+		re, err := regexp.Compile(config.Anchor(g.Match))
+		if err != nil {
+			return r, fmt.Errorf("merge.gauges[%d]: %w", i, err)
+		}
+		p, err := merge.ParsePolicy(g.Policy)
+		if err != nil {
+			return r, fmt.Errorf("merge.gauges[%d]: %w", i, err)
+		}
+		r.Gauges = append(r.Gauges, merge.GaugeRule{Match: re, Policy: p})
+	}
+	for i, t := range c.Types {
+		re, err := regexp.Compile(config.Anchor(t.Match))
+		if err != nil {
+			return r, fmt.Errorf("merge.types[%d]: %w", i, err)
+		}
+		k := merge.Gauge
+		if t.Type == "counter" {
+			k = merge.Counter
+		}
+		r.Types = append(r.Types, merge.TypeRule{Match: re, Kind: k})
+	}
+	return r, nil
 }
 
 // NewForwarder builds a forward.Client from the downstream config.
@@ -176,6 +234,9 @@ func Compile(cfg *config.Config) (*relabel.Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relabel_configs: %w", err)
 	}
+	if _, err := mergeRules(cfg.Merge); err != nil {
+		return nil, err
+	}
 	return prog, nil
 }
 
@@ -186,11 +247,16 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	rules, err := mergeRules(cfg.Merge)
+	if err != nil {
+		return err
+	}
 	sender, err := g.opts.NewSender(cfg.Downstream, g.opts.Registerer, g.logger)
 	if err != nil {
 		return fmt.Errorf("downstream: %w", err)
 	}
-	old := g.state.Swap(&state{cfg: cfg, relabel: prog, sender: sender})
+	g.merger.SetRules(rules)
+	old := g.state.Swap(&state{cfg: cfg, relabel: prog, rules: rules, sender: sender})
 	if old != nil {
 		// Requests still using the old sender keep working: Close only
 		// releases idle connections.
@@ -211,6 +277,17 @@ func (g *Gateway) Probe(ctx context.Context) error {
 	// snappy's encoding of zero bytes: an empty WriteRequest.
 	return g.state.Load().sender.Send(ctx, []byte{0})
 }
+
+// Run emits merged series until ctx ends, then flushes them a last time.
+// The server runs it for the life of the process.
+func (g *Gateway) Run(ctx context.Context) {
+	g.merger.Run(ctx, func(ctx context.Context, body []byte) error {
+		return g.state.Load().sender.Send(ctx, body)
+	})
+}
+
+// Collisions lists the merged outputs with the most inputs.
+func (g *Gateway) Collisions(top int) []merge.Collision { return g.merger.Collisions(top) }
 
 // Close releases the sender's idle connections.
 func (g *Gateway) Close() {
@@ -234,9 +311,16 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	ws := g.pool.Get().(*workspace)
 	defer g.putWorkspace(ws)
 	ws.scratch.Reset()
+	g.merger.ObserveMetadata(req.Metadata)
 
-	res.DroppedByRelabel = g.relabel(st.relabel, &ws.scratch, req)
+	// The ticket ends only after the forward below: until then this
+	// request may carry pass-through samples of an output that another
+	// request is turning into a merged one.
+	tk := g.merger.Begin()
+	defer g.merger.End(tk)
+	g.relabel(st.relabel, ws, req, tk, &res)
 	g.metrics.droppedRelabel.Add(float64(res.DroppedByRelabel))
+	g.metrics.droppedMerge.Add(float64(res.DroppedByMerge))
 
 	if len(req.Series) == 0 && len(req.Metadata) == 0 {
 		return res, nil
@@ -251,29 +335,43 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	return res, nil
 }
 
-// relabel applies prog to every series in place and returns the number of
-// samples it dropped.
-func (g *Gateway) relabel(prog *relabel.Program, scratch *relabel.Scratch, req *wire.Request) int {
+// relabel applies prog to every series in place and routes the result
+// through the merger, removing the series it absorbs or drops.
+func (g *Gateway) relabel(prog *relabel.Program, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
 	if prog.Len() == 0 {
-		return 0
+		// Without rules no two series can collapse into one.
+		return
 	}
-	dropped := 0
+	nowMs := g.now().UnixMilli()
 	out := req.Series[:0]
 	for i := range req.Series {
 		s := req.Series[i]
-		ls, keep := prog.Apply(scratch, s.Labels)
+		n := len(s.Samples) + len(s.Histograms)
+		// Apply may overwrite s.Labels; the merger needs the originals.
+		ws.orig = append(ws.orig[:0], s.Labels...)
+		var in, outHash uint64
+		in, ws.hashBuf = wire.HashLabels(ws.hashBuf, ws.orig)
+		ls, keep := prog.Apply(&ws.scratch, s.Labels)
 		// A rule that removed the metric name leaves a series no receiver
 		// accepts; sending it would fail the whole request downstream.
 		if !keep || wire.GetLabel(ls, "__name__") == nil {
-			dropped += len(s.Samples) + len(s.Histograms)
+			res.DroppedByRelabel += n
 			continue
 		}
 		s.Labels = ls
+		outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
+		switch g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs) {
+		case merge.Absorbed:
+			res.Merged += n
+			continue
+		case merge.Dropped:
+			res.DroppedByMerge += n
+			continue
+		}
 		out = append(out, s)
 	}
 	clear(req.Series[len(out):])
 	req.Series = out
-	return dropped
 }
 
 func (g *Gateway) putWorkspace(ws *workspace) {

@@ -257,3 +257,36 @@ func TestProcessAllocsNothing(t *testing.T) {
 		t.Fatalf("decode+sanitize+relabel+encode+compress allocates %v times per request", n)
 	}
 }
+
+// Two inputs that the rules collapse into one output must not both be
+// forwarded: the downstream would reject the duplicate timestamp.
+func TestCollapsedSeriesAreMergedNotDuplicated(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, reg := newTestGateway(t, `
+downstream: {url: "http://127.0.0.1:1/"}
+relabel_configs:
+  - {action: labeldrop, regex: pod}
+`, sender)
+	pb := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series("req_total", "app", "a", "pod", "p1"),
+		series("req_total", "app", "a", "pod", "p2"),
+		series("req_total", "app", "b", "pod", "p1"),
+	}}
+	res, err := g.Process(context.Background(), decode(t, pb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Forwarded != 2 || res.Merged != 1 {
+		t.Fatalf("result %+v: want 2 forwarded (first input of app=a, app=b) and 1 merged", res)
+	}
+	got := sender.reqs[0].Timeseries
+	if len(got) != 2 || labelsString(got[0].Labels) == labelsString(got[1].Labels) {
+		t.Fatalf("forwarded %v", got)
+	}
+	if c := g.Collisions(10); len(c) != 1 || c[0].Inputs != 2 || c[0].CollapsedLabels[0] != "pod" {
+		t.Fatalf("collisions %+v", c)
+	}
+	if v := metricValue(t, reg, "cardinal_collisions_total", ""); v != 1 {
+		t.Fatalf("cardinal_collisions_total = %v, want 1", v)
+	}
+}

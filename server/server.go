@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,8 +100,32 @@ func New(opts Options) (*Server, error) {
 	})
 	r.Get("/-/ready", s.serveReady)
 	r.Post("/-/reload", s.requireAdmin(s.serveReload))
+	r.Get("/api/v1/collisions", s.serveCollisions)
 	s.handler = r
 	return s, nil
+}
+
+// Check does everything New does with a config file except serving: it
+// loads and compiles the config, reads the admin token and builds the
+// downstream client (reading TLS files and credentials). `cardinal check
+// config` uses it, so that a config it accepts also starts.
+func Check(configFile string) (*config.Config, error) {
+	cfg, err := config.Load(configFile)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := gateway.Compile(cfg); err != nil {
+		return nil, err
+	}
+	if _, err := readToken(cfg); err != nil {
+		return nil, err
+	}
+	sender, err := gateway.NewForwarder(cfg.Downstream, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, fmt.Errorf("downstream: %w", err)
+	}
+	sender.Close()
+	return cfg, nil
 }
 
 // Handler returns the HTTP handler of all endpoints.
@@ -178,8 +203,9 @@ func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
 			writeJSONError(w, http.StatusForbidden, "mutating admin calls are disabled: set admin.bearer_token_file")
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), *token) != 1 {
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		// The scheme is case-insensitive (RFC 9110); the token is not.
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), *token) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="cardinal"`)
 			writeJSONError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
@@ -205,6 +231,35 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	default:
 		fmt.Fprintln(w, "Cardinal is Ready.")
 	}
+}
+
+// serveCollisions lists the merged outputs with the most inputs, and the
+// labels whose removal collapsed them.
+func (s *Server) serveCollisions(w http.ResponseWriter, r *http.Request) {
+	top, err := topParam(r)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSON(w, s.gw.Collisions(top))
+}
+
+// topParam reads ?top=N (default 20, at most 10000).
+func topParam(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("top")
+	if v == "" {
+		return 20, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || n > 10000 {
+		return 0, fmt.Errorf("top must be an integer from 1 to 10000, not %q", v)
+	}
+	return n, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 func writeJSONError(w http.ResponseWriter, status int, msg string) {
@@ -234,6 +289,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	go s.probeDownstream(probeCtx)
+	// The merger outlives the HTTP server: it flushes a last time after
+	// the in-flight requests have finished.
+	mergeCtx, stopMerge := context.WithCancel(context.Background())
+	mergeDone := make(chan struct{})
+	go func() {
+		defer close(mergeDone)
+		s.gw.Run(mergeCtx)
+	}()
+	defer func() {
+		stopMerge()
+		<-mergeDone
+	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -10,6 +10,8 @@ package wire
 import (
 	"bytes"
 	"slices"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Label is one label pair. Name and Value alias the buffer the request was
@@ -132,4 +134,19 @@ func GetLabel(ls []Label, name string) []byte {
 		}
 	}
 	return nil
+}
+
+// HashLabels returns the identity of a label set: xxhash over every name and
+// value, each followed by a 0xff byte, which cannot occur in valid UTF-8, so
+// that {a="b;c"} and {a="b", c=""} cannot hash alike. buf is scratch space;
+// the grown buffer is returned for reuse.
+func HashLabels(buf []byte, ls []Label) (uint64, []byte) {
+	buf = buf[:0]
+	for i := range ls {
+		buf = append(buf, ls[i].Name...)
+		buf = append(buf, 0xff)
+		buf = append(buf, ls[i].Value...)
+		buf = append(buf, 0xff)
+	}
+	return xxhash.Sum64(buf), buf
 }

@@ -422,3 +422,41 @@ func stripUnknown(pb *prompb.WriteRequest) {
 		pb.Metadata[i].XXX_unrecognized = nil
 	}
 }
+
+func TestHashLabelsSeparatesNamesAndValues(t *testing.T) {
+	l := func(kv ...string) []Label {
+		var ls []Label
+		for i := 0; i < len(kv); i += 2 {
+			ls = append(ls, Label{Name: []byte(kv[i]), Value: []byte(kv[i+1])})
+		}
+		return ls
+	}
+	var buf []byte
+	h := func(ls []Label) uint64 {
+		var v uint64
+		v, buf = HashLabels(buf, ls)
+		return v
+	}
+	distinct := [][]Label{
+		l("a", "b;c"),
+		l("a", "b", "c", "x"),
+		l("a", "bc"),
+		l("ab", "c"),
+		l("a", "b", "c", "d"),
+		l("a", "b\xffc", "d", "e"),
+	}
+	seen := map[uint64]int{}
+	for i, ls := range distinct {
+		if j, dup := seen[h(ls)]; dup {
+			t.Errorf("label sets %d and %d hash alike", i, j)
+		}
+		seen[h(ls)] = i
+	}
+	if a, b := h(l("a", "1")), h(l("a", "1")); a != b {
+		t.Error("hash is not deterministic")
+	}
+	ls := l("__name__", "up", "job", "mesh")
+	if n := testing.AllocsPerRun(100, func() { h(ls) }); n != 0 && !raceEnabled {
+		t.Errorf("HashLabels allocates %v times", n)
+	}
+}

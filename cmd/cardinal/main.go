@@ -20,9 +20,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/demo"
-	"github.com/cardinal-gateway/cardinal/gateway"
 	"github.com/cardinal-gateway/cardinal/server"
 )
 
@@ -36,7 +34,7 @@ func main() {
 const usage = `usage:
   cardinal serve --config.file=cardinal.yml [--web.listen-address=:9091] [--log.level=info]
   cardinal check config cardinal.yml
-  cardinal demo [--seconds=N]
+  cardinal demo [--workloads=N] [--scrapes=N]
   cardinal version
 `
 
@@ -107,10 +105,7 @@ func serve(args []string, stderr io.Writer) int {
 }
 
 func checkConfig(path string, stdout, stderr io.Writer) int {
-	cfg, err := config.Load(path)
-	if err == nil {
-		_, err = gateway.Compile(cfg)
-	}
+	cfg, err := server.Check(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "FAILED: %v\n", err)
 		return 1
