@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
@@ -44,15 +46,17 @@ func DefaultOptions() Options {
 }
 
 // Rules is the relabel_configs the demo runs: drop Envoy's server-internal
-// gauges outright, then keep only the mesh's standard labels plus pod and
-// instance (so that no two series collapse into one).
+// gauges outright, then keep only the mesh's standard labels. That removes
+// pod, instance and target_addr too, so the series of a workload's pods and
+// of the injected request-level variants collapse into one, and Cardinal
+// merges them.
 func Rules() string {
 	return `
   - action: drop
     source_labels: [__name__]
     regex: envoy_server_.*
   - action: labelkeep
-    regex: ` + meshgen.DefaultAllowlist + `|pod|instance|target_addr
+    regex: ` + meshgen.DefaultAllowlist + `
 `
 }
 
@@ -63,9 +67,14 @@ type Report struct {
 	DroppedByReason map[string]float64
 	// Requests counts the sender's requests by Cardinal's status code.
 	Requests map[int]int
-	// Collisions counts samples the receiver got twice for one series and
+	// Duplicates counts samples the receiver got twice for one series and
 	// timestamp; a Prometheus receiver would reject their whole request.
-	Collisions int
+	Duplicates int
+	// MergedSeries is the number of output series fed by several inputs.
+	MergedSeries int
+	// CountersChecked and CountersExact compare every counter series at the
+	// receiver with the sum of the inputs that collapsed into it.
+	CountersChecked, CountersExact int
 	// InjectedDelivered lists injected high-cardinality label names that
 	// reached the receiver (must be empty).
 	InjectedDelivered []string
@@ -87,7 +96,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) error {
 		return err
 	}
 	rep.Print(w, opts)
-	if len(rep.InjectedDelivered) > 0 || rep.Requests[http.StatusNoContent] == 0 {
+	if len(rep.InjectedDelivered) > 0 || rep.Requests[http.StatusNoContent] == 0 || rep.Duplicates > 0 || rep.CountersExact != rep.CountersChecked {
 		return errors.New("the gateway did not do its job; see the report")
 	}
 	return nil
@@ -109,7 +118,7 @@ func Execute(ctx context.Context, opts Options) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	cfgFile := filepath.Join(dir, "cardinal.yml")
-	cfg := fmt.Sprintf("downstream:\n  url: %s/api/v1/write\nrelabel_configs:%s", recvURL, Rules())
+	cfg := fmt.Sprintf("downstream:\n  url: %s/api/v1/write\nmerge:\n  flush_interval: 1s\nrelabel_configs:%s", recvURL, Rules())
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -125,10 +134,16 @@ func Execute(ctx context.Context, opts Options) (*Report, error) {
 	srvCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(srvCtx, ln) }()
-	defer func() {
+	stopped := false
+	stopServer := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
 		stop()
-		<-done
-	}()
+		return <-done
+	}
+	defer stopServer()
 	gwURL := "http://" + ln.Addr().String()
 	if err := waitReady(ctx, gwURL, 10*time.Second); err != nil {
 		return nil, err
@@ -137,8 +152,6 @@ func Execute(ctx context.Context, opts Options) (*Report, error) {
 	gen := meshgen.New(meshgen.Config{
 		Workloads:       opts.Workloads,
 		PodsPerWorkload: opts.PodsPerWorkload,
-		Variants:        1,
-		Churn:           true,
 		Seed:            opts.Seed,
 	})
 	rep := &Report{Requests: map[int]int{}}
@@ -160,17 +173,24 @@ func Execute(ctx context.Context, opts Options) (*Report, error) {
 			rep.Requests[code]++
 		}
 	}
+	rep.MergedSeries = len(srv.Gateway().Collisions(1 << 30))
+	rep.DroppedByReason, err = droppedByReason(reg)
+	if err != nil {
+		return nil, err
+	}
+	// A graceful stop flushes the merged series a last time.
+	if err := stopServer(); err != nil {
+		return nil, err
+	}
 	rep.Before = before.side()
 	rep.After = recv.tally.side()
-	rep.Collisions = recv.tally.collisions
+	rep.Duplicates = recv.tally.collisions
+	truth := meshgen.SumBy(gen.Series(opts.Scrapes-1, 0), meshgen.DroppedByDefault(meshgen.DefaultInjectedLabels()))
+	rep.CountersChecked, rep.CountersExact = recv.tally.compareCounters(truth)
 	for _, name := range meshgen.DefaultInjectedLabels() {
 		if slices.Contains(rep.After.LabelNames, name) {
 			rep.InjectedDelivered = append(rep.InjectedDelivered, name)
 		}
-	}
-	rep.DroppedByReason, err = droppedByReason(reg)
-	if err != nil {
-		return nil, err
 	}
 	rep.Elapsed = time.Since(start)
 	return rep, nil
@@ -225,7 +245,8 @@ func send(ctx context.Context, client *http.Client, url string, body []byte) (in
 
 // tally counts distinct series, label names, samples and bytes.
 type tally struct {
-	series     map[string]int64 // label set → latest timestamp
+	series     map[string]int64   // label set → latest timestamp
+	last       map[string]float64 // label set as labels.String → latest value
 	names      map[string]struct{}
 	samples    int
 	bytes      int
@@ -234,7 +255,7 @@ type tally struct {
 }
 
 func newTally() *tally {
-	return &tally{series: map[string]int64{}, names: map[string]struct{}{}, seen: map[string]struct{}{}}
+	return &tally{series: map[string]int64{}, last: map[string]float64{}, names: map[string]struct{}{}, seen: map[string]struct{}{}}
 }
 
 func (t *tally) add(req *prompb.WriteRequest, n int) {
@@ -250,9 +271,15 @@ func (t *tally) add(req *prompb.WriteRequest, n int) {
 			sb.WriteByte(0xff)
 		}
 		key := sb.String()
-		t.series[key] = 0
+		if _, ok := t.series[key]; !ok {
+			t.series[key] = math.MinInt64
+		}
 		for _, s := range ts.Samples {
 			t.samples++
+			if s.Timestamp >= t.series[key] {
+				t.series[key] = s.Timestamp
+				t.last[promLabels(ts.Labels)] = s.Value
+			}
 			k := fmt.Sprintf("%s%d", key, s.Timestamp)
 			if _, dup := t.seen[k]; dup {
 				t.collisions++
@@ -261,6 +288,41 @@ func (t *tally) add(req *prompb.WriteRequest, n int) {
 		}
 		t.samples += len(ts.Histograms)
 	}
+}
+
+// compareCounters checks every counter series in truth (keyed like
+// labels.Labels.String) against the latest value received, within 1e-9
+// relative.
+func (t *tally) compareCounters(truth map[string]float64) (checked, exact int) {
+	for key, want := range truth {
+		if !isCounter(key) {
+			continue
+		}
+		checked++
+		if got, ok := t.last[key]; ok && math.Abs(got-want) <= 1e-9*math.Max(1, math.Abs(want)) {
+			exact++
+		}
+	}
+	return checked, exact
+}
+
+func isCounter(key string) bool {
+	name, _, _ := strings.Cut(strings.TrimPrefix(key, `{__name__="`), `"`)
+	for _, suffix := range []string{"_total", "_count", "_sum", "_bucket"} {
+		if strings.HasSuffix(name, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+func promLabels(ls []prompb.Label) string {
+	b := labels.NewScratchBuilder(len(ls))
+	for _, l := range ls {
+		b.Add(l.Name, l.Value)
+	}
+	b.Sort()
+	return b.Labels().String()
 }
 
 func (t *tally) side() Side {
@@ -360,7 +422,9 @@ func (r *Report) Print(w io.Writer, opts Options) {
 	}
 	slices.Sort(codes)
 	fmt.Fprintf(w, "sender requests:       %s\n", strings.Join(codes, ", "))
-	fmt.Fprintf(w, "duplicate samples:     %d (same series and timestamp twice at the receiver)\n", r.Collisions)
+	fmt.Fprintf(w, "merged series:         %d outputs fed by several inputs (pods, request variants), emitted by the merger\n", r.MergedSeries)
+	fmt.Fprintf(w, "counter totals:        %d of %d counter series equal the sum of their collapsed inputs\n", r.CountersExact, r.CountersChecked)
+	fmt.Fprintf(w, "duplicate samples:     %d (same series and timestamp twice at the receiver)\n", r.Duplicates)
 	injected := "none"
 	if len(r.InjectedDelivered) > 0 {
 		injected = "DELIVERED: " + strings.Join(r.InjectedDelivered, ", ")
