@@ -40,6 +40,7 @@ type Config struct {
 	Receive        ReceiveConfig     `yaml:"receive,omitempty"`
 	RelabelConfigs []*relabel.Config `yaml:"relabel_configs,omitempty"`
 	Merge          MergeConfig       `yaml:"merge,omitempty"`
+	Limits         LimitsConfig      `yaml:"limits,omitempty"`
 	Admin          AdminConfig       `yaml:"admin,omitempty"`
 
 	// dir is the directory of the file the config came from; relative paths
@@ -112,11 +113,88 @@ func defaultMerge() MergeConfig {
 	}
 }
 
+// LimitsConfig caps the active series of each workload.
+type LimitsConfig struct {
+	// WorkloadLabels name the labels whose values, joined by "/", identify
+	// a workload. Empty disables the limiter.
+	WorkloadLabels []string `yaml:"workload_labels,omitempty"`
+	// MaxSeriesPerWorkload is the default cap; 0 means unlimited.
+	MaxSeriesPerWorkload int `yaml:"max_series_per_workload,omitempty"`
+	// Window: a series is active if it had a sample within it.
+	Window model.Duration `yaml:"window,omitempty"`
+	// Mode is "enforce" (fold new series over the cap into an overflow
+	// series) or "dry_run" (count only).
+	Mode string `yaml:"mode,omitempty"`
+	// Overrides are per-workload caps; those set through the admin API are
+	// kept in admin.state_file and win over these.
+	Overrides map[string]int `yaml:"overrides,omitempty"`
+	// MaxWorkloads bounds how many workloads are tracked one by one; the
+	// rest share the workload "_other".
+	MaxWorkloads int `yaml:"max_workloads,omitempty"`
+}
+
+// Limiter modes.
+const (
+	ModeEnforce = "enforce"
+	ModeDryRun  = "dry_run"
+)
+
+// Defaults of the limits section.
+const (
+	DefaultWindow       = time.Hour
+	DefaultMaxWorkloads = 10000
+)
+
+// UnmarshalYAML applies the defaults before decoding.
+func (c *LimitsConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = defaultLimits()
+	type plain LimitsConfig
+	return unmarshal((*plain)(c))
+}
+
+func defaultLimits() LimitsConfig {
+	return LimitsConfig{Window: model.Duration(DefaultWindow), Mode: ModeEnforce, MaxWorkloads: DefaultMaxWorkloads}
+}
+
+func (c *LimitsConfig) validate() error {
+	if c.MaxSeriesPerWorkload < 0 {
+		return errors.New("limits.max_series_per_workload must not be negative")
+	}
+	if c.Window <= 0 {
+		return errors.New("limits.window must be positive")
+	}
+	if c.Mode != ModeEnforce && c.Mode != ModeDryRun {
+		return fmt.Errorf("limits.mode: %q is not enforce or dry_run", c.Mode)
+	}
+	if c.MaxWorkloads <= 0 {
+		return errors.New("limits.max_workloads must be positive")
+	}
+	seen := map[string]bool{}
+	for _, l := range c.WorkloadLabels {
+		if l == "" || seen[l] {
+			return fmt.Errorf("limits.workload_labels: empty or repeated label %q", l)
+		}
+		seen[l] = true
+	}
+	for w, n := range c.Overrides {
+		if n < 0 {
+			return fmt.Errorf("limits.overrides[%q] must not be negative", w)
+		}
+	}
+	if len(c.WorkloadLabels) == 0 && (c.MaxSeriesPerWorkload > 0 || len(c.Overrides) > 0) {
+		return errors.New("limits: caps need limits.workload_labels")
+	}
+	return nil
+}
+
 // AdminConfig protects the mutating admin endpoints.
 type AdminConfig struct {
 	// BearerTokenFile holds the token that mutating admin calls must present.
 	// Without it, mutating calls are refused.
 	BearerTokenFile string `yaml:"bearer_token_file,omitempty"`
+	// StateFile keeps the limit overrides set through the admin API across
+	// restarts. Without it, API overrides last until the process exits.
+	StateFile string `yaml:"state_file,omitempty"`
 }
 
 // UnmarshalYAML applies the defaults before decoding, the way Prometheus does,
@@ -156,8 +234,10 @@ func Load(path string) (*Config, error) {
 	}
 	cfg.dir = dir
 	cfg.Downstream.HTTPClientConfig.SetDirectory(dir)
-	if cfg.Admin.BearerTokenFile != "" && !filepath.IsAbs(cfg.Admin.BearerTokenFile) {
-		cfg.Admin.BearerTokenFile = filepath.Join(dir, cfg.Admin.BearerTokenFile)
+	for _, p := range []*string{&cfg.Admin.BearerTokenFile, &cfg.Admin.StateFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
 	}
 	return cfg, nil
 }
@@ -166,7 +246,7 @@ func Load(path string) (*Config, error) {
 // stay relative to the working directory.
 func Parse(data []byte) (*Config, error) {
 	// Sections the file may leave out entirely keep their defaults.
-	cfg := &Config{Receive: ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}, Merge: defaultMerge()}
+	cfg := &Config{Receive: ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}, Merge: defaultMerge(), Limits: defaultLimits()}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, fmt.Errorf("cannot parse config: %w", err)
 	}
@@ -180,6 +260,9 @@ func Parse(data []byte) (*Config, error) {
 		}
 		if v, ok := sections["merge"]; ok && v == nil {
 			cfg.Merge = defaultMerge()
+		}
+		if v, ok := sections["limits"]; ok && v == nil {
+			cfg.Limits = defaultLimits()
 		}
 	}
 	if err := cfg.Validate(); err != nil {
@@ -231,6 +314,9 @@ func (c *Config) Validate() error {
 		if rc == nil {
 			return fmt.Errorf("relabel_configs[%d] is empty", i)
 		}
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	return c.Merge.validate()
 }

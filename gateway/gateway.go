@@ -23,6 +23,7 @@ import (
 
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
+	"github.com/cardinal-gateway/cardinal/limiter"
 	"github.com/cardinal-gateway/cardinal/merge"
 	"github.com/cardinal-gateway/cardinal/relabel"
 	"github.com/cardinal-gateway/cardinal/wire"
@@ -33,6 +34,7 @@ const (
 	ReasonRelabel       = "relabel"
 	ReasonInvalid       = "invalid"
 	ReasonMergeCapacity = "merge_capacity"
+	ReasonLimit         = "limit"
 )
 
 // Sender delivers an encoded, snappy-compressed remote-write 1.0 body. The
@@ -60,6 +62,7 @@ type Gateway struct {
 	now     func() time.Time
 	state   atomic.Pointer[state]
 	merger  *merge.Merger
+	limiter *limiter.Limiter
 	metrics metrics
 	pool    sync.Pool
 }
@@ -78,13 +81,16 @@ type metrics struct {
 	droppedRelabel prometheus.Counter
 	droppedInvalid prometheus.Counter
 	droppedMerge   prometheus.Counter
+	droppedLimit   prometheus.Counter
 }
 
 // workspace is the per-request memory of the pipeline, pooled.
 type workspace struct {
 	scratch    relabel.Scratch
 	orig       []wire.Label // a series' labels before relabeling
+	overflow   []wire.Label // labels of folded series, valid for the request
 	hashBuf    []byte
+	keyBuf     []byte
 	encoded    []byte
 	compressed []byte
 }
@@ -107,6 +113,9 @@ type Result struct {
 	// DroppedByMerge is the number of samples of new inputs of merged
 	// series that could not be tracked (merge.max_inputs reached).
 	DroppedByMerge int
+	// Folded is the number of samples of series over their workload's cap,
+	// rewritten to the workload's overflow series.
+	Folded int
 }
 
 // New compiles cfg and returns a ready Gateway.
@@ -141,6 +150,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		droppedRelabel: dropped.WithLabelValues(ReasonRelabel),
 		droppedInvalid: dropped.WithLabelValues(ReasonInvalid),
 		droppedMerge:   dropped.WithLabelValues(ReasonMergeCapacity),
+		droppedLimit:   dropped.WithLabelValues(ReasonLimit),
 	}
 	g.pool.New = func() any { return new(workspace) }
 	rules, err := mergeRules(cfg.Merge)
@@ -148,10 +158,25 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.merger = merge.New(merge.Options{Rules: rules, Registerer: opts.Registerer, Logger: opts.Logger, Now: opts.Now})
+	g.limiter = limiter.New(limiter.Options{Settings: limiterSettings(cfg.Limits), Logger: opts.Logger, Now: opts.Now})
+	if err := opts.Registerer.Register(g.limiter.Collector()); err != nil {
+		return nil, err
+	}
 	if err := g.Apply(cfg); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+func limiterSettings(c config.LimitsConfig) limiter.Settings {
+	return limiter.Settings{
+		WorkloadLabels: c.WorkloadLabels,
+		Default:        c.MaxSeriesPerWorkload,
+		Window:         time.Duration(c.Window),
+		DryRun:         c.Mode == config.ModeDryRun,
+		Overrides:      c.Overrides,
+		MaxWorkloads:   c.MaxWorkloads,
+	}
 }
 
 // mergeRules compiles the merge section.
@@ -256,6 +281,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 		return fmt.Errorf("downstream: %w", err)
 	}
 	g.merger.SetRules(rules)
+	g.limiter.SetSettings(limiterSettings(cfg.Limits))
 	old := g.state.Swap(&state{cfg: cfg, relabel: prog, rules: rules, sender: sender})
 	if old != nil {
 		// Requests still using the old sender keep working: Close only
@@ -281,10 +307,14 @@ func (g *Gateway) Probe(ctx context.Context) error {
 // Run emits merged series until ctx ends, then flushes them a last time.
 // The server runs it for the life of the process.
 func (g *Gateway) Run(ctx context.Context) {
+	go g.limiter.Run(ctx)
 	g.merger.Run(ctx, func(ctx context.Context, body []byte) error {
 		return g.state.Load().sender.Send(ctx, body)
 	})
 }
+
+// Limiter returns the per-workload series limiter (for the admin API).
+func (g *Gateway) Limiter() *limiter.Limiter { return g.limiter }
 
 // Collisions lists the merged outputs with the most inputs.
 func (g *Gateway) Collisions(top int) []merge.Collision { return g.merger.Collisions(top) }
@@ -318,9 +348,10 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	// request is turning into a merged one.
 	tk := g.merger.Begin()
 	defer g.merger.End(tk)
-	g.relabel(st.relabel, ws, req, tk, &res)
+	g.route(st.relabel, ws, req, tk, &res)
 	g.metrics.droppedRelabel.Add(float64(res.DroppedByRelabel))
 	g.metrics.droppedMerge.Add(float64(res.DroppedByMerge))
+	g.metrics.droppedLimit.Add(float64(res.Folded))
 
 	if len(req.Series) == 0 && len(req.Metadata) == 0 {
 		return res, nil
@@ -335,14 +366,17 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	return res, nil
 }
 
-// relabel applies prog to every series in place and routes the result
-// through the merger, removing the series it absorbs or drops.
-func (g *Gateway) relabel(prog *relabel.Program, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
-	if prog.Len() == 0 {
-		// Without rules no two series can collapse into one.
+// route runs every series through relabeling, the limiter and the merger,
+// in place, removing the series they drop or absorb.
+func (g *Gateway) route(prog *relabel.Program, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
+	limits := g.limiter.Settings().Enabled()
+	if prog.Len() == 0 && !limits {
+		// Without rules or caps no two series can collapse into one.
 		return
 	}
 	nowMs := g.now().UnixMilli()
+	nowSec := g.limiter.Clock()
+	ws.overflow = ws.overflow[:0]
 	out := req.Series[:0]
 	for i := range req.Series {
 		s := req.Series[i]
@@ -358,8 +392,21 @@ func (g *Gateway) relabel(prog *relabel.Program, ws *workspace, req *wire.Reques
 			res.DroppedByRelabel += n
 			continue
 		}
-		s.Labels = ls
 		outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
+		if limits {
+			var d limiter.Decision
+			d, ws.keyBuf = g.limiter.Admit(outHash, ls, n, nowSec, ws.keyBuf)
+			if d == limiter.Fold {
+				// Slow path: over the cap, the series joins its workload's
+				// overflow series, which the merger sums.
+				start := len(ws.overflow)
+				ws.overflow = g.limiter.AppendOverflowLabels(ws.overflow, ls)
+				ls = ws.overflow[start:len(ws.overflow):len(ws.overflow)]
+				outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
+				res.Folded += n
+			}
+		}
+		s.Labels = ls
 		switch g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs) {
 		case merge.Absorbed:
 			res.Merged += n

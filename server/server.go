@@ -7,14 +7,12 @@ package server
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cardinal-gateway/cardinal/admin"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/gateway"
 	"github.com/cardinal-gateway/cardinal/ingest"
@@ -85,6 +84,16 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if path := cfg.Admin.StateFile; path != "" {
+		overrides, err := admin.LoadState(path)
+		if err != nil {
+			return nil, err
+		}
+		s.gw.Limiter().LoadAPIOverrides(overrides)
+		if len(overrides) > 0 {
+			opts.Logger.Info("limit overrides loaded from the state file", "file", path, "overrides", len(overrides))
+		}
+	}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardinal_config_reloads_total",
 		Help: "Configuration reloads, by result.",
@@ -101,6 +110,12 @@ func New(opts Options) (*Server, error) {
 	r.Get("/-/ready", s.serveReady)
 	r.Post("/-/reload", s.requireAdmin(s.serveReload))
 	r.Get("/api/v1/collisions", s.serveCollisions)
+	admin.Mount(r, admin.Options{
+		Limiter:      s.gw.Limiter(),
+		StateFile:    func() string { return s.gw.Config().Admin.StateFile },
+		RequireAdmin: s.requireAdmin,
+		Logger:       opts.Logger,
+	})
 	s.handler = r
 	return s, nil
 }
@@ -119,6 +134,11 @@ func Check(configFile string) (*config.Config, error) {
 	}
 	if _, err := readToken(cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Admin.StateFile != "" {
+		if _, err := admin.LoadState(cfg.Admin.StateFile); err != nil {
+			return nil, err
+		}
 	}
 	sender, err := gateway.NewForwarder(cfg.Downstream, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -200,14 +220,14 @@ func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token := s.adminToken.Load()
 		if token == nil {
-			writeJSONError(w, http.StatusForbidden, "mutating admin calls are disabled: set admin.bearer_token_file")
+			admin.WriteError(w, http.StatusForbidden, "mutating admin calls are disabled: set admin.bearer_token_file")
 			return
 		}
 		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		// The scheme is case-insensitive (RFC 9110); the token is not.
 		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), *token) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="cardinal"`)
-			writeJSONError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			admin.WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		next(w, r)
@@ -216,7 +236,7 @@ func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
 
 func (s *Server) serveReload(w http.ResponseWriter, _ *http.Request) {
 	if err := s.Reload(); err != nil {
-		writeJSONError(w, http.StatusBadRequest, err.Error())
+		admin.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -236,36 +256,12 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 // serveCollisions lists the merged outputs with the most inputs, and the
 // labels whose removal collapsed them.
 func (s *Server) serveCollisions(w http.ResponseWriter, r *http.Request) {
-	top, err := topParam(r)
+	top, err := admin.TopParam(r)
 	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, err.Error())
+		admin.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	writeJSON(w, s.gw.Collisions(top))
-}
-
-// topParam reads ?top=N (default 20, at most 10000).
-func topParam(r *http.Request) (int, error) {
-	v := r.URL.Query().Get("top")
-	if v == "" {
-		return 20, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 || n > 10000 {
-		return 0, fmt.Errorf("top must be an integer from 1 to 10000, not %q", v)
-	}
-	return n, nil
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeJSONError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	admin.WriteJSON(w, http.StatusOK, s.gw.Collisions(top))
 }
 
 // Run listens and serves until ctx ends, then shuts down gracefully. It
