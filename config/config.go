@@ -41,6 +41,7 @@ type Config struct {
 	RelabelConfigs []*relabel.Config `yaml:"relabel_configs,omitempty"`
 	Merge          MergeConfig       `yaml:"merge,omitempty"`
 	Limits         LimitsConfig      `yaml:"limits,omitempty"`
+	TraceSampling  TraceConfig       `yaml:"trace_sampling,omitempty"`
 	Admin          AdminConfig       `yaml:"admin,omitempty"`
 
 	// dir is the directory of the file the config came from; relative paths
@@ -187,6 +188,55 @@ func (c *LimitsConfig) validate() error {
 	return nil
 }
 
+// TraceConfig turns trace-id labels into exemplars on a sampled fraction of
+// series and removes the labels.
+type TraceConfig struct {
+	// Labels carry trace ids (plain hex, W3C traceparent, B3, Jaeger). Empty
+	// disables trace sampling.
+	Labels []string `yaml:"labels,omitempty"`
+	// Ratio is the consistent sampling probability, by trace id.
+	Ratio float64 `yaml:"ratio,omitempty"`
+	// AlwaysKeep: series matching any of these keep their exemplar whatever
+	// the ratio.
+	AlwaysKeep []TraceMatcher `yaml:"always_keep,omitempty"`
+}
+
+// TraceMatcher matches a series whose label is present and whose value
+// matches Regex, or, with NotRegex, does not match it.
+type TraceMatcher struct {
+	Label    string `yaml:"label"`
+	Regex    string `yaml:"regex,omitempty"`
+	NotRegex string `yaml:"not_regex,omitempty"`
+}
+
+func (c *TraceConfig) validate() error {
+	if c.Ratio < 0 || c.Ratio > 1 || c.Ratio != c.Ratio {
+		return fmt.Errorf("trace_sampling.ratio must be within [0, 1], got %v", c.Ratio)
+	}
+	if len(c.Labels) == 0 && len(c.AlwaysKeep) > 0 {
+		return errors.New("trace_sampling.always_keep needs trace_sampling.labels")
+	}
+	for i, l := range c.Labels {
+		if l == "" {
+			return fmt.Errorf("trace_sampling.labels[%d] is empty", i)
+		}
+	}
+	for i, m := range c.AlwaysKeep {
+		if m.Label == "" {
+			return fmt.Errorf("trace_sampling.always_keep[%d]: label is required", i)
+		}
+		if (m.Regex == "") == (m.NotRegex == "") {
+			return fmt.Errorf("trace_sampling.always_keep[%d]: set exactly one of regex and not_regex", i)
+		}
+		for _, re := range []string{m.Regex, m.NotRegex} {
+			if _, err := regexp.Compile(Anchor(re)); err != nil {
+				return fmt.Errorf("trace_sampling.always_keep[%d]: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
 // AdminConfig protects the mutating admin endpoints.
 type AdminConfig struct {
 	// BearerTokenFile holds the token that mutating admin calls must present.
@@ -316,6 +366,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Limits.validate(); err != nil {
+		return err
+	}
+	if err := c.TraceSampling.validate(); err != nil {
 		return err
 	}
 	return c.Merge.validate()

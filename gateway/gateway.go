@@ -64,7 +64,9 @@ type Gateway struct {
 	merger  *merge.Merger
 	limiter *limiter.Limiter
 	metrics metrics
-	pool    sync.Pool
+
+	traceMetrics traceMetrics
+	pool         sync.Pool
 }
 
 // state is one compiled configuration.
@@ -72,6 +74,7 @@ type state struct {
 	cfg     *config.Config
 	relabel *relabel.Program
 	rules   merge.Rules
+	trace   *traceRules // nil: trace sampling off
 	sender  Sender
 }
 
@@ -86,13 +89,18 @@ type metrics struct {
 
 // workspace is the per-request memory of the pipeline, pooled.
 type workspace struct {
-	scratch    relabel.Scratch
-	orig       []wire.Label // a series' labels before relabeling
-	overflow   []wire.Label // labels of folded series, valid for the request
-	hashBuf    []byte
-	keyBuf     []byte
-	encoded    []byte
-	compressed []byte
+	scratch  relabel.Scratch
+	orig     []wire.Label // a series' labels before relabeling
+	overflow []wire.Label // labels of folded series, valid for the request
+	hashBuf  []byte
+	keyBuf   []byte
+	// Exemplars made from trace ids, and the outputs that got one.
+	exemplars   []wire.Exemplar
+	exLabels    []wire.Label
+	exBytes     []byte
+	exemplified map[uint64]struct{}
+	encoded     []byte
+	compressed  []byte
 }
 
 // Buffers larger than this are not kept in the pool, so that one huge request
@@ -152,7 +160,19 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		droppedMerge:   dropped.WithLabelValues(ReasonMergeCapacity),
 		droppedLimit:   dropped.WithLabelValues(ReasonLimit),
 	}
-	g.pool.New = func() any { return new(workspace) }
+	exemplars := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardinal_exemplars_added_total",
+		Help: "Exemplars made from trace-id labels, by why they were kept: sampled (by trace id) or error (always_keep).",
+	}, []string{"reason"})
+	g.traceMetrics = traceMetrics{
+		addedSampled: exemplars.WithLabelValues(keptSampled),
+		addedError:   exemplars.WithLabelValues(keptError),
+		malformed: f.NewCounter(prometheus.CounterOpts{
+			Name: "cardinal_trace_ids_malformed_total",
+			Help: "Trace-id label values that could not be parsed; the label is dropped without an exemplar.",
+		}),
+	}
+	g.pool.New = func() any { return &workspace{exemplified: map[uint64]struct{}{}} }
 	rules, err := mergeRules(cfg.Merge)
 	if err != nil {
 		return nil, err
@@ -262,6 +282,9 @@ func Compile(cfg *config.Config) (*relabel.Program, error) {
 	if _, err := mergeRules(cfg.Merge); err != nil {
 		return nil, err
 	}
+	if _, err := compileTrace(cfg.TraceSampling); err != nil {
+		return nil, err
+	}
 	return prog, nil
 }
 
@@ -276,13 +299,17 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	trace, err := compileTrace(cfg.TraceSampling)
+	if err != nil {
+		return err
+	}
 	sender, err := g.opts.NewSender(cfg.Downstream, g.opts.Registerer, g.logger)
 	if err != nil {
 		return fmt.Errorf("downstream: %w", err)
 	}
 	g.merger.SetRules(rules)
 	g.limiter.SetSettings(limiterSettings(cfg.Limits))
-	old := g.state.Swap(&state{cfg: cfg, relabel: prog, rules: rules, sender: sender})
+	old := g.state.Swap(&state{cfg: cfg, relabel: prog, rules: rules, trace: trace, sender: sender})
 	if old != nil {
 		// Requests still using the old sender keep working: Close only
 		// releases idle connections.
@@ -348,7 +375,7 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	// request is turning into a merged one.
 	tk := g.merger.Begin()
 	defer g.merger.End(tk)
-	g.route(st.relabel, ws, req, tk, &res)
+	g.route(st, ws, req, tk, &res)
 	g.metrics.droppedRelabel.Add(float64(res.DroppedByRelabel))
 	g.metrics.droppedMerge.Add(float64(res.DroppedByMerge))
 	g.metrics.droppedLimit.Add(float64(res.Folded))
@@ -368,15 +395,21 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 
 // route runs every series through relabeling, the limiter and the merger,
 // in place, removing the series they drop or absorb.
-func (g *Gateway) route(prog *relabel.Program, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
+func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
+	prog, trace := st.relabel, st.trace
 	limits := g.limiter.Settings().Enabled()
-	if prog.Len() == 0 && !limits {
-		// Without rules or caps no two series can collapse into one.
+	if prog.Len() == 0 && !limits && trace == nil {
+		// Without rules, caps or trace labels no two series can collapse
+		// into one.
 		return
 	}
 	nowMs := g.now().UnixMilli()
 	nowSec := g.limiter.Clock()
 	ws.overflow = ws.overflow[:0]
+	ws.exemplars = ws.exemplars[:0]
+	ws.exLabels = ws.exLabels[:0]
+	ws.exBytes = ws.exBytes[:0]
+	clear(ws.exemplified)
 	out := req.Series[:0]
 	for i := range req.Series {
 		s := req.Series[i]
@@ -392,7 +425,13 @@ func (g *Gateway) route(prog *relabel.Program, ws *workspace, req *wire.Request,
 			res.DroppedByRelabel += n
 			continue
 		}
+		if trace != nil {
+			ls = trace.strip(ls)
+		}
 		outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
+		if trace != nil {
+			g.exemplify(trace, ws, ws.orig, &s, outHash)
+		}
 		if limits {
 			var d limiter.Decision
 			d, ws.keyBuf = g.limiter.Admit(outHash, ls, n, nowSec, ws.keyBuf)
