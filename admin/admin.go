@@ -110,7 +110,7 @@ func parseLimit(body []byte) (int, error) {
 	if err := dec.Decode(&req); err != nil {
 		return 0, fmt.Errorf(`body must be {"max_series": N}: %w`, err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return 0, errors.New("body holds more than one JSON value")
 	}
 	if req.MaxSeries == nil {
@@ -165,10 +165,14 @@ func (a *api) persist(overrides map[string]int) error {
 }
 
 func workloadParam(r *http.Request) (string, error) {
-	raw := chi.URLParam(r, "workload")
-	w, err := url.PathUnescape(raw)
-	if err != nil {
-		return "", fmt.Errorf("workload %q is not path-escaped correctly: %w", raw, err)
+	w := chi.URLParam(r, "workload")
+	// chi routes on RawPath when the request path had escapes (such as the
+	// %2F of "ns%2Fapp"); only then is the parameter still escaped.
+	if r.URL.RawPath != "" {
+		var err error
+		if w, err = url.PathUnescape(w); err != nil {
+			return "", fmt.Errorf("workload %q is not path-escaped correctly: %w", w, err)
+		}
 	}
 	if w == "" {
 		return "", errors.New("workload is empty")
@@ -222,6 +226,9 @@ func LoadState(path string) (map[string]int, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
 		return nil, fmt.Errorf("cannot parse state file %s: %w", path, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("cannot parse state file %s: data after the JSON object", path)
 	}
 	if st.Version != 1 {
 		return nil, fmt.Errorf("state file %s: unknown version %d", path, st.Version)

@@ -130,9 +130,10 @@ func (l *Limiter) SetSettings(s Settings) {
 	if s.MaxWorkloads <= 0 {
 		s.MaxWorkloads = 10000
 	}
-	old := l.settings.Swap(&s)
-	if old != nil && !slices.Equal(old.WorkloadLabels, s.WorkloadLabels) {
-		l.reset()
+	if old := l.settings.Load(); old != nil && !slices.Equal(old.WorkloadLabels, s.WorkloadLabels) {
+		l.resetWith(&s)
+	} else {
+		l.settings.Store(&s)
 	}
 	l.apiMu.Lock()
 	l.refreshEffective()
@@ -142,17 +143,24 @@ func (l *Limiter) SetSettings(s Settings) {
 // Settings returns the settings in force.
 func (l *Limiter) Settings() *Settings { return l.settings.Load() }
 
-func (l *Limiter) reset() {
+// resetWith swaps in settings with other workload labels and forgets all
+// accounting, as one step: every shard lock is held, so no Admit can store
+// a series under a workload id of the old accounting.
+func (l *Limiter) resetWith(s *Settings) {
 	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		clear(sh.series)
-		sh.mu.Unlock()
+		l.shards[i].mu.Lock()
 	}
 	l.wlMu.Lock()
+	l.settings.Store(s)
+	for i := range l.shards {
+		clear(l.shards[i].series)
+	}
 	l.byName = map[string]*Workload{}
 	l.byID = nil
 	l.wlMu.Unlock()
+	for i := range l.shards {
+		l.shards[i].mu.Unlock()
+	}
 }
 
 // refreshEffective recomputes the overrides in force. apiMu is held.
@@ -196,19 +204,21 @@ func (l *Limiter) Clock() uint32 { return l.nowSec() }
 // ls, carrying n samples. keyBuf is scratch space for the workload key; the
 // grown buffer is returned. Admitting a known series allocates nothing.
 func (l *Limiter) Admit(hash uint64, ls []wire.Label, n int, now uint32, keyBuf []byte) (Decision, []byte) {
-	st := l.settings.Load()
 	sh := &l.shards[hash%numShards]
 	sh.mu.Lock()
+	// Read under the shard lock: resetWith swaps settings holding them all.
+	st := l.settings.Load()
 	if v, ok := sh.series[hash]; ok {
 		// Fast path: a series the limiter knows.
 		if uint32(v) != now {
 			sh.series[hash] = v&^0xffffffff | uint64(now)
 		}
-		sh.mu.Unlock()
 		if v&foldedBit == 0 {
+			sh.mu.Unlock()
 			return Admit, keyBuf
 		}
 		w := l.workloadByID(uint32(v >> idShift))
+		sh.mu.Unlock()
 		w.foldedSamples.Add(uint64(n))
 		if st.DryRun {
 			return Admit, keyBuf
@@ -216,7 +226,7 @@ func (l *Limiter) Admit(hash uint64, ls []wire.Label, n int, now uint32, keyBuf 
 		return Fold, keyBuf
 	}
 	// Slow path: a new series.
-	keyBuf = l.appendKey(keyBuf[:0], ls)
+	keyBuf = appendKey(keyBuf[:0], ls, st.WorkloadLabels)
 	w := l.workload(keyBuf, st)
 	limit := l.Limit(w.Name)
 	v := uint64(now) | uint64(w.id)<<idShift
@@ -251,9 +261,9 @@ func (w *Workload) reserve(limit int) bool {
 }
 
 // appendKey appends the workload key of ls.
-func (l *Limiter) appendKey(dst []byte, ls []wire.Label) []byte {
+func appendKey(dst []byte, ls []wire.Label, workloadLabels []string) []byte {
 	found := false
-	for i, name := range l.settings.Load().WorkloadLabels {
+	for i, name := range workloadLabels {
 		if i > 0 {
 			dst = append(dst, '/')
 		}
@@ -341,7 +351,9 @@ func (l *Limiter) Sweep() {
 		sh := &l.shards[i]
 		sh.mu.Lock()
 		for h, v := range sh.series {
-			if now-uint32(v) <= window {
+			// A request may have stamped the series after Sweep read the
+			// clock: a negative age is fresh, not a wrapped-around old one.
+			if int64(int32(now-uint32(v))) <= int64(window) {
 				continue
 			}
 			delete(sh.series, h)
