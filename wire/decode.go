@@ -1,8 +1,10 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/VictoriaMetrics/easyproto"
 )
@@ -57,6 +59,24 @@ func (r *Request) unmarshalSeries(src []byte) error {
 	var fc easyproto.FieldContext
 	var err error
 	for len(src) > 0 {
+		// Fast path: a label or a sample, as every sender writes them.
+		if data, rest, ok := nextShortMessage(src, tagSeriesLabel); ok {
+			if name, value, ok := shortLabel(data); ok {
+				r.labels = append(r.labels, Label{Name: name, Value: value})
+				src = rest
+				continue
+			}
+		} else if data, rest, ok := nextShortMessage(src, tagSeriesSample); ok && len(data) > 10 && data[0] == tagSampleValue && data[9] == tagSampleTimestamp {
+			if ts, n := binary.Uvarint(data[10:]); n == len(data)-10 {
+				r.samples = append(r.samples, Sample{
+					Value:     math.Float64frombits(binary.LittleEndian.Uint64(data[1:9])),
+					Timestamp: int64(ts),
+				})
+				src = rest
+				continue
+			}
+		}
+		// Slow path: any other field or layout.
 		if src, err = fc.NextField(src); err != nil {
 			return err
 		}
@@ -112,6 +132,38 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		Histograms: r.histograms[histogramsStart:len(r.histograms):len(r.histograms)],
 	})
 	return nil
+}
+
+// nextShortMessage reads a length-delimited field with the one-byte tag and
+// a length below 16 KiB (one or two varint bytes) from the start of src.
+func nextShortMessage(src []byte, tag byte) (data, rest []byte, ok bool) {
+	if len(src) < 2 || src[0] != tag {
+		return nil, nil, false
+	}
+	n, i := int(src[1]), 2
+	if n >= 0x80 {
+		if len(src) < 3 || src[2] >= 0x80 {
+			return nil, nil, false
+		}
+		n, i = n&0x7f|int(src[2])<<7, 3
+	}
+	if len(src)-i < n {
+		return nil, nil, false
+	}
+	return src[i : i+n], src[i+n:], true
+}
+
+// shortLabel decodes a Label message laid out as name then value, each
+// shorter than 128 bytes, which is how every sender writes them.
+func shortLabel(data []byte) (name, value []byte, ok bool) {
+	if len(data) < 2 || data[0] != tagLabelName || data[1] >= 0x80 {
+		return nil, nil, false
+	}
+	end := 2 + int(data[1])
+	if len(data) < end+2 || data[end] != tagLabelValue || data[end+1] >= 0x80 || len(data) != end+2+int(data[end+1]) {
+		return nil, nil, false
+	}
+	return data[2:end:end], data[end+2 : len(data) : len(data)], true
 }
 
 func unmarshalLabel(l *Label, src []byte) error {
@@ -207,7 +259,11 @@ func (r *Request) unmarshalMetadata(src []byte) error {
 		var ok bool
 		switch fc.FieldNum {
 		case 1:
-			m.Type, ok = fc.Int32()
+			// Enums are varints; like every protobuf parser, keep the low
+			// 32 bits of an out-of-range value.
+			var v int64
+			v, ok = fc.Int64()
+			m.Type = int32(v)
 		case 2:
 			m.FamilyName, ok = fc.Bytes()
 		case 4:

@@ -1,11 +1,14 @@
 package wire
 
-import "bytes"
+import (
+	"bytes"
+	"slices"
+)
 
 // InvalidReason says why Sanitize dropped a series.
 type InvalidReason int
 
-// Reasons for dropping a series, in the order they are checked.
+// Reasons for dropping a series.
 const (
 	InvalidNoName InvalidReason = iota
 	InvalidEmptyLabelName
@@ -55,9 +58,14 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 	out := r.Series[:0]
 	for i := range r.Series {
 		s := r.Series[i]
-		s.Labels = dropEmptyValues(s.Labels)
-		SortLabels(s.Labels)
-		if reason, ok := checkLabels(s.Labels); !ok {
+		reason, ok, fine := checkSorted(s.Labels)
+		if !fine {
+			// Slow path: unsorted labels or empty values.
+			s.Labels = dropEmptyValues(s.Labels)
+			slices.SortFunc(s.Labels, CompareLabelNames)
+			reason, ok, _ = checkSorted(s.Labels)
+		}
+		if !ok {
 			stats.Series[reason]++
 			stats.Samples[reason] += len(s.Samples) + len(s.Histograms)
 			continue
@@ -69,38 +77,49 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 }
 
 func dropEmptyValues(ls []Label) []Label {
-	for i := range ls {
-		if len(ls[i].Value) == 0 {
-			// Slow path: rare, so filtering starts only at the first hit.
-			out := ls[:i]
-			for _, l := range ls[i+1:] {
-				if len(l.Value) > 0 {
-					out = append(out, l)
-				}
-			}
-			return out
+	out := ls[:0]
+	for _, l := range ls {
+		if len(l.Value) > 0 {
+			out = append(out, l)
 		}
 	}
-	return ls
+	return out
 }
 
-// checkLabels expects ls sorted and free of empty values.
-func checkLabels(ls []Label) (InvalidReason, bool) {
+// checkSorted validates ls in one pass. fine is false when ls is unsorted or
+// holds an empty value: then ok and reason mean nothing and the caller must
+// normalise ls and check again. Otherwise ok says whether ls is valid, and
+// reason why not.
+func checkSorted(ls []Label) (reason InvalidReason, ok, fine bool) {
 	hasName := false
 	for i := range ls {
 		name := ls[i].Name
+		if len(ls[i].Value) == 0 {
+			return 0, false, false
+		}
 		if len(name) == 0 {
-			return InvalidEmptyLabelName, false
+			return InvalidEmptyLabelName, false, true
 		}
-		if i > 0 && bytes.Equal(name, ls[i-1].Name) {
-			return InvalidDuplicateLabel, false
+		if i > 0 {
+			prev := ls[i-1].Name
+			// Most neighbours differ in their first byte.
+			c := int(prev[0]) - int(name[0])
+			if c == 0 {
+				c = bytes.Compare(prev, name)
+			}
+			if c > 0 {
+				return 0, false, false
+			}
+			if c == 0 {
+				return InvalidDuplicateLabel, false, true
+			}
 		}
-		if string(name) == "__name__" {
+		if !hasName && len(name) == 8 && string(name) == "__name__" {
 			hasName = true
 		}
 	}
 	if !hasName {
-		return InvalidNoName, false
+		return InvalidNoName, false, true
 	}
-	return 0, true
+	return 0, true, true
 }
