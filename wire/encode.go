@@ -47,10 +47,7 @@ const (
 // stale marker is one) survive the round trip.
 func (r *Request) MarshalAppend(dst []byte) []byte {
 	for i := range r.Series {
-		s := &r.Series[i]
-		dst = append(dst, tagRequestSeries)
-		dst = appendVarint(dst, uint64(s.size()))
-		dst = s.marshalAppend(dst)
+		dst = r.Series[i].appendField(dst)
 	}
 	for i := range r.Metadata {
 		m := &r.Metadata[i]
@@ -71,6 +68,34 @@ func (r *Request) Size() int {
 		n += sizeBytesField(r.Metadata[i].size())
 	}
 	return n
+}
+
+// appendField appends s as a length-delimited field of a WriteRequest.
+//
+// Instead of a sizing pass over every label, it reserves two bytes for the
+// length, which fits every series under 16 KiB (real series are about
+// 1 KiB), writes the series, then patches the length in. A series under 128
+// bytes needs one length byte: its encoding moves back by one. A larger one
+// takes the slow path and is sized first.
+func (s *Series) appendField(dst []byte) []byte {
+	dst = append(dst, tagRequestSeries, 0, 0)
+	start := len(dst)
+	dst = s.marshalAppend(dst)
+	n := len(dst) - start
+	switch {
+	case n < 1<<7:
+		dst[start-2] = byte(n)
+		copy(dst[start-1:], dst[start:])
+		return dst[:len(dst)-1]
+	case n < 1<<14:
+		dst[start-2] = byte(n) | 0x80
+		dst[start-1] = byte(n >> 7)
+		return dst
+	}
+	// Slow path: rewrite with the exact length prefix.
+	dst = dst[:start-2]
+	dst = appendVarint(dst, uint64(s.size()))
+	return s.marshalAppend(dst)
 }
 
 func (s *Series) size() int {
@@ -122,6 +147,14 @@ func (l *Label) size() int {
 }
 
 func appendLabel(dst []byte, tag byte, l *Label) []byte {
+	// Fast path: a name and value of 1 to 127 bytes each, in a message under
+	// 128 bytes: every length is one byte.
+	if n := 4 + len(l.Name) + len(l.Value); n < 1<<7 && len(l.Name) > 0 && len(l.Value) > 0 {
+		dst = append(dst, tag, byte(n), tagLabelName, byte(len(l.Name)))
+		dst = append(dst, l.Name...)
+		dst = append(dst, tagLabelValue, byte(len(l.Value)))
+		return append(dst, l.Value...)
+	}
 	dst = append(dst, tag)
 	dst = appendVarint(dst, uint64(l.size()))
 	if len(l.Name) > 0 {

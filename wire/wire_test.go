@@ -460,3 +460,22 @@ func TestHashLabelsSeparatesNamesAndValues(t *testing.T) {
 		t.Errorf("HashLabels allocates %v times", n)
 	}
 }
+
+// Series of every length class of the two-byte length reservation: under
+// 128 bytes, under 16 KiB and beyond, must encode exactly like gogo.
+func TestSeriesLengthClasses(t *testing.T) {
+	for _, n := range []int{0, 100, 120, 127, 128, 200, 16000, 16383, 16384, 20000, 3 << 20} {
+		pb := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			{Labels: []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "big", Value: strings.Repeat("v", n)}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 2}}},
+			{Labels: []prompb.Label{{Name: "__name__", Value: "y"}}},
+		}}
+		want := mustMarshal(t, pb)
+		var r Request
+		if err := r.Unmarshal(want); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.MarshalAppend(nil); !bytes.Equal(got, want) {
+			t.Fatalf("value of %d bytes: encoding differs from gogo's", n)
+		}
+	}
+}
