@@ -293,16 +293,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(mergeDone)
 		s.gw.Run(mergeCtx)
 	}()
+	// Runs after the HTTP server has drained: the last flush of merged
+	// series, then the downstream client is released.
 	defer func() {
 		stopMerge()
 		<-mergeDone
+		s.gw.Close()
 	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		s.gw.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -314,7 +316,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
 		err = serveErr
 	}
-	s.gw.Close()
 	return err
 }
 
