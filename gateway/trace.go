@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -126,6 +127,17 @@ func (g *Gateway) exemplify(tr *traceRules, ws *workspace, orig []wire.Label, s 
 	if len(s.Samples) == 0 {
 		return // exemplars go with float samples
 	}
+	last := s.Samples[0]
+	for _, smp := range s.Samples[1:] {
+		if smp.Timestamp >= last.Timestamp {
+			last = smp
+		}
+	}
+	if math.IsNaN(last.Value) {
+		// A stale marker: the series is going away; an exemplar with a NaN
+		// value would only hide a real one.
+		return
+	}
 	isError := tr.errorSeries(orig)
 	if !isError && !tr.sampler.Sample(tc.TraceID) {
 		return
@@ -134,13 +146,6 @@ func (g *Gateway) exemplify(tr *traceRules, ws *workspace, orig []wire.Label, s 
 		return
 	}
 	ws.exemplified[outHash] = struct{}{}
-
-	last := s.Samples[0]
-	for _, smp := range s.Samples[1:] {
-		if smp.Timestamp >= last.Timestamp {
-			last = smp
-		}
-	}
 	// Labels and hex live in per-request arenas; earlier windows stay
 	// valid when an arena grows, because they keep the old array.
 	labelsStart := len(ws.exLabels)

@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/tracesample"
@@ -200,5 +202,22 @@ limits:
 	run()
 	if n := testing.AllocsPerRun(20, run); n >= 1 {
 		t.Fatalf("the full pipeline with trace sampling, caps and folding allocates %v times per request", n)
+	}
+}
+
+// Regression: a stale marker must not become an exemplar with a NaN value.
+func TestNoExemplarFromStaleMarker(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, reg := newTestGateway(t, traceConfig("1"), sender)
+	ts := series("req_total", "app", "a", "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")
+	ts.Samples = []prompb.Sample{{Value: 3, Timestamp: 1000}, {Value: math.Float64frombits(value.StaleNaN), Timestamp: 2000}}
+	if _, err := g.Process(context.Background(), decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{ts}})); err != nil {
+		t.Fatal(err)
+	}
+	if ex := sender.reqs[0].Timeseries[0].Exemplars; len(ex) != 0 {
+		t.Fatalf("exemplars %+v from a series whose last sample is a stale marker", ex)
+	}
+	if v := metricValue(t, reg, "cardinal_exemplars_added_total", "sampled"); v != 0 {
+		t.Fatalf("cardinal_exemplars_added_total{reason=sampled} = %v", v)
 	}
 }

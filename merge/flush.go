@@ -208,7 +208,7 @@ func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
 		n      int
 	)
 	for _, ip := range mg.inputs {
-		if !ip.has || nowMs-ip.seen > stale {
+		if !ip.has || ip.stale || nowMs-ip.seen > stale {
 			continue
 		}
 		switch {
@@ -252,7 +252,7 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64) *histogram.Float
 			continue
 		}
 		if ip.hist.CounterResetHint == histogram.GaugeType {
-			if nowMs-ip.seen <= stale {
+			if !ip.histStale && nowMs-ip.seen <= stale {
 				add(ip.hist)
 			}
 			continue
@@ -288,9 +288,15 @@ func (m *Merger) Collisions(top int) []Collision {
 			if o.m == nil {
 				continue
 			}
+			active := 0
+			for _, ip := range o.m.inputs {
+				if !ip.stale && !ip.histStale {
+					active++
+				}
+			}
 			out = append(out, Collision{
 				Series:          o.m.desc,
-				Inputs:          len(o.m.inputs),
+				Inputs:          active,
 				CollapsedLabels: slices.Clone(o.m.collapsed),
 				Kind:            o.m.kind.String(),
 			})

@@ -459,3 +459,60 @@ func TestPassThroughAllocsNothing(t *testing.T) {
 	}
 	m.End(tk)
 }
+
+// Regression: a target that misses one scrape gets stale markers, then comes
+// back with the same cumulative values. That must add nothing; it used to
+// count the input's whole value a second time.
+func TestInputBackAfterStaleMarkerIsNotCountedTwice(t *testing.T) {
+	m, c, s := newTestMerger(t, Rules{})
+	stale := math.Float64frombits(value.StaleNaN)
+	feed(m, "x_total", "a", 100, 1000)
+	feed(m, "x_total", "b", 200, 1000)
+	feed(m, "x_total", "a", 110, 2000)
+	feed(m, "x_total", "b", stale, 2000)
+	c.Add(time.Second)
+	flush(m, s)
+	feed(m, "x_total", "a", 120, 3000)
+	feed(m, "x_total", "b", 205, 3000)
+	c.Add(time.Second)
+	flush(m, s)
+	if vals, _ := emitted(s, "x_total"); fmt.Sprint(vals) != "[310 325]" {
+		t.Fatalf("emitted %v, want [310 325]: b's stale marker keeps its 200, its return adds 5", vals)
+	}
+}
+
+// Regression: a resent request holding a sample and then a stale marker must
+// not count the sample twice.
+func TestResentStaleMarkerIsIdempotent(t *testing.T) {
+	m, c, s := newTestMerger(t, Rules{})
+	stale := math.Float64frombits(value.StaleNaN)
+	feed(m, "x_total", "a", 100, 1000)
+	for range 2 {
+		orig := lbls("__name__", "x_total", "pod", "b")
+		out := lbls("__name__", "x_total")
+		in, _ := wire.HashLabels(nil, orig)
+		oh, _ := wire.HashLabels(nil, out)
+		ser := wire.Series{Labels: out, Samples: []wire.Sample{{Value: 3, Timestamp: 1000}, {Value: stale, Timestamp: 2000}}}
+		tk := m.Begin()
+		m.Route(tk, in, oh, orig, &ser, c.Now().UnixMilli())
+		m.End(tk)
+	}
+	c.Add(time.Second)
+	flush(m, s)
+	if vals, _ := emitted(s, "x_total"); fmt.Sprint(vals) != "[103]" {
+		t.Fatalf("emitted %v, want [103]", vals)
+	}
+}
+
+// A stale gauge input leaves the aggregate at once.
+func TestStaleMarkerRemovesGaugeInput(t *testing.T) {
+	m, c, s := newTestMerger(t, Rules{})
+	feed(m, "conns", "a", 3, 1000)
+	feed(m, "conns", "b", 7, 1000)
+	feed(m, "conns", "b", math.Float64frombits(value.StaleNaN), 2000)
+	c.Add(time.Second)
+	flush(m, s)
+	if vals, _ := emitted(s, "conns"); fmt.Sprint(vals) != "[3]" {
+		t.Fatalf("emitted %v, want [3]", vals)
+	}
+}

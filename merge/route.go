@@ -55,6 +55,11 @@ type input struct {
 	val    float64
 	offset float64 // sum of values before resets
 	has    bool
+	// stale: the last float sample was a stale marker. The input leaves
+	// gauge aggregates but keeps its counter state until it expires, because
+	// a target that missed one scrape comes back with the same cumulative
+	// value, which must add nothing.
+	stale bool
 	// pending: the input fed the output before it was merged, and its
 	// value is not known yet (a native histogram passed through). The
 	// output is not emitted until it reports, lest it dip and look reset.
@@ -63,6 +68,7 @@ type input struct {
 	histTs     int64
 	hist       *histogram.FloatHistogram
 	histOffset *histogram.FloatHistogram
+	histStale  bool
 }
 
 // Decision says what happened to a routed series.
@@ -186,12 +192,14 @@ func (m *Merger) absorb(mg *merged, ip *input, s *wire.Series, nowMs int64) {
 	ip.seen = nowMs
 	ip.pending = false
 	for _, smp := range s.Samples {
-		if ip.has && smp.Timestamp <= ip.ts {
+		if (ip.has || ip.stale) && smp.Timestamp <= ip.ts {
 			continue // already seen: a sender retry, or out of order
 		}
 		if value.IsStaleNaN(smp.Value) {
-			// The input disappeared from its target.
-			m.retire(mg, ip)
+			// The input disappeared from its target, perhaps for one
+			// failed scrape only; see input.stale.
+			ip.stale, ip.ts = true, smp.Timestamp
+			mg.dirty = true
 			continue
 		}
 		if math.IsNaN(smp.Value) {
@@ -200,11 +208,11 @@ func (m *Merger) absorb(mg *merged, ip *input, s *wire.Series, nowMs int64) {
 		if mg.kind == Counter && ip.has && smp.Value < ip.val {
 			ip.offset += ip.val // reset of this input only
 		}
-		ip.val, ip.ts, ip.has = smp.Value, smp.Timestamp, true
+		ip.val, ip.ts, ip.has, ip.stale = smp.Value, smp.Timestamp, true, false
 		mg.dirty = true
 	}
 	for _, h := range s.Histograms {
-		if ip.hist != nil && h.Timestamp <= ip.histTs {
+		if (ip.hist != nil || ip.histStale) && h.Timestamp <= ip.histTs {
 			continue
 		}
 		fh, err := decodeHistogram(h.Data)
@@ -213,7 +221,8 @@ func (m *Merger) absorb(mg *merged, ip *input, s *wire.Series, nowMs int64) {
 			continue
 		}
 		if value.IsStaleNaN(fh.Sum) {
-			m.retire(mg, ip)
+			ip.histStale, ip.histTs = true, h.Timestamp
+			mg.dirty = true
 			continue
 		}
 		if fh.CounterResetHint != histogram.GaugeType && ip.hist != nil && fh.DetectReset(ip.hist) {
@@ -223,7 +232,7 @@ func (m *Merger) absorb(mg *merged, ip *input, s *wire.Series, nowMs int64) {
 				m.metrics.histogramError.Inc()
 			}
 		}
-		ip.hist, ip.histTs = fh, h.Timestamp
+		ip.hist, ip.histTs, ip.histStale = fh, h.Timestamp, false
 		mg.dirty = true
 	}
 	for i := range s.Exemplars {
@@ -233,8 +242,8 @@ func (m *Merger) absorb(mg *merged, ip *input, s *wire.Series, nowMs int64) {
 	}
 }
 
-// retire ends an input: for counters its contribution moves into the base,
-// for gauges it simply leaves the aggregate.
+// retire ends an expired input: for counters its contribution moves into
+// the base, for gauges it simply leaves the aggregate.
 func (m *Merger) retire(mg *merged, ip *input) {
 	if mg.kind == Counter && ip.has {
 		mg.base += ip.offset + ip.val
