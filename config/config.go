@@ -85,6 +85,9 @@ type MergeConfig struct {
 	// Types force a metric's kind (counter or gauge) by name, overriding
 	// name suffixes and the sender's metadata.
 	Types []TypeRule `yaml:"types,omitempty"`
+	// StateFile remembers which outputs were merged, so that a restart does
+	// not send the downstream samples older than merged ones it has.
+	StateFile string `yaml:"state_file,omitempty"`
 }
 
 // GaugeRule is one entry of merge.gauges.
@@ -284,7 +287,7 @@ func Load(path string) (*Config, error) {
 	}
 	cfg.dir = dir
 	cfg.Downstream.HTTPClientConfig.SetDirectory(dir)
-	for _, p := range []*string{&cfg.Admin.BearerTokenFile, &cfg.Admin.StateFile} {
+	for _, p := range []*string{&cfg.Admin.BearerTokenFile, &cfg.Admin.StateFile, &cfg.Merge.StateFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

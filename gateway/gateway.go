@@ -178,6 +178,13 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.merger = merge.New(merge.Options{Rules: rules, Registerer: opts.Registerer, Logger: opts.Logger, Now: opts.Now})
+	if rules.StateFile != "" {
+		n, err := g.merger.LoadState(rules.StateFile)
+		if err != nil {
+			return nil, err
+		}
+		opts.Logger.Info("merged outputs restored", "file", rules.StateFile, "outputs", n)
+	}
 	g.limiter = limiter.New(limiter.Options{Settings: limiterSettings(cfg.Limits), Logger: opts.Logger, Now: opts.Now})
 	if err := opts.Registerer.Register(g.limiter.Collector()); err != nil {
 		return nil, err
@@ -205,6 +212,7 @@ func mergeRules(c config.MergeConfig) (merge.Rules, error) {
 		Staleness:     time.Duration(c.Staleness),
 		MaxInputs:     c.MaxInputs,
 		FlushInterval: time.Duration(c.FlushInterval),
+		StateFile:     c.StateFile,
 	}
 	for i, g := range c.Gauges {
 		re, err := regexp.Compile(config.Anchor(g.Match))
@@ -432,10 +440,12 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		if trace != nil {
 			g.exemplify(trace, ws, ws.orig, &s, outHash)
 		}
+		folded := false
 		if limits {
 			var d limiter.Decision
 			d, ws.keyBuf = g.limiter.Admit(outHash, ls, n, nowSec, ws.keyBuf)
-			if d == limiter.Fold {
+			folded = d == limiter.Fold
+			if folded {
 				// Slow path: over the cap, the series joins its workload's
 				// overflow series, which the merger sums.
 				start := len(ws.overflow)
@@ -446,7 +456,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			}
 		}
 		s.Labels = ls
-		switch g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs) {
+		// An overflow series is merged from its first input on: it must
+		// never carry a sender's timestamp, see merge.Route.
+		switch g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs, folded) {
 		case merge.Absorbed:
 			res.Merged += n
 			continue

@@ -21,12 +21,12 @@ func BenchmarkRoutePassThrough(b *testing.B) {
 	ser := wire.Series{Samples: []wire.Sample{{Value: 1, Timestamp: 1}}}
 	tk := m.Begin()
 	for _, o := range outs {
-		m.Route(tk, o, o, nil, &ser, 1)
+		m.Route(tk, o, o, nil, &ser, 1, false)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, o := range outs {
-			m.Route(tk, o, o, nil, &ser, 1)
+			m.Route(tk, o, o, nil, &ser, 1, false)
 		}
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "series/s")
@@ -54,7 +54,7 @@ func BenchmarkMemoryPerInput(b *testing.B) {
 					o := uint64(i / tc.perOutput)
 					binary.LittleEndian.PutUint64(key[:], o)
 					out[1].Value = key[:] // a distinct output label set
-					m.Route(tk, uint64(i)+1<<40, o*0x9E3779B97F4A7C15+7, out, &ser, 1)
+					m.Route(tk, uint64(i)+1<<40, o*0x9E3779B97F4A7C15+7, out, &ser, 1, false)
 				}
 				m.End(tk)
 				after := heapInUse()

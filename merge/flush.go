@@ -37,20 +37,39 @@ func (m *Merger) Run(ctx context.Context, send Sender) {
 	interval := m.rules.Load().FlushInterval
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	lastSave := m.now()
 	for {
 		select {
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			m.Flush(final, send, &f, true)
 			cancel()
+			m.saveState()
 			return
 		case <-ticker.C:
 		}
 		m.Flush(ctx, send, &f, false)
+		if m.now().Sub(lastSave) >= stateSaveInterval {
+			m.saveState()
+			lastSave = m.now()
+		}
 		if next := m.rules.Load().FlushInterval; next != interval {
 			interval = next
 			ticker.Reset(interval)
 		}
+	}
+}
+
+// stateSaveInterval bounds what a crash forgets of the merged outputs.
+const stateSaveInterval = time.Minute
+
+func (m *Merger) saveState() {
+	path := m.rules.Load().StateFile
+	if path == "" {
+		return
+	}
+	if err := m.SaveState(path); err != nil {
+		m.logger.Error("cannot save merge state", "err", err)
 	}
 }
 
@@ -81,7 +100,7 @@ func (m *Merger) Flush(ctx context.Context, send Sender, f *flusher, final bool)
 				continue
 			}
 			m.expire(o.m, nowMs, stale)
-			if len(o.m.inputs) == 0 {
+			if len(o.m.inputs) == 0 && nowMs-o.seen > stale {
 				delete(sh.outputs, key)
 				m.metrics.mergedSeries.Dec()
 				continue
@@ -148,6 +167,9 @@ func (f *flusher) reset() {
 // pointing at them after the lock is released.
 func (f *flusher) emit(m *Merger, o *output, nowMs, stale int64) {
 	mg := o.m
+	if mg.labels == nil {
+		return // restored, no input seen yet
+	}
 	for _, ip := range mg.inputs {
 		if ip.pending {
 			return // wait until its value is known; it expires if it never comes

@@ -80,6 +80,9 @@ type Rules struct {
 	FlushInterval time.Duration
 	Gauges        []GaugeRule
 	Types         []TypeRule
+	// StateFile, if set, keeps the set of merged outputs across restarts
+	// (see SaveState).
+	StateFile string
 }
 
 // Options configure a Merger.

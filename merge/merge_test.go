@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sync"
 	"testing"
@@ -101,7 +103,7 @@ func feed(m *Merger, name, pod string, v float64, ts int64) Decision {
 	s := wire.Series{Labels: out, Samples: []wire.Sample{{Value: v, Timestamp: ts}}}
 	tk := m.Begin()
 	defer m.End(tk)
-	return m.Route(tk, in, oh, orig, &s, m.now().UnixMilli())
+	return m.Route(tk, in, oh, orig, &s, m.now().UnixMilli(), false)
 }
 
 func flush(m *Merger, s *sink) {
@@ -272,7 +274,7 @@ func TestNewlyMergedOutputWaitsForInFlightRequests(t *testing.T) {
 	oh, _ := wire.HashLabels(nil, out)
 	slow := m.Begin()
 	ser := wire.Series{Labels: out, Samples: []wire.Sample{{Value: 1, Timestamp: 5000}}}
-	if d := m.Route(slow, in, oh, orig, &ser, c.Now().UnixMilli()); d != Pass {
+	if d := m.Route(slow, in, oh, orig, &ser, c.Now().UnixMilli(), false); d != Pass {
 		t.Fatal("want Pass")
 	}
 	// ...while another request makes the output merged.
@@ -361,7 +363,7 @@ func TestNativeHistogramsAreAdded(t *testing.T) {
 		ser := wire.Series{Labels: out, Histograms: []wire.Histogram{{Timestamp: ts, Data: h(count)}}}
 		tk := m.Begin()
 		defer m.End(tk)
-		return m.Route(tk, in, oh, orig, &ser, c.Now().UnixMilli())
+		return m.Route(tk, in, oh, orig, &ser, c.Now().UnixMilli(), false)
 	}
 	if d := route("a", 3, 1000); d != Pass {
 		t.Fatalf("first input: %d, want Pass", d)
@@ -449,9 +451,9 @@ func TestPassThroughAllocsNothing(t *testing.T) {
 	oh, _ := wire.HashLabels(nil, out)
 	ser := wire.Series{Labels: out, Samples: []wire.Sample{{Value: 1, Timestamp: 1}}}
 	tk := m.Begin()
-	m.Route(tk, in, oh, orig, &ser, 1)
+	m.Route(tk, in, oh, orig, &ser, 1, false)
 	if n := testing.AllocsPerRun(100, func() {
-		if m.Route(tk, in, oh, orig, &ser, 1) != Pass {
+		if m.Route(tk, in, oh, orig, &ser, 1, false) != Pass {
 			t.Fatal("want Pass")
 		}
 	}); n != 0 {
@@ -494,7 +496,7 @@ func TestResentStaleMarkerIsIdempotent(t *testing.T) {
 		oh, _ := wire.HashLabels(nil, out)
 		ser := wire.Series{Labels: out, Samples: []wire.Sample{{Value: 3, Timestamp: 1000}, {Value: stale, Timestamp: 2000}}}
 		tk := m.Begin()
-		m.Route(tk, in, oh, orig, &ser, c.Now().UnixMilli())
+		m.Route(tk, in, oh, orig, &ser, c.Now().UnixMilli(), false)
 		m.End(tk)
 	}
 	c.Add(time.Second)
@@ -514,5 +516,81 @@ func TestStaleMarkerRemovesGaugeInput(t *testing.T) {
 	flush(m, s)
 	if vals, _ := emitted(s, "conns"); fmt.Sprint(vals) != "[3]" {
 		t.Fatalf("emitted %v, want [3]", vals)
+	}
+}
+
+// The limiter's overflow series never pass through: even its first input is
+// merged, so it only ever carries flush timestamps.
+func TestForceMergeNeverPassesThrough(t *testing.T) {
+	m, c, s := newTestMerger(t, Rules{})
+	orig := lbls("__name__", "x_total", "path", "/a")
+	out := lbls("__name__", "x_total", "cardinal_overflow", "true")
+	in, _ := wire.HashLabels(nil, orig)
+	oh, _ := wire.HashLabels(nil, out)
+	ser := wire.Series{Labels: out, Samples: []wire.Sample{{Value: 5, Timestamp: 1000}}}
+	tk := m.Begin()
+	if d := m.Route(tk, in, oh, orig, &ser, c.Now().UnixMilli(), true); d != Absorbed {
+		t.Fatalf("first folded input: %d, want Absorbed", d)
+	}
+	m.End(tk)
+	c.Add(time.Second)
+	flush(m, s)
+	vals, ts := emitted(s, "x_total")
+	if fmt.Sprint(vals) != "[5]" || ts[0] != c.Now().UnixMilli() {
+		t.Fatalf("emitted %v at %v, want [5] at the flush time %d", vals, ts, c.Now().UnixMilli())
+	}
+}
+
+// Regression: after a restart, the first input of an output that the
+// previous process emitted merged must not pass through with the sender's
+// (older) timestamp: the downstream would reject it as out of order, and
+// the sender's whole request with it.
+func TestStateFileKeepsMergedOutputsAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "merge.state")
+	m, c, s := newTestMerger(t, Rules{StateFile: path})
+	feed(m, "req_total", "a", 10, 1000)
+	feed(m, "req_total", "b", 5, 1000)
+	feed(m, "single_total", "a", 1, 1000)
+	c.Add(time.Second)
+	flush(m, s)
+	_, ts := emitted(s, "req_total")
+	if len(ts) != 1 {
+		t.Fatalf("emitted %v", ts)
+	}
+	if err := m.SaveState(path); err != nil {
+		t.Fatal(err)
+	}
+
+	// The restarted process.
+	m2 := New(Options{Rules: Rules{MaxInputs: 100, Staleness: time.Minute, StateFile: path}, Now: c.Now})
+	n, err := m2.LoadState(path)
+	if err != nil || n != 1 {
+		t.Fatalf("LoadState = %d, %v; want the one merged output", n, err)
+	}
+	// a's sample scraped before the old process's last emission, delivered
+	// only now.
+	if d := feed(m2, "req_total", "a", 11, ts[0]-1); d != Absorbed {
+		t.Fatalf("restored merged output: decision %d, want Absorbed", d)
+	}
+	if d := feed(m2, "single_total", "a", 2, 2000); d != Pass {
+		t.Fatalf("an output that was never merged: decision %d, want Pass", d)
+	}
+	s2 := &sink{}
+	c.Add(time.Second)
+	flush(m2, s2)
+	vals, ts2 := emitted(s2, "req_total")
+	if fmt.Sprint(vals) != "[11]" || ts2[0] <= ts[0] {
+		t.Fatalf("after restart emitted %v at %v, want [11] after %d", vals, ts2, ts[0])
+	}
+
+	// A corrupt file is an error, a missing one is a first start.
+	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.LoadState(path); err == nil {
+		t.Fatal("LoadState accepted a corrupt file")
+	}
+	if n, err := m2.LoadState(filepath.Join(t.TempDir(), "none")); n != 0 || err != nil {
+		t.Fatalf("missing file: %d, %v", n, err)
 	}
 }

@@ -89,61 +89,77 @@ const (
 // Route decides for one series after relabeling. in and out are the hashes
 // of its labels before and after relabeling; orig are the labels before
 // relabeling (read only when an output becomes merged, to name the labels
-// that collapsed it). nowMs is the wall-clock time of the request.
+// that collapsed it). nowMs is the wall-clock time of the request. With
+// forceMerge the output is merged from its first input on and never passes
+// through: the limiter's overflow series, which only ever carry merged
+// values and flush timestamps.
 //
 // For an output already known to have a single input, Route allocates
 // nothing.
-func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Series, nowMs int64) Decision {
+func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Series, nowMs int64, forceMerge bool) Decision {
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
 	o := sh.outputs[out]
-	switch {
-	case o == nil:
+	if o == nil {
 		// Slow path: a series never seen.
-		if m.tracked.Load() >= int64(m.rules.Load().MaxInputs) {
+		if m.full() {
 			sh.mu.Unlock()
+			if forceMerge {
+				return Dropped
+			}
 			m.metrics.untracked.Add(float64(len(s.Samples) + len(s.Histograms)))
 			return Pass
 		}
-		o = &output{input: in}
+		o = &output{input: in, seen: nowMs}
 		sh.outputs[out] = o
-		m.tracked.Add(1)
-		fallthrough
-	case o.m == nil && o.input == in:
-		// Fast path: the single input of its output.
-		o.pass(s, nowMs)
-		sh.mu.Unlock()
-		return Pass
-	case o.m == nil:
+		if forceMerge {
+			o.m = m.newMerged(s.Labels, o.passTs)
+		} else {
+			m.tracked.Add(1)
+		}
+	}
+	if o.m == nil {
+		if o.input == in && !forceMerge {
+			// Fast path: the single input of its output.
+			o.pass(s, nowMs)
+			sh.mu.Unlock()
+			return Pass
+		}
 		// Slow path: a second input collapses into the output.
-		if m.tracked.Load() >= int64(m.rules.Load().MaxInputs) {
+		if m.full() {
 			sh.mu.Unlock()
 			return Dropped
 		}
 		m.startMerging(o, orig, s.Labels)
-		m.metrics.mergedSeries.Inc()
-		m.metrics.mergeInputs.Add(2)
 	}
 	mg := o.m
+	if mg.labels == nil {
+		// An output restored from the state file meets its first input.
+		mg.learn(m, s.Labels)
+	}
 	ip := mg.inputs[in]
 	if ip == nil {
-		if m.tracked.Load() >= int64(m.rules.Load().MaxInputs) {
+		if m.full() {
 			sh.mu.Unlock()
 			return Dropped
+		}
+		if len(mg.inputs) > 0 {
+			m.metrics.collisions.Inc()
 		}
 		ip = &input{}
 		mg.inputs[in] = ip
 		m.tracked.Add(1)
-		if len(mg.inputs) > 2 {
-			m.metrics.mergeInputs.Inc()
-		}
-		m.metrics.collisions.Inc()
+		m.metrics.mergeInputs.Inc()
 		mg.noteCollapsed(orig, s.Labels)
 	}
 	o.seen = nowMs
 	m.absorb(mg, ip, s, nowMs)
 	sh.mu.Unlock()
 	return Absorbed
+}
+
+func (m *Merger) full() bool {
+	return m.tracked.Load() >= int64(m.rules.Load().MaxInputs)
 }
 
 // pass records a pass-through series.
@@ -160,21 +176,37 @@ func (o *output) pass(s *wire.Series, nowMs int64) {
 	}
 }
 
-// startMerging turns a single-input output into a merged one. The single
-// input keeps contributing its last known value.
-func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
+// newMerged returns the state of a merged output with labels out (nil for
+// an output restored from the state file, whose labels come with its first
+// input). Nothing it emits may be at or before lastEmit.
+func (m *Merger) newMerged(out []wire.Label, lastEmit int64) *merged {
 	mg := &merged{
-		labels: cloneLabels(out),
-		since:  m.tickets.issued(),
-		inputs: make(map[uint64]*input, 4),
-		// Nothing of the output's values has been emitted by the merger;
-		// the first emission must come after what passed through.
-		lastEmit: o.passTs,
+		since:    m.tickets.issued(),
+		inputs:   make(map[uint64]*input, 4),
+		lastEmit: lastEmit,
 	}
+	if out != nil {
+		mg.learn(m, out)
+	}
+	m.metrics.mergedSeries.Inc()
+	return mg
+}
+
+// learn takes the output's labels and what follows from them.
+func (mg *merged) learn(m *Merger, out []wire.Label) {
+	mg.labels = cloneLabels(out)
 	mg.desc = labelsString(mg.labels)
 	name := string(wire.GetLabel(out, "__name__"))
 	mg.kind = m.kindOf(name)
 	mg.policy = m.policyOf(name)
+}
+
+// startMerging turns a single-input output into a merged one. The single
+// input keeps contributing its last known value.
+func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
+	// Nothing of the output's values has been emitted by the merger; the
+	// first emission must come after what passed through.
+	mg := m.newMerged(out, o.passTs)
 	first := &input{seen: o.seen}
 	if o.hasLast {
 		first.ts, first.val, first.has = o.lastTs, o.lastVal, true
@@ -183,6 +215,7 @@ func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
 		first.pending = true
 	}
 	mg.inputs[o.input] = first
+	m.metrics.mergeInputs.Inc()
 	mg.noteCollapsed(orig, out)
 	o.m = mg
 }
