@@ -5,10 +5,12 @@
 GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROMETHEUS  ?= /usr/bin/prometheus
+HELM_VERSION = v3.22.0
+HELM        ?= $(shell command -v helm 2>/dev/null || echo $$($(GO) env GOPATH)/bin/helm)
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test deps fmt-check vet staticcheck unit e2e bench fuzz clean
+.PHONY: all build test deps fmt-check vet staticcheck static-build helm-lint unit e2e bench fuzz clean
 
 all: build
 
@@ -16,17 +18,22 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cardinal ./cmd/cardinal
 
 ## test: everything CI checks, in order of cost.
-test: deps fmt-check vet staticcheck unit
+test: deps fmt-check vet staticcheck static-build unit
 
 # The end-to-end tests start real Prometheus 2.42 processes (Debian package
-# `prometheus`). CARDINAL_E2E=require turns a missing binary into a failure
-# instead of a skip, so CI can never pass without them.
+# `prometheus`), the chart tests (deploy/helmtest) run helm. CARDINAL_E2E=require
+# turns a missing binary into a failure instead of a skip, so CI can never pass
+# without them.
 deps:
 	@if [ ! -x $(PROMETHEUS) ]; then \
 		echo ">> installing prometheus (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	fi
 	@$(PROMETHEUS) --version 2>&1 | head -1
+	@command -v helm >/dev/null 2>&1 || [ -x "$$($(GO) env GOPATH)/bin/helm" ] || { \
+		echo ">> installing helm $(HELM_VERSION) (go install, takes a few minutes)"; \
+		$(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@$(HELM) version --short
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -37,6 +44,27 @@ vet:
 
 staticcheck:
 	$(STATICCHECK) ./...
+
+# static-build: the Dockerfile's build, checked without Docker: no cgo, no
+# program interpreter or shared libraries, version stamped.
+static-build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-X main.version=test' -o bin/cardinal-static ./cmd/cardinal
+	@$(GO) version -m bin/cardinal-static | grep -q 'CGO_ENABLED=0' || { echo "bin/cardinal-static: not built with CGO_ENABLED=0"; exit 1; }
+	@if command -v readelf >/dev/null 2>&1; then \
+		if readelf -l bin/cardinal-static | grep -q INTERP; then echo "bin/cardinal-static: has a program interpreter (dynamically linked)"; exit 1; fi; \
+		if readelf -d bin/cardinal-static | grep -q NEEDED; then echo "bin/cardinal-static: needs shared libraries"; exit 1; fi; \
+	elif command -v file >/dev/null 2>&1; then \
+		file bin/cardinal-static | grep -q 'statically linked' || { file bin/cardinal-static; exit 1; }; \
+	elif command -v ldd >/dev/null 2>&1; then \
+		ldd bin/cardinal-static 2>&1 | grep -q 'not a dynamic executable' || { ldd bin/cardinal-static; exit 1; }; \
+	else echo "no readelf, file or ldd: relying on the CGO_ENABLED=0 build setting"; fi
+	@out="$$(bin/cardinal-static version)"; [ "$$out" = "cardinal test" ] || { echo "bin/cardinal-static version printed '$$out', want 'cardinal test'"; exit 1; }
+	@echo ">> bin/cardinal-static: statically linked, version stamped"
+
+## helm-lint: lint the chart in both modes (the Go tests in deploy/helmtest do more).
+helm-lint:
+	$(HELM) lint --strict deploy/helm/cardinal
+	$(HELM) lint --strict deploy/helm/cardinal --set mode=sidecar --set sidecar.prometheusDeployment.enabled=true
 
 unit:
 	CARDINAL_E2E=require $(GO) test -race -count=1 -timeout 30m ./...

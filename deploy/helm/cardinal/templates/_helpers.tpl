@@ -1,0 +1,181 @@
+{{/* Names and labels. */}}
+
+{{- define "cardinal.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "cardinal.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cardinal.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "cardinal.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cardinal.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cardinal.labels" -}}
+helm.sh/chart: {{ include "cardinal.chart" . }}
+{{ include "cardinal.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cardinal
+{{- end }}
+
+{{- define "cardinal.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cardinal.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "cardinal.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the chart mounts things inside the Cardinal container. */}}
+{{- define "cardinal.configDir" -}}/etc/cardinal{{- end }}
+{{- define "cardinal.stateDir" -}}/var/lib/cardinal{{- end }}
+
+{{- define "cardinal.secretName" -}}
+{{- default (printf "%s-admin" (include "cardinal.fullname" .)) .Values.admin.existingSecret }}
+{{- end }}
+
+{{- define "cardinal.stateEnabled" -}}
+{{- if and .Values.admin.enabled .Values.admin.stateFile.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+cardinal.config renders cardinal.yml: .Values.config with the admin section
+pointing at the chart's mounts.
+*/}}
+{{- define "cardinal.config" -}}
+{{- $cfg := deepCopy .Values.config }}
+{{- if .Values.admin.enabled }}
+{{- $admin := dict "bearer_token_file" (printf "%s/admin-token" (include "cardinal.configDir" .)) }}
+{{- if include "cardinal.stateEnabled" . }}
+{{- $_ := set $admin "state_file" (printf "%s/limits.json" (include "cardinal.stateDir" .)) }}
+{{- end }}
+{{- $_ := set $cfg "admin" $admin }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+cardinal.container is the Cardinal container, the same in the standalone
+Deployment, next to Prometheus, and in the snippet NOTES.txt prints.
+Call with (dict "root" $ "sidecar" true|false).
+*/}}
+{{- define "cardinal.container" -}}
+{{- $root := .root }}
+{{- $v := $root.Values -}}
+- name: cardinal
+  image: {{ include "cardinal.image" $root }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  args:
+    - serve
+    - --config.file={{ include "cardinal.configDir" $root }}/cardinal.yml
+    - --web.listen-address=:9091
+    - --log.level={{ $v.logLevel }}
+    {{- range $v.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  ports:
+    - name: {{ if .sidecar }}cardinal{{ else }}http{{ end }}
+      containerPort: 9091
+      protocol: TCP
+  env:
+    # Lets the Go runtime collect harder before the container's memory limit.
+    - name: GOMEMLIMIT
+      valueFrom:
+        resourceFieldRef:
+          containerName: cardinal
+          resource: limits.memory
+    {{- with $v.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- $port := ternary "cardinal" "http" .sidecar }}
+  {{- with $v.livenessProbe }}
+  livenessProbe:
+    {{- $probe := deepCopy . }}
+    {{- if $probe.httpGet }}{{ $_ := set $probe.httpGet "port" $port }}{{ end }}
+    {{- toYaml $probe | nindent 4 }}
+  {{- end }}
+  {{- with (ternary $v.sidecar.readinessProbe $v.readinessProbe .sidecar) }}
+  readinessProbe:
+    {{- $probe := deepCopy . }}
+    {{- if $probe.httpGet }}{{ $_ := set $probe.httpGet "port" $port }}{{ end }}
+    {{- toYaml $probe | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- toYaml (ternary $v.sidecar.resources $v.resources .sidecar) | nindent 4 }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: cardinal-config
+      mountPath: {{ include "cardinal.configDir" $root }}
+      readOnly: true
+    {{- if include "cardinal.stateEnabled" $root }}
+    - name: cardinal-state
+      mountPath: {{ include "cardinal.stateDir" $root }}
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/*
+cardinal.volumes are the volumes cardinal.container mounts. The config and the
+admin token are projected into one directory, so cardinal.yml and admin-token
+sit side by side as DESIGN.md shows.
+Call with (dict "root" $ "sidecar" true|false).
+*/}}
+{{- define "cardinal.volumes" -}}
+{{- $root := .root }}
+{{- $v := $root.Values -}}
+- name: cardinal-config
+  projected:
+    sources:
+      - configMap:
+          name: {{ include "cardinal.fullname" $root }}
+          items:
+            - key: cardinal.yml
+              path: cardinal.yml
+      {{- if $v.admin.enabled }}
+      - secret:
+          name: {{ include "cardinal.secretName" $root }}
+          items:
+            - key: {{ $v.admin.secretKey }}
+              path: admin-token
+      {{- end }}
+{{- if include "cardinal.stateEnabled" $root }}
+- name: cardinal-state
+  {{- if and $v.persistence.enabled (not .sidecar) }}
+  persistentVolumeClaim:
+    claimName: {{ default (include "cardinal.fullname" $root) $v.persistence.existingClaim }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: 64Mi
+  {{- end }}
+{{- end }}
+{{- with $v.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
