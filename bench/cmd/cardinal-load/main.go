@@ -1,0 +1,211 @@
+// Command cardinal-load measures the cardinal binary and vmagent side by side
+// under a realistic service-mesh remote-write load on 127.0.0.1: CPU seconds
+// per million accepted samples, peak RSS, latency, throughput and whether
+// what reached the downstream is correct. See package bench/load.
+//
+//	go run ./bench/cmd/cardinal-load --target both --runs 3
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cardinal-gateway/cardinal/bench/load"
+	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cardinal-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	target := fs.String("target", "both", "system under test: cardinal, vmagent or both (runs alternate)")
+	runs := fs.Int("runs", 3, "runs per target")
+	workloads := fs.Int("workloads", meshgen.DefaultWorkloads, "mesh workloads (Deployments)")
+	pods := fs.Int("pods", meshgen.DefaultPodsPerWorkload, "pods per workload")
+	share := fs.Float64("high-card-share", meshgen.DefaultHighCardShare, "share of series with injected request_id/trace_id/user_agent/path labels (negative: none)")
+	churn := fs.Bool("churn", false, "new injected label values every step (then counter values are not compared)")
+	seed := fs.Uint64("seed", 1, "meshgen seed")
+	steps := fs.Int("steps", 10, "scrapes to pre-generate; counters advance from step to step")
+	spr := fs.Int("series-per-request", 2000, "series per remote-write request")
+	senders := fs.Int("senders", 4, "concurrent senders (like Prometheus shards)")
+	maxReq := fs.Int("max-requests", 0, "requests per run (0: every pre-generated request)")
+	maxDur := fs.Duration("max-duration", 2*time.Minute, "bound on one run's send phase")
+	rate := fs.Float64("rate", 0, "requests per second over all senders (0: as fast as answered)")
+	flush := fs.Duration("flush-interval", 5*time.Second, "cardinal merge.flush_interval")
+	delivery := fs.Duration("delivery-timeout", 0, "bound on the wait for delivery after sending (0: 3 flush intervals + 30s)")
+	vmagent := fs.String("vmagent", load.DefaultVMAgent, "vmagent binary")
+	queues := fs.Int("vmagent-queues", 0, "vmagent -remoteWrite.queues (0: its default, 2 x CPUs)")
+	vmRules := fs.String("vmagent-rules", load.RulesLabelKeep, "vmagent rules: labelkeep (the allowlist cardinal runs) or labeldrop (the dropped names; same result on this workload, smaller regex)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each vmagent send phase to FILE.<run>.pprof (cardinal has no pprof endpoint: use go test -bench BenchmarkProcessFull -cpuprofile in ./gateway)")
+	cardinalBin := fs.String("cardinal-bin", "", "prebuilt cardinal binary (default: go build ./cmd/cardinal)")
+	verbose := fs.Bool("v", true, "progress lines on stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var targets []string
+	switch *target {
+	case load.TargetCardinal, load.TargetVMAgent:
+		targets = []string{*target}
+	case "both":
+		targets = []string{load.TargetCardinal, load.TargetVMAgent}
+	default:
+		fmt.Fprintf(stderr, "--target %q: want cardinal, vmagent or both\n", *target)
+		return 2
+	}
+	if *runs < 1 || *runs > 100 {
+		fmt.Fprintf(stderr, "--runs %d: want 1 to 100\n", *runs)
+		return 2
+	}
+	if *vmRules != load.RulesLabelKeep && *vmRules != load.RulesLabelDrop {
+		fmt.Fprintf(stderr, "--vmagent-rules %q: want labelkeep or labeldrop\n", *vmRules)
+		return 2
+	}
+	progress := io.Discard
+	if *verbose {
+		progress = stderr
+	}
+	if err := measure(ctx, options{
+		targets: targets, runs: *runs, profile: *cpuProfile,
+		wl: load.WorkloadConfig{
+			Mesh:             meshgen.Config{Workloads: *workloads, PodsPerWorkload: *pods, HighCardShare: *share, Churn: *churn, Seed: *seed},
+			Steps:            *steps,
+			SeriesPerRequest: *spr,
+		},
+		run: load.Config{
+			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
+			FlushInterval: *flush, DeliveryTimeout: *delivery,
+			VMAgentBinary: *vmagent, VMAgentQueues: *queues, VMAgentRules: *vmRules, CardinalBinary: *cardinalBin,
+			Log: progress,
+		},
+	}, stdout, progress); err != nil {
+		fmt.Fprintf(stderr, "cardinal-load: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+type options struct {
+	targets []string
+	runs    int
+	profile string
+	wl      load.WorkloadConfig
+	run     load.Config
+}
+
+func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
+	m := load.ThisMachine()
+	fmt.Fprintf(stdout, "machine: %d CPUs, %s; load average %s at start\n", m.CPUs, m.CPUModel, m.LoadAvg)
+	fmt.Fprintf(stdout, "go: %s\n", goVersion(ctx))
+	for _, t := range o.targets {
+		if t == load.TargetVMAgent {
+			if _, err := os.Stat(o.run.VMAgentBinary); err != nil {
+				return fmt.Errorf("vmagent not found at %s; %s", o.run.VMAgentBinary, load.VMAgentInstallHint)
+			}
+			fmt.Fprintf(stdout, "vmagent: %s (%s)\n", load.VMAgentVersion(o.run.VMAgentBinary), o.run.VMAgentBinary)
+		}
+	}
+
+	if o.run.CardinalBinary == "" && contains(o.targets, load.TargetCardinal) {
+		dir, err := os.MkdirTemp("", "cardinal-load-bin-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		fmt.Fprintln(progress, "building ./cmd/cardinal ...")
+		if o.run.CardinalBinary, err = load.BuildCardinal(ctx, dir); err != nil {
+			return err
+		}
+	}
+
+	t0 := time.Now()
+	fmt.Fprintln(progress, "generating and encoding the workload ...")
+	w, err := load.NewWorkload(o.wl)
+	if err != nil {
+		return err
+	}
+	wc := w.Config()
+	total := len(w.Bodies) * w.RequestsPerStep()
+	if o.run.MaxRequests > 0 {
+		total = min(total, o.run.MaxRequests)
+	}
+	fmt.Fprintf(stdout, "workload: meshgen %d workloads x %d pods, high-card share %.2f (variants %d, churn %v), %d series/step "+
+		"(%d with injected labels), %d steps x %d requests of <= %d series = %d requests/run, %.1f MiB snappy in all; encoded in %s\n",
+		wc.Mesh.Workloads, wc.Mesh.PodsPerWorkload, wc.Mesh.HighCardShare, wc.Mesh.Variants, wc.Mesh.Churn,
+		w.NumSeries(), w.HighCardSeries(), len(w.Bodies), w.RequestsPerStep(), wc.SeriesPerRequest, total,
+		float64(w.Bytes)/(1<<20), time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "rules: drop __name__=~%s, labelkeep meshgen.DefaultAllowlist (vmagent: %s); cardinal also: merge flush %s, "+
+		"trace_sampling [trace_id] 0.01, limits [namespace, app]\n", load.DroppedMetricsRegex, o.run.VMAgentRules, o.run.FlushInterval)
+	fmt.Fprintf(stdout, "senders: %d, rate %s, bounds: %d requests and %s per run\n\n",
+		o.run.Senders, rateString(o.run.Rate), total, o.run.MaxDuration)
+
+	var results []load.Result
+	for i := range o.runs {
+		for _, t := range o.targets {
+			cfg := o.run
+			cfg.Target, cfg.Workload = t, w
+			if o.profile != "" && t == load.TargetVMAgent {
+				cfg.CPUProfile = fmt.Sprintf("%s.%d.pprof", o.profile, i+1)
+			}
+			fmt.Fprintf(progress, "run %d/%d: %s (load average %s)\n", i+1, o.runs, t, load.LoadAvg())
+			r, err := load.Run(ctx, cfg)
+			if err != nil {
+				return fmt.Errorf("run %d, %s: %w", i+1, t, err)
+			}
+			results = append(results, r)
+		}
+	}
+	fmt.Fprintln(stdout, "per run (cpu = the target process's utime+stime from /proc; per million samples accepted by it):")
+	load.PrintRuns(stdout, results)
+	fmt.Fprintln(stdout)
+	load.PrintSummary(stdout, o.targets, results)
+	fmt.Fprintf(stdout, "\nload average %s at the end\n", load.LoadAvg())
+	var bad []string
+	for i, r := range results {
+		if r.Target == load.TargetCardinal && !r.Correct() {
+			bad = append(bad, fmt.Sprintf("run %d: %s", i+1, r.Correctness()))
+		}
+	}
+	if len(bad) > 0 {
+		return errors.New("cardinal did not deliver correctly:\n" + strings.Join(bad, "\n"))
+	}
+	return nil
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func rateString(r float64) string {
+	if r <= 0 {
+		return "unpaced (closed loop)"
+	}
+	return fmt.Sprintf("%.1f requests/s", r)
+}
+
+func goVersion(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "go", "version").Output()
+	if err != nil {
+		return "(go command: " + err.Error() + ")"
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -1,0 +1,443 @@
+// Package load measures a remote-write proxy under realistic service-mesh
+// load, side by side with vmagent: it pre-encodes a meshgen workload, starts
+// a counting receiver and the system under test (the cardinal binary or
+// vmagent) as a child process on 127.0.0.1, drives it with concurrent
+// senders, and reports the child's CPU seconds per million accepted samples
+// (from /proc), its peak resident memory, request latency, throughput, and
+// whether what reached the receiver is correct.
+//
+// Every loop is bounded in count and time, nothing listens beyond
+// 127.0.0.1, and child processes are stopped when a run ends (and killed by
+// the kernel if this process dies first). Linux only: it reads /proc.
+package load
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Config describes one run against one target.
+type Config struct {
+	Target   string    // TargetCardinal or TargetVMAgent
+	Workload *Workload // pre-encoded traffic (see NewWorkload)
+	// Senders is the number of concurrent senders (default 4, like
+	// Prometheus shards). Request index i always goes through sender
+	// i % Senders, in step order, so each input series arrives in order.
+	Senders int
+	// MaxRequests bounds the requests sent (0: every request of the
+	// workload); MaxDuration bounds the send phase (default 2m).
+	MaxRequests int
+	MaxDuration time.Duration
+	// Rate paces the senders to this many requests per second in total
+	// (0: each sender sends its next request as soon as the last returns).
+	Rate float64
+	// DeliveryTimeout bounds the wait for the receiver to get everything
+	// after the send phase (default 3 flush intervals + 30s).
+	DeliveryTimeout time.Duration
+	// FlushInterval is cardinal's merge.flush_interval (default 5s).
+	FlushInterval time.Duration
+
+	CardinalBinary string // built by BuildCardinal
+	VMAgentBinary  string // default DefaultVMAgent
+	VMAgentQueues  int    // -remoteWrite.queues; 0 keeps vmagent's default
+	// VMAgentRules is RulesLabelKeep (default, the rules cardinal runs) or
+	// RulesLabelDrop (equivalent on meshgen's output, a smaller regex).
+	VMAgentRules string
+	// CPUProfile, when set, is where a CPU profile of the target's send
+	// phase is written (vmagent only: it serves /debug/pprof; cardinal has
+	// no pprof endpoint, profile it with go test -bench in ./gateway).
+	CPUProfile string
+	// TmpDir is where the run's scratch directory is made (default os.TempDir).
+	TmpDir string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Result is what one run measured.
+type Result struct {
+	Target string
+
+	// Send phase, at the sender.
+	Requests, Failed    int           // requests sent; of those, not answered 2xx
+	FailedExample       string        // one failure, for the report
+	AcceptedSamples     int64         // samples in requests answered 2xx
+	SendTime            time.Duration // first request to last answer
+	P50, P99, MaxLat    time.Duration // per-request latency
+	AcceptedPerSec      float64
+	SendTimedOut        bool // MaxDuration cut the send phase short
+	DeliveredSamples    int64
+	DeliverTime         time.Duration // first request to the last arrival that completed delivery
+	DeliveredPerSec     float64
+	DeliveryTimedOut    bool
+	ExpectedForwarded   int64 // accepted samples the relabel rules keep (what a non-merging proxy forwards)
+	CPUSend, CPUDeliver time.Duration
+	// CPUPerMSend is CPU seconds per million accepted samples over the send
+	// phase; CPUPerMAll includes the wait until delivery (asynchronous
+	// sending, merge flushes).
+	CPUPerMSend, CPUPerMAll float64
+	IdleRSS, PeakRSS        int64 // bytes
+
+	// At the receiver.
+	Recv  ReceiverStats
+	Check Check
+	// ValuesComparable is false when injected values churn, in which case
+	// the expected sums of the last step are not what a merger delivers.
+	ValuesComparable bool
+}
+
+// Run starts a receiver and the target, sends cfg.Workload through it and
+// measures. It stops the target before returning.
+func Run(ctx context.Context, cfg Config) (res Result, err error) {
+	if cfg.Workload == nil {
+		return res, errors.New("no workload")
+	}
+	if cfg.Senders <= 0 {
+		cfg.Senders = 4
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = 2 * time.Minute
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 5 * time.Second
+	}
+	if cfg.DeliveryTimeout <= 0 {
+		cfg.DeliveryTimeout = 3*cfg.FlushInterval + 30*time.Second
+	}
+	if cfg.VMAgentBinary == "" {
+		cfg.VMAgentBinary = DefaultVMAgent
+	}
+	logw := cfg.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(logw, "  "+format+"\n", args...) }
+	res.Target = cfg.Target
+	w := cfg.Workload
+
+	dir, err := os.MkdirTemp(cfg.TmpDir, "cardinal-load-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+
+	recv := NewReceiver(w.Denied())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, err
+	}
+	recvSrv := &http.Server{Handler: recv, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = recvSrv.Serve(ln) }()
+	defer recvSrv.Close()
+
+	so := startOptions{
+		dir: dir, downstream: "http://" + ln.Addr().String() + "/api/v1/write",
+		cardinal: cfg.CardinalBinary, vmagent: cfg.VMAgentBinary,
+		flush: cfg.FlushInterval, queues: cfg.VMAgentQueues, ready: 30 * time.Second,
+		rules: cfg.VMAgentRules, denied: w.Denied(),
+	}
+	var p *process
+	switch cfg.Target {
+	case TargetCardinal:
+		if cfg.CardinalBinary == "" {
+			return res, errors.New("no cardinal binary; see BuildCardinal")
+		}
+		p, err = startCardinal(ctx, so)
+	case TargetVMAgent:
+		p, err = startVMAgent(ctx, so)
+	default:
+		return res, fmt.Errorf("unknown target %q: want %s or %s", cfg.Target, TargetCardinal, TargetVMAgent)
+	}
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if serr := p.stop(10 * time.Second); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+
+	// Idle baseline after the process has settled.
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(time.Second):
+	}
+	idle, err := ProcMemory(p.pid())
+	if err != nil {
+		return res, err
+	}
+	res.IdleRSS = idle.RSS
+	logf("%s pid %d ready, idle rss %.1f MiB", cfg.Target, p.pid(), mib(idle.RSS))
+
+	cpu0, err := ProcCPU(p.pid())
+	if err != nil {
+		return res, err
+	}
+	var profDone chan error
+	if cfg.CPUProfile != "" && cfg.Target == TargetVMAgent {
+		profDone = make(chan error, 1)
+		go func() { profDone <- fetchProfile(ctx, p.baseURL, cfg.CPUProfile, cfg.MaxDuration) }()
+	}
+	sendStart := time.Now()
+	sr := send(ctx, cfg, p.writeURL)
+	res.SendTime = time.Since(sendStart)
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			logf("cpu profile: %v", err)
+		} else {
+			logf("cpu profile of the first %s of sending written to %s", min(cfg.MaxDuration, 30*time.Second), cfg.CPUProfile)
+		}
+	}
+	cpu1, err := ProcCPU(p.pid())
+	if err != nil {
+		return res, err
+	}
+	if p.exited() {
+		return res, fmt.Errorf("%s exited during the run (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+	}
+	res.Requests, res.Failed, res.FailedExample = sr.requests, sr.failed, sr.failedExample
+	res.AcceptedSamples, res.SendTimedOut = sr.accepted, sr.timedOut
+	res.ExpectedForwarded = sr.kept
+	slices.Sort(sr.latencies)
+	res.P50, res.P99 = Percentile(sr.latencies, 0.5), Percentile(sr.latencies, 0.99)
+	if n := len(sr.latencies); n > 0 {
+		res.MaxLat = sr.latencies[n-1]
+	}
+	res.AcceptedPerSec = float64(res.AcceptedSamples) / res.SendTime.Seconds()
+	res.CPUSend = cpu1 - cpu0
+	logf("sent %d requests (%d failed) in %s, %.0f samples/s accepted; waiting for delivery",
+		res.Requests, res.Failed, res.SendTime.Round(time.Millisecond), res.AcceptedPerSec)
+
+	// What the receiver must end up with. Computed while the target drains.
+	truth := w.Truth(sr.lastStep)
+	res.ValuesComparable = !w.Config().Mesh.Churn
+	delivered := func() bool {
+		st := recv.Stats()
+		switch cfg.Target {
+		case TargetVMAgent:
+			// vmagent forwards every kept sample, collisions included.
+			return st.Samples >= res.ExpectedForwarded
+		default:
+			c := recv.Compare(truth)
+			if !res.ValuesComparable {
+				return c.Arrived == c.Expected
+			}
+			return c.Arrived == c.Expected && c.Exact == c.Counters
+		}
+	}
+	deadline := time.Now().Add(cfg.DeliveryTimeout)
+	for !delivered() {
+		if time.Now().After(deadline) {
+			res.DeliveryTimedOut = true
+			break
+		}
+		if p.exited() {
+			return res, fmt.Errorf("%s exited while delivering (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cpu2, err := ProcCPU(p.pid())
+	if err != nil {
+		return res, err
+	}
+	mem, err := ProcMemory(p.pid())
+	if err != nil {
+		return res, err
+	}
+	res.Recv = recv.Stats()
+	res.Check = recv.Compare(truth)
+	res.PeakRSS = mem.Peak
+	res.CPUDeliver = cpu2 - cpu0
+	res.DeliveredSamples = res.Recv.Samples + res.Recv.Histograms
+	res.DeliverTime = max(res.Recv.LastArrival.Sub(sendStart), res.SendTime)
+	res.DeliveredPerSec = float64(res.DeliveredSamples) / res.DeliverTime.Seconds()
+	if res.AcceptedSamples > 0 {
+		m := float64(res.AcceptedSamples) / 1e6
+		res.CPUPerMSend = res.CPUSend.Seconds() / m
+		res.CPUPerMAll = res.CPUDeliver.Seconds() / m
+	}
+	logf("delivered %d samples in %s (timed out: %v), cpu %.2fs send / %.2fs total, peak rss %.1f MiB",
+		res.DeliveredSamples, res.DeliverTime.Round(time.Millisecond), res.DeliveryTimedOut,
+		res.CPUSend.Seconds(), res.CPUDeliver.Seconds(), mib(res.PeakRSS))
+	return res, nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// sendResult is what the senders measured.
+type sendResult struct {
+	requests, failed int
+	failedExample    string
+	accepted, kept   int64
+	latencies        []time.Duration
+	lastStep         []int // per request index, the last step answered 2xx (-1: none)
+	timedOut         bool
+}
+
+// send drives the target with cfg.Senders concurrent senders until every
+// scheduled request is sent, cfg.MaxDuration passes or ctx ends.
+func send(ctx context.Context, cfg Config, url string) sendResult {
+	w := cfg.Workload
+	perStep := w.RequestsPerStep()
+	total := len(w.Bodies) * perStep
+	if cfg.MaxRequests > 0 {
+		total = min(total, cfg.MaxRequests)
+	}
+	type job struct{ step, index int }
+	queues := make([][]job, cfg.Senders)
+	for n := range total {
+		j := job{n / perStep, n % perStep}
+		queues[j.index%cfg.Senders] = append(queues[j.index%cfg.Senders], j)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.MaxDuration)
+	defer cancel()
+	client := &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConnsPerHost: cfg.Senders,
+			DisableCompression:  true,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		},
+	}
+	defer client.CloseIdleConnections()
+
+	res := sendResult{lastStep: make([]int, perStep)}
+	for i := range res.lastStep {
+		res.lastStep[i] = -1
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for s := range cfg.Senders {
+		wg.Go(func() {
+			// Paced: each sender spreads its share of the requests over the
+			// time the whole schedule takes at cfg.Rate (shares differ when
+			// the requests per step do not divide by the senders).
+			var interval time.Duration
+			if cfg.Rate > 0 && len(queues[s]) > 0 {
+				interval = time.Duration(float64(time.Second) * float64(total) / cfg.Rate / float64(len(queues[s])))
+			}
+			next := time.Now()
+			lat := make([]time.Duration, 0, len(queues[s]))
+			var requests, failed int
+			var accepted, kept int64
+			var example string
+			for _, j := range queues[s] {
+				if interval > 0 {
+					if d := time.Until(next); d > 0 {
+						select {
+						case <-ctx.Done():
+						case <-time.After(d):
+						}
+					}
+					next = next.Add(interval)
+				}
+				if ctx.Err() != nil {
+					break
+				}
+				t0 := time.Now()
+				code, err := post1(ctx, client, url, w.Bodies[j.step][j.index])
+				if ctx.Err() != nil {
+					break // cut by the deadline: neither a success nor a failure
+				}
+				lat = append(lat, time.Since(t0))
+				requests++
+				if err != nil || code/100 != 2 {
+					failed++
+					if example == "" {
+						example = fmt.Sprintf("step %d request %d: status %d %v", j.step, j.index, code, err)
+					}
+					continue
+				}
+				accepted += int64(w.Samples[j.index])
+				kept += int64(w.Kept[j.index])
+				res.lastStep[j.index] = j.step // only this sender writes this index
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.requests += requests
+			res.failed += failed
+			res.accepted += accepted
+			res.kept += kept
+			res.latencies = append(res.latencies, lat...)
+			if res.failedExample == "" {
+				res.failedExample = example
+			}
+		})
+	}
+	wg.Wait()
+	res.timedOut = ctx.Err() != nil && res.requests < total
+	return res
+}
+
+// post1 sends one remote-write 1.0 request and drains the answer.
+func post1(ctx context.Context, client *http.Client, url string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, nil
+}
+
+// Correct reports whether the run delivered everything expected, with
+// exact counter sums when they are comparable, no denied label and no
+// duplicate or out-of-order sample.
+func (r Result) Correct() bool {
+	c := r.Check
+	ok := c.Arrived == c.Expected && len(r.Recv.DeniedNames) == 0 && r.Recv.Duplicates == 0 && r.Recv.OutOfOrder == 0 && !r.DeliveryTimedOut
+	if r.ValuesComparable {
+		ok = ok && c.Exact == c.Counters
+	}
+	return ok
+}
+
+// fetchProfile writes the CPU profile of the next min(d, 30s) of the process
+// serving /debug/pprof at base to path.
+func fetchProfile(ctx context.Context, base, path string, d time.Duration) error {
+	secs := int(min(d, 30*time.Second).Seconds())
+	client := &http.Client{Timeout: time.Duration(secs)*time.Second + 20*time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, max(secs, 1)), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return fmt.Errorf("cannot get the profile: status %d", resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, io.LimitReader(resp.Body, 256<<20)); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

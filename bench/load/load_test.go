@@ -1,0 +1,106 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+)
+
+func smokeWorkload(t *testing.T) *Workload {
+	t.Helper()
+	w, err := NewWorkload(WorkloadConfig{
+		Mesh:             meshgen.Config{Workloads: 3, PodsPerWorkload: 2, Seed: 3},
+		Steps:            2,
+		SeriesPerRequest: 100000, // one request per step
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.RequestsPerStep() != 1 || len(w.Bodies) != 2 {
+		t.Fatalf("want 2 steps of one request, got %d steps of %d", len(w.Bodies), w.RequestsPerStep())
+	}
+	return w
+}
+
+// TestRunCardinal runs the real binary on a tiny workload (two requests) and
+// checks the measurements are plausible and the delivery correct.
+func TestRunCardinal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the cardinal binary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bin, err := BuildCardinal(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := smokeWorkload(t)
+	var log bytes.Buffer
+	r, err := Run(ctx, Config{
+		Target: TargetCardinal, Workload: w, CardinalBinary: bin, Senders: 2,
+		FlushInterval: 500 * time.Millisecond, MaxDuration: 10 * time.Second, DeliveryTimeout: 10 * time.Second,
+		Log: &log,
+	})
+	t.Log(log.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", r)
+	if r.Requests != 2 || r.Failed != 0 {
+		t.Fatalf("requests %d, failed %d (%s)", r.Requests, r.Failed, r.FailedExample)
+	}
+	if want := int64(2 * w.Samples[0]); r.AcceptedSamples != want {
+		t.Errorf("accepted %d samples, want %d", r.AcceptedSamples, want)
+	}
+	if !r.Correct() {
+		t.Errorf("not correct: %s (example: %s)", r.Correctness(), r.Check.Example)
+	}
+	if r.Check.Expected == 0 || r.Check.Counters == 0 {
+		t.Errorf("nothing checked: %+v", r.Check)
+	}
+	if r.PeakRSS < r.IdleRSS || r.IdleRSS <= 0 {
+		t.Errorf("implausible memory: idle %d, peak %d", r.IdleRSS, r.PeakRSS)
+	}
+	if r.P50 <= 0 || r.P99 < r.P50 || r.CPUDeliver < r.CPUSend {
+		t.Errorf("implausible latency or cpu: %+v", r)
+	}
+}
+
+// TestRunVMAgent is the same against vmagent, when it is installed. vmagent
+// forwards colliding series as they are, so only delivery is asserted.
+func TestRunVMAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs vmagent")
+	}
+	if _, err := os.Stat(DefaultVMAgent); err != nil {
+		t.Skipf("no vmagent: %s", VMAgentInstallHint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	w := smokeWorkload(t)
+	r, err := Run(ctx, Config{
+		Target: TargetVMAgent, Workload: w, Senders: 2,
+		MaxDuration: 10 * time.Second, DeliveryTimeout: 15 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", r.Correctness())
+	if r.Failed != 0 || r.DeliveryTimedOut || r.DeliveredSamples < r.ExpectedForwarded {
+		t.Fatalf("vmagent run: failed %d, delivered %d of %d, timed out %v", r.Failed, r.DeliveredSamples, r.ExpectedForwarded, r.DeliveryTimedOut)
+	}
+	if len(r.Recv.DeniedNames) != 0 {
+		t.Errorf("denied labels delivered: %v", r.Recv.DeniedNames)
+	}
+}
+
+func TestRunRejectsUnknownTarget(t *testing.T) {
+	w := smokeWorkload(t)
+	if _, err := Run(context.Background(), Config{Target: "nginx", Workload: w}); err == nil {
+		t.Fatal("unknown target: no error")
+	}
+}

@@ -1,0 +1,307 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+)
+
+// Target names.
+const (
+	TargetCardinal = "cardinal"
+	TargetVMAgent  = "vmagent"
+)
+
+// DefaultVMAgent is where the Debian package victoria-metrics installs vmagent.
+const DefaultVMAgent = "/usr/bin/vmagent"
+
+// VMAgentInstallHint says how to get vmagent when it is missing.
+const VMAgentInstallHint = "install it with: sudo apt-get install victoria-metrics (Debian/Ubuntu), or pass --vmagent=PATH"
+
+// process is a system under test running as a child process on 127.0.0.1.
+type process struct {
+	name     string
+	cmd      *exec.Cmd
+	baseURL  string // http://127.0.0.1:port
+	writeURL string
+	logPath  string
+	done     chan struct{}
+	waitErr  error
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// start runs bin with args, output to logPath. The child is killed if this
+// process dies (Pdeathsig) and runs in its own process group so that a
+// terminal's Ctrl-C reaches only the load tool, which then stops it.
+func start(name, bin string, args []string, logPath string) (*process, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("cannot start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop sends SIGTERM, waits up to grace, then kills the process. It is safe
+// to call more than once.
+func (p *process) stop(grace time.Duration) error {
+	if p.exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(grace):
+	}
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.pid())
+	}
+	return fmt.Errorf("%s did not stop within %s of SIGTERM; killed", p.name, grace)
+}
+
+// logTail returns the last lines of the process's output.
+func (p *process) logTail(n int) string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitHTTP polls url until it answers 200, the process exits or timeout
+// passes.
+func (p *process) waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			return fmt.Errorf("%s exited before it was ready (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready at %s after %s:\n%s", p.name, url, timeout, p.logTail(20))
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Rule sets for vmagent.
+const (
+	// RulesLabelKeep is the relabel_configs both targets apply by default:
+	// the same metric drop and label allowlist as gateway/bench_test.go's
+	// fullConfig.
+	RulesLabelKeep = "labelkeep"
+	// RulesLabelDrop replaces the allowlist by a labeldrop of the names it
+	// removes from meshgen's output (DroppedByDefault): the same result on
+	// this workload with a much smaller regular expression, for engines
+	// whose cost grows with the size of the regex.
+	RulesLabelDrop = "labeldrop"
+)
+
+// relabelRules returns the relabel_configs list of the rule set.
+func relabelRules(indent, rules string, denied []string) string {
+	s := indent + "- action: drop\n" +
+		indent + "  source_labels: [__name__]\n" +
+		indent + "  regex: " + DroppedMetricsRegex + "\n"
+	if rules == RulesLabelDrop {
+		return s + indent + "- action: labeldrop\n" +
+			indent + "  regex: " + strings.Join(denied, "|") + "\n"
+	}
+	return s + indent + "- action: labelkeep\n" +
+		indent + "  regex: " + meshgen.DefaultAllowlist + "\n"
+}
+
+// CardinalConfig returns the production-shaped configuration (as
+// gateway/bench_test.go's fullConfig) forwarding to downstream.
+func CardinalConfig(downstream string, flush time.Duration) string {
+	return "downstream:\n" +
+		"  url: " + downstream + "\n" +
+		"  timeout: 30s\n" +
+		"relabel_configs:\n" + relabelRules("  ", RulesLabelKeep, nil) +
+		"merge:\n" +
+		"  flush_interval: " + flush.String() + "\n" +
+		"trace_sampling:\n" +
+		"  labels: [trace_id]\n" +
+		"  ratio: 0.01\n" +
+		"  always_keep: [{label: response_code, regex: \"5..\"}]\n" +
+		"limits:\n" +
+		"  workload_labels: [namespace, app]\n" +
+		"  max_series_per_workload: 1000000\n"
+}
+
+// BuildCardinal builds ./cmd/cardinal of the module that contains the
+// working directory into dir and returns the binary's path.
+func BuildCardinal(ctx context.Context, dir string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("cannot find the module: go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("cannot find the module: run inside the cardinal repository")
+	}
+	bin := filepath.Join(dir, "cardinal")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cardinal")
+	cmd.Dir = filepath.Dir(gomod)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("cannot build cardinal: %w\n%s", err, stderr.String())
+	}
+	return bin, nil
+}
+
+// startOptions are what a target needs to start.
+type startOptions struct {
+	dir        string // private scratch directory
+	downstream string // the receiver's write URL
+	cardinal   string // cardinal binary
+	vmagent    string // vmagent binary
+	flush      time.Duration
+	queues     int      // vmagent -remoteWrite.queues (0: its default)
+	rules      string   // vmagent rule set: RulesLabelKeep or RulesLabelDrop
+	denied     []string // label names RulesLabelDrop drops
+	ready      time.Duration
+}
+
+func startCardinal(ctx context.Context, o startOptions) (*process, error) {
+	cfgPath := filepath.Join(o.dir, "cardinal.yml")
+	if err := os.WriteFile(cfgPath, []byte(CardinalConfig(o.downstream, o.flush)), 0o600); err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p, err := start(TargetCardinal, o.cardinal, []string{
+		"serve", "--config.file=" + cfgPath, "--web.listen-address=" + addr, "--log.level=warn",
+	}, filepath.Join(o.dir, "cardinal.log"))
+	if err != nil {
+		return nil, err
+	}
+	p.baseURL = "http://" + addr
+	p.writeURL = p.baseURL + "/api/v1/write"
+	// Ready means the config is loaded and the downstream took an empty write.
+	if err := p.waitHTTP(ctx, "http://"+addr+"/-/ready", o.ready); err != nil {
+		_ = p.stop(5 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+func startVMAgent(ctx context.Context, o startOptions) (*process, error) {
+	if _, err := os.Stat(o.vmagent); err != nil {
+		return nil, fmt.Errorf("vmagent not found at %s; %s", o.vmagent, VMAgentInstallHint)
+	}
+	rules := filepath.Join(o.dir, "vmagent-relabel.yml")
+	if err := os.WriteFile(rules, []byte(relabelRules("", o.rules, o.denied)), 0o600); err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"-httpListenAddr=" + addr,
+		"-remoteWrite.url=" + o.downstream,
+		"-remoteWrite.relabelConfig=" + rules,
+		"-remoteWrite.tmpDataPath=" + filepath.Join(o.dir, "vmagent-data"),
+		// Send as soon as a block is ready; at high rates vmagent sends full
+		// blocks anyway, the interval only matters for the tail.
+		"-remoteWrite.flushInterval=1s",
+		"-loggerLevel=WARN",
+	}
+	if o.queues > 0 {
+		args = append(args, fmt.Sprintf("-remoteWrite.queues=%d", o.queues))
+	}
+	p, err := start(TargetVMAgent, o.vmagent, args, filepath.Join(o.dir, "vmagent.log"))
+	if err != nil {
+		return nil, err
+	}
+	p.baseURL = "http://" + addr
+	p.writeURL = p.baseURL + "/api/v1/write"
+	if err := p.waitHTTP(ctx, "http://"+addr+"/health", o.ready); err != nil {
+		_ = p.stop(5 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+// VMAgentVersion returns vmagent's version string, falling back to the
+// Debian package version when the binary reports none.
+func VMAgentVersion(bin string) string {
+	out, _ := exec.Command(bin, "-version").CombinedOutput()
+	if v := strings.TrimSpace(string(out)); v != "" {
+		return v
+	}
+	if out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", "victoria-metrics").Output(); err == nil && len(out) > 0 {
+		return "victoria-metrics " + string(out) + " (Debian package; the binary prints no version)"
+	}
+	return "unknown"
+}
