@@ -425,7 +425,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		// Apply may overwrite s.Labels; the merger needs the originals.
 		ws.orig = append(ws.orig[:0], s.Labels...)
 		var in, outHash uint64
-		in, ws.hashBuf = wire.HashLabels(ws.hashBuf, ws.orig)
+		in, ws.hashBuf = s.InputHash(ws.hashBuf)
 		ls, keep := prog.Apply(&ws.scratch, s.Labels)
 		// A rule that removed the metric name leaves a series no receiver
 		// accepts; sending it would fail the whole request downstream.

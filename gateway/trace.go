@@ -23,7 +23,11 @@ const (
 
 // traceRules is the compiled trace_sampling section.
 type traceRules struct {
-	labels     []string
+	labels []string
+	// lengths has bit n set when a trace label name is n bytes long (n <
+	// 64), so that most label names are rejected without a comparison.
+	lengths    uint64
+	long       bool // a trace label name of 64 bytes or more
 	sampler    tracesample.Sampler
 	alwaysKeep []traceMatcher
 }
@@ -43,6 +47,13 @@ func compileTrace(c config.TraceConfig) (*traceRules, error) {
 		return nil, fmt.Errorf("trace_sampling: %w", err)
 	}
 	tr := &traceRules{labels: c.Labels, sampler: s}
+	for _, l := range c.Labels {
+		if len(l) < 64 {
+			tr.lengths |= 1 << len(l)
+		} else {
+			tr.long = true
+		}
+	}
 	for i, m := range c.AlwaysKeep {
 		expr, negate := m.Regex, false
 		if m.NotRegex != "" {
@@ -64,11 +75,12 @@ type traceMetrics struct {
 	malformed    prometheus.Counter
 }
 
-// find returns the first trace label value in ls, or nil.
+// find returns the value of the first label in ls that is a trace label,
+// or nil.
 func (tr *traceRules) find(ls []wire.Label) []byte {
-	for _, name := range tr.labels {
-		if v := wire.GetLabel(ls, name); v != nil {
-			return v
+	for i := range ls {
+		if tr.isTraceLabel(ls[i].Name) {
+			return ls[i].Value
 		}
 	}
 	return nil
@@ -92,18 +104,27 @@ func (tr *traceRules) errorSeries(ls []wire.Label) bool {
 // strip removes the trace labels from ls in place, so that the series
 // collapses as if the rules had dropped them.
 func (tr *traceRules) strip(ls []wire.Label) []wire.Label {
-	out := ls[:0]
-	for _, l := range ls {
-		if !containsName(tr.labels, l.Name) {
-			out = append(out, l)
+	for i := range ls {
+		if tr.isTraceLabel(ls[i].Name) {
+			// Slow path: the rules left a trace label in.
+			out := ls[:i]
+			for _, l := range ls[i+1:] {
+				if !tr.isTraceLabel(l.Name) {
+					out = append(out, l)
+				}
+			}
+			return out
 		}
 	}
-	return out
+	return ls
 }
 
-func containsName(names []string, b []byte) bool {
-	for _, n := range names {
-		if n == string(b) {
+func (tr *traceRules) isTraceLabel(name []byte) bool {
+	if n := len(name); n < 64 && tr.lengths&(1<<n) == 0 || n >= 64 && !tr.long {
+		return false
+	}
+	for _, l := range tr.labels {
+		if l == string(name) {
 			return true
 		}
 	}

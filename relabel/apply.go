@@ -181,7 +181,7 @@ func (st *applier) filter(r *rule, keep bool) {
 	if r.m.literal && r.m.set != nil {
 		// Fast path: a set of literal names, such as an allowlist.
 		for _, l := range st.ls {
-			if _, ok := r.m.set[string(l.Name)]; ok == keep {
+			if r.m.set.has(l.Name) == keep {
 				out = append(out, l)
 			} else if st.track {
 				st.forget(l.Name)

@@ -210,7 +210,7 @@ type matcher struct {
 	// alternatives when there are several.
 	literal bool
 	one     []byte
-	set     map[string]struct{}
+	set     *nameSet
 	// Fast path: the regex is an alternation of literals and literal
 	// prefixes followed by ".*", such as "go_.*|process_.*|up"; set holds
 	// the literals.
@@ -251,10 +251,7 @@ func newMatcher(rx relabel.Regexp) (matcher, error) {
 		if m.literal && len(exact) == 1 {
 			m.one = []byte(exact[0])
 		} else if len(exact) > 0 {
-			m.set = make(map[string]struct{}, len(exact))
-			for _, a := range exact {
-				m.set[a] = struct{}{}
-			}
+			m.set = newNameSet(exact)
 		}
 		for _, a := range prefixes {
 			m.prefixes = append(m.prefixes, []byte(a))

@@ -10,12 +10,11 @@ func (m *matcher) match(b []byte) bool {
 		if m.set == nil {
 			return bytes.Equal(b, m.one)
 		}
-		_, ok := m.set[string(b)]
-		return ok
+		return m.set.has(b)
 	}
 	if len(m.prefixes) > 0 {
 		// Fast path: literals and literal prefixes.
-		if _, ok := m.set[string(b)]; ok {
+		if m.set != nil && m.set.has(b) {
 			return true
 		}
 		for _, p := range m.prefixes {

@@ -58,11 +58,19 @@ func (r *Request) unmarshalSeries(src []byte) error {
 	exemplarsStart, histogramsStart := len(r.exemplars), len(r.histograms)
 	var fc easyproto.FieldContext
 	var err error
+	// The label fields, while they come first, contiguous and canonical.
+	whole := src
+	rawEnd, canonical := 0, true
 	for len(src) > 0 {
 		// Fast path: a label or a sample, as every sender writes them.
 		if data, rest, ok := nextShortMessage(src, tagSeriesLabel); ok {
 			if name, value, ok := shortLabel(data); ok {
 				r.labels = append(r.labels, Label{Name: name, Value: value})
+				if canonical && rawEnd == len(whole)-len(src) {
+					rawEnd = len(whole) - len(rest)
+				} else {
+					canonical = false
+				}
 				src = rest
 				continue
 			}
@@ -82,6 +90,7 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		}
 		switch fc.FieldNum {
 		case 1:
+			canonical = false
 			data, ok := fc.MessageData()
 			if !ok {
 				return errors.New("label: wrong wire type")
@@ -125,7 +134,12 @@ func (r *Request) unmarshalSeries(src []byte) error {
 	}
 	// Clip capacities so that a later append to one series' slice cannot
 	// overwrite the next series in the shared pool.
+	var raw []byte
+	if canonical && rawEnd > 0 {
+		raw = whole[:rawEnd:rawEnd]
+	}
 	r.Series = append(r.Series, Series{
+		rawLabels:  raw,
 		Labels:     r.labels[labelsStart:len(r.labels):len(r.labels)],
 		Samples:    r.samples[samplesStart:len(r.samples):len(r.samples)],
 		Exemplars:  r.exemplars[exemplarsStart:len(r.exemplars):len(r.exemplars)],
@@ -142,7 +156,8 @@ func nextShortMessage(src []byte, tag byte) (data, rest []byte, ok bool) {
 	}
 	n, i := int(src[1]), 2
 	if n >= 0x80 {
-		if len(src) < 3 || src[2] >= 0x80 {
+		// A second byte of 0 would be a padded, non-canonical varint.
+		if len(src) < 3 || src[2] >= 0x80 || src[2] == 0 {
 			return nil, nil, false
 		}
 		n, i = n&0x7f|int(src[2])<<7, 3

@@ -53,6 +53,26 @@ type Series struct {
 	Samples    []Sample
 	Exemplars  []Exemplar
 	Histograms []Histogram
+
+	// rawLabels is the series' label fields as they were decoded, when
+	// they were contiguous and in canonical form (see InputHash).
+	rawLabels []byte
+}
+
+// InputHash returns the identity of the series' labels: xxhash of their
+// canonical protobuf encoding (the label fields of a TimeSeries, sorted, as
+// gogo writes them). For a series decoded from a canonical encoding it
+// hashes the decoded bytes in place, without copying; otherwise it encodes
+// the labels into buf first. Both give the same value for the same labels.
+func (s *Series) InputHash(buf []byte) (uint64, []byte) {
+	if s.rawLabels != nil {
+		return xxhash.Sum64(s.rawLabels), buf
+	}
+	buf = buf[:0]
+	for i := range s.Labels {
+		buf = appendLabel(buf, tagSeriesLabel, &s.Labels[i])
+	}
+	return xxhash.Sum64(buf), buf
 }
 
 // Metadata is one prometheus.MetricMetadata entry.

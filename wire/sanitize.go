@@ -60,7 +60,9 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 		s := r.Series[i]
 		reason, ok, fine := checkSorted(s.Labels)
 		if !fine {
-			// Slow path: unsorted labels or empty values.
+			// Slow path: unsorted labels or empty values. The decoded
+			// bytes are no longer the canonical form of the labels.
+			s.rawLabels = nil
 			s.Labels = dropEmptyValues(s.Labels)
 			slices.SortFunc(s.Labels, CompareLabelNames)
 			reason, ok, _ = checkSorted(s.Labels)

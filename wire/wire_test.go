@@ -479,3 +479,50 @@ func TestSeriesLengthClasses(t *testing.T) {
 		}
 	}
 }
+
+// InputHash must not depend on how the labels were encoded: hashing the
+// decoded bytes in place and encoding the labels first agree, and a sender
+// that sends labels unsorted gets the same identity as one that sorts them.
+func TestInputHashIsEncodingIndependent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	var r, sorted Request
+	for i := range 300 {
+		pb := randomRequest(rng, 5, false)
+		if err := r.Unmarshal(mustMarshal(t, pb)); err != nil {
+			t.Fatal(err)
+		}
+		var st SanitizeStats
+		r.Sanitize(&st)
+		for j := range r.Series {
+			s := &r.Series[j]
+			h1, _ := s.InputHash(nil)
+			raw := s.rawLabels
+			s.rawLabels = nil
+			h2, _ := s.InputHash(nil)
+			s.rawLabels = raw
+			if h1 != h2 {
+				t.Fatalf("case %d series %d: in-place hash %x != encoded hash %x", i, j, h1, h2)
+			}
+		}
+	}
+	// Unsorted on the wire, then sorted by Sanitize.
+	unsorted := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: []prompb.Label{{Name: "job", Value: "a"}, {Name: "__name__", Value: "up"}}}}}
+	inOrder := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}}}}}
+	var st SanitizeStats
+	if err := r.Unmarshal(mustMarshal(t, unsorted)); err != nil {
+		t.Fatal(err)
+	}
+	r.Sanitize(&st)
+	if err := sorted.Unmarshal(mustMarshal(t, inOrder)); err != nil {
+		t.Fatal(err)
+	}
+	sorted.Sanitize(&st)
+	if sorted.Series[0].rawLabels == nil {
+		t.Fatal("a canonical series must be hashed in place")
+	}
+	a, _ := r.Series[0].InputHash(nil)
+	b, _ := sorted.Series[0].InputHash(nil)
+	if a != b {
+		t.Fatalf("unsorted %x vs sorted %x", a, b)
+	}
+}
