@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/golang/snappy"
+
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
@@ -103,3 +105,93 @@ func BenchmarkProcessFull(b *testing.B) {
 	}
 	b.ReportMetric(float64(samples)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 }
+
+// BenchmarkRequestPath is everything Cardinal does with one compressed
+// 2000-series mesh request in production shape (fullConfig), except HTTP:
+// snappy decode, decode, sanitize, relabel, trace sampling, limiter,
+// merge routing, encode and snappy encode of what is forwarded.
+// BenchmarkRequestFloor is the unavoidable part of the same request; the
+// ratio of the two is the gateway's cost over the codec floor.
+func BenchmarkRequestPath(b *testing.B) {
+	compressed, _ := requestFixture(b)
+	g, _ := newTestGateway(b, fullConfig, &recordingSender{})
+	var req wire.Request
+	var raw []byte
+	run := func() {
+		var err error
+		if raw, err = snappy.Decode(raw[:cap(raw)], compressed); err != nil {
+			b.Fatal(err)
+		}
+		if err := req.Unmarshal(raw); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := g.Process(context.Background(), &req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	run()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(compressed)))
+	for b.Loop() {
+		run()
+	}
+	b.ReportMetric(2000*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkRequestFloor: snappy decode, one decoding pass, and snappy
+// encode of as many bytes as the gateway forwards for the same request.
+func BenchmarkRequestFloor(b *testing.B) {
+	compressed, forwarded := requestFixture(b)
+	out := make([]byte, len(forwarded))
+	var req wire.Request
+	var raw, enc []byte
+	b.ReportAllocs()
+	b.SetBytes(int64(len(compressed)))
+	for b.Loop() {
+		var err error
+		if raw, err = snappy.Decode(raw[:cap(raw)], compressed); err != nil {
+			b.Fatal(err)
+		}
+		if err := req.Unmarshal(raw); err != nil {
+			b.Fatal(err)
+		}
+		copy(out, forwarded)
+		enc = snappy.Encode(enc[:cap(enc)], out)
+	}
+}
+
+// requestFixture returns a compressed 2000-series mesh request and the
+// uncompressed body the gateway forwards for it under fullConfig.
+func requestFixture(b *testing.B) (compressed, forwarded []byte) {
+	b.Helper()
+	gen := meshgen.New(meshgen.Config{Workloads: 24, PodsPerWorkload: 3, Seed: 7})
+	src, err := gen.WriteRequests(1, 1_700_000_000_000, 2000)[0].Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sender := &bodySender{}
+	g, _ := newTestGateway(b, fullConfig, &recordingSender{})
+	g.state.Load().sender = sender
+	var req wire.Request
+	if err := req.Unmarshal(src); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := g.Process(context.Background(), &req); err != nil {
+		b.Fatal(err)
+	}
+	raw, err := snappy.Decode(nil, sender.body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return snappy.Encode(nil, src), raw
+}
+
+// bodySender keeps a copy of the last body it was given.
+type bodySender struct{ body []byte }
+
+func (s *bodySender) Send(_ context.Context, body []byte) error {
+	s.body = append(s.body[:0], body...)
+	return nil
+}
+
+func (s *bodySender) Close() {}
