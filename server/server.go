@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -110,6 +111,9 @@ func New(opts Options) (*Server, error) {
 	r.Get("/-/ready", s.serveReady)
 	r.Post("/-/reload", s.requireAdmin(s.serveReload))
 	r.Get("/api/v1/collisions", s.serveCollisions)
+	// Go's profiler, as Prometheus and vmagent expose it, for finding where
+	// CPU and memory go under real traffic.
+	r.Mount("/debug", middleware.Profiler())
 	admin.Mount(r, admin.Options{
 		Limiter:      s.gw.Limiter(),
 		StateFile:    func() string { return s.gw.Config().Admin.StateFile },
