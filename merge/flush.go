@@ -167,7 +167,7 @@ func (f *flusher) reset() {
 // pointing at them after the lock is released.
 func (f *flusher) emit(m *Merger, o *output, nowMs, stale int64) {
 	mg := o.m
-	if mg.labels == nil {
+	if mg.enc == nil {
 		return // restored, no input seen yet
 	}
 	for _, ip := range mg.inputs {
@@ -176,7 +176,8 @@ func (f *flusher) emit(m *Merger, o *output, nowMs, stale int64) {
 		}
 	}
 	ts := max(nowMs, mg.lastEmit+1, o.passTs+1)
-	s := wire.Series{Labels: mg.labels}
+	var s wire.Series
+	s.SetEncodedLabels(mg.enc)
 	if v, ok := mg.floatValue(nowMs, stale); ok {
 		start := len(f.samples)
 		f.samples = append(f.samples, wire.Sample{Value: v, Timestamp: ts})
@@ -316,8 +317,12 @@ func (m *Merger) Collisions(top int) []Collision {
 					active++
 				}
 			}
+			desc := "{}"
+			if ls, err := wire.DecodeLabels(o.m.enc); err == nil && o.m.enc != nil {
+				desc = labelsString(ls)
+			}
 			out = append(out, Collision{
-				Series:          o.m.desc,
+				Series:          desc,
 				Inputs:          active,
 				CollapsedLabels: slices.Clone(o.m.collapsed),
 				Kind:            o.m.kind.String(),

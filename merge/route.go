@@ -31,8 +31,10 @@ type output struct {
 
 // merged is the state of an output fed by several inputs.
 type merged struct {
-	labels    []wire.Label // owned copy
-	desc      string       // labels as text, for the collisions report
+	// enc holds the output's labels, encoded (wire.AppendEncodedLabels):
+	// half the memory of a []wire.Label copy, and the encoder copies it
+	// as it is. nil until the labels are known (a restored output).
+	enc       []byte
 	collapsed []string     // label names relabeling removed or rewrote, sorted
 	kind      Kind
 	policy    Policy
@@ -133,7 +135,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		m.startMerging(o, orig, s.Labels)
 	}
 	mg := o.m
-	if mg.labels == nil {
+	if mg.enc == nil {
 		// An output restored from the state file meets its first input.
 		mg.learn(m, s.Labels)
 	}
@@ -194,8 +196,7 @@ func (m *Merger) newMerged(out []wire.Label, lastEmit int64) *merged {
 
 // learn takes the output's labels and what follows from them.
 func (mg *merged) learn(m *Merger, out []wire.Label) {
-	mg.labels = cloneLabels(out)
-	mg.desc = labelsString(mg.labels)
+	mg.enc = wire.AppendEncodedLabels(make([]byte, 0, encodedSize(out)), out)
 	name := string(wire.GetLabel(out, "__name__"))
 	mg.kind = m.kindOf(name)
 	mg.policy = m.policyOf(name)
@@ -357,6 +358,14 @@ func (mg *merged) noteCollapsed(orig, out []wire.Label) {
 			slices.Sort(mg.collapsed)
 		}
 	}
+}
+
+func encodedSize(ls []wire.Label) int {
+	n := 0
+	for _, l := range ls {
+		n += len(l.Name) + len(l.Value) + 8
+	}
+	return n
 }
 
 func cloneLabels(ls []wire.Label) []wire.Label {

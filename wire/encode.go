@@ -100,6 +100,9 @@ func (s *Series) appendField(dst []byte) []byte {
 
 func (s *Series) size() int {
 	n := 0
+	if s.encodedOnly {
+		n += len(s.rawLabels)
+	}
 	for i := range s.Labels {
 		n += sizeBytesField(s.Labels[i].size())
 	}
@@ -116,6 +119,9 @@ func (s *Series) size() int {
 }
 
 func (s *Series) marshalAppend(dst []byte) []byte {
+	if s.encodedOnly {
+		dst = append(dst, s.rawLabels...)
+	}
 	for i := range s.Labels {
 		dst = appendLabel(dst, tagSeriesLabel, &s.Labels[i])
 	}

@@ -526,3 +526,30 @@ func TestInputHashIsEncodingIndependent(t *testing.T) {
 		t.Fatalf("unsorted %x vs sorted %x", a, b)
 	}
 }
+
+func TestEncodedLabelsRoundTrip(t *testing.T) {
+	ls := []Label{{Name: []byte("__name__"), Value: []byte("up")}, {Name: []byte("job"), Value: []byte(strings.Repeat("j", 300))}}
+	enc := AppendEncodedLabels(nil, ls)
+	var s Series
+	s.SetEncodedLabels(enc)
+	s.Samples = []Sample{{Value: 1, Timestamp: 2}}
+	r := Request{Series: []Series{s}}
+	var pb prompb.WriteRequest
+	if err := pb.Unmarshal(r.MarshalAppend(nil)); err != nil {
+		t.Fatal(err)
+	}
+	got := pb.Timeseries[0]
+	if len(got.Labels) != 2 || got.Labels[1].Value != string(ls[1].Value) || got.Samples[0].Value != 1 {
+		t.Fatalf("decoded %+v", got)
+	}
+	back, err := DecodeLabels(enc)
+	if err != nil || len(back) != 2 || string(back[0].Value) != "up" {
+		t.Fatalf("DecodeLabels = %v, %v", back, err)
+	}
+	// An empty label set is not mistaken for an encoded one.
+	var empty Series
+	empty.Labels = []Label{}
+	if n := (&Request{Series: []Series{empty}}).Size(); n != 2 {
+		t.Fatalf("empty series encodes to %d bytes, want 2", n)
+	}
+}

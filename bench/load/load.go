@@ -53,9 +53,11 @@ type Config struct {
 	// RulesLabelDrop (equivalent on meshgen's output, a smaller regex).
 	VMAgentRules string
 	// CPUProfile, when set, is where a CPU profile of the target's send
-	// phase is written (vmagent only: it serves /debug/pprof; cardinal has
-	// no pprof endpoint, profile it with go test -bench in ./gateway).
+	// phase is written (both serve /debug/pprof).
 	CPUProfile string
+	// HeapProfile, when set, is where the target's heap profile is written
+	// right after the send phase.
+	HeapProfile string
 	// TmpDir is where the run's scratch directory is made (default os.TempDir).
 	TmpDir string
 	// Log receives progress lines; nil discards them.
@@ -183,9 +185,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	var profDone chan error
-	if cfg.CPUProfile != "" && cfg.Target == TargetVMAgent {
+	if cfg.CPUProfile != "" {
 		profDone = make(chan error, 1)
-		go func() { profDone <- fetchProfile(ctx, p.baseURL, cfg.CPUProfile, cfg.MaxDuration) }()
+		go func() {
+			secs := int(min(cfg.MaxDuration, 30*time.Second).Seconds())
+			profDone <- fetchProfile(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.baseURL, max(secs, 1)), cfg.CPUProfile, time.Duration(secs)*time.Second)
+		}()
 	}
 	sendStart := time.Now()
 	sr := send(ctx, cfg, p.writeURL)
@@ -200,6 +205,13 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	cpu1, err := ProcCPU(p.pid())
 	if err != nil {
 		return res, err
+	}
+	if cfg.HeapProfile != "" {
+		if err := fetchProfile(ctx, p.baseURL+"/debug/pprof/heap", cfg.HeapProfile, 0); err != nil {
+			logf("heap profile: %v", err)
+		} else {
+			logf("heap profile after sending written to %s", cfg.HeapProfile)
+		}
 	}
 	if p.exited() {
 		return res, fmt.Errorf("%s exited during the run (%v):\n%s", p.name, p.waitErr, p.logTail(20))
@@ -413,12 +425,11 @@ func (r Result) Correct() bool {
 	return ok
 }
 
-// fetchProfile writes the CPU profile of the next min(d, 30s) of the process
-// serving /debug/pprof at base to path.
-func fetchProfile(ctx context.Context, base, path string, d time.Duration) error {
-	secs := int(min(d, 30*time.Second).Seconds())
-	client := &http.Client{Timeout: time.Duration(secs)*time.Second + 20*time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, max(secs, 1)), nil)
+// fetchProfile writes the profile served at url, which takes d to produce,
+// to path.
+func fetchProfile(ctx context.Context, url, path string, d time.Duration) error {
+	client := &http.Client{Timeout: d + 20*time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	vmagent := fs.String("vmagent", load.DefaultVMAgent, "vmagent binary")
 	queues := fs.Int("vmagent-queues", 0, "vmagent -remoteWrite.queues (0: its default, 2 x CPUs)")
 	vmRules := fs.String("vmagent-rules", load.RulesLabelKeep, "vmagent rules: labelkeep (the allowlist cardinal runs) or labeldrop (the dropped names; same result on this workload, smaller regex)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each vmagent send phase to FILE.<run>.pprof (cardinal has no pprof endpoint: use go test -bench BenchmarkProcessFull -cpuprofile in ./gateway)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each send phase to FILE.<target>.<run>.pprof")
+	heapProfile := fs.String("heapprofile", "", "write each target's heap profile after its send phase to FILE.<target>.<run>.pprof")
 	cardinalBin := fs.String("cardinal-bin", "", "prebuilt cardinal binary (default: go build ./cmd/cardinal)")
 	verbose := fs.Bool("v", true, "progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		progress = stderr
 	}
 	if err := measure(ctx, options{
-		targets: targets, runs: *runs, profile: *cpuProfile,
+		targets: targets, runs: *runs, profile: *cpuProfile, heapProfile: *heapProfile,
 		wl: load.WorkloadConfig{
 			Mesh:             meshgen.Config{Workloads: *workloads, PodsPerWorkload: *pods, HighCardShare: *share, Churn: *churn, Seed: *seed},
 			Steps:            *steps,
@@ -100,11 +101,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 type options struct {
-	targets []string
-	runs    int
-	profile string
-	wl      load.WorkloadConfig
-	run     load.Config
+	targets     []string
+	runs        int
+	profile     string
+	heapProfile string
+	wl          load.WorkloadConfig
+	run         load.Config
 }
 
 func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
@@ -158,8 +160,11 @@ func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
 		for _, t := range o.targets {
 			cfg := o.run
 			cfg.Target, cfg.Workload = t, w
-			if o.profile != "" && t == load.TargetVMAgent {
-				cfg.CPUProfile = fmt.Sprintf("%s.%d.pprof", o.profile, i+1)
+			if o.profile != "" {
+				cfg.CPUProfile = fmt.Sprintf("%s.%s.%d.pprof", o.profile, t, i+1)
+			}
+			if o.heapProfile != "" {
+				cfg.HeapProfile = fmt.Sprintf("%s.%s.%d.pprof", o.heapProfile, t, i+1)
 			}
 			fmt.Fprintf(progress, "run %d/%d: %s (load average %s)\n", i+1, o.runs, t, load.LoadAvg())
 			r, err := load.Run(ctx, cfg)
