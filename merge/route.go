@@ -35,7 +35,7 @@ type merged struct {
 	// half the memory of a []wire.Label copy, and the encoder copies it
 	// as it is. nil until the labels are known (a restored output).
 	enc       []byte
-	collapsed []string     // label names relabeling removed or rewrote, sorted
+	collapsed []string // label names relabeling removed or rewrote, sorted
 	kind      Kind
 	policy    Policy
 	// since is the last request ticket issued when the output became
