@@ -230,10 +230,10 @@ func TestNoExemplarFromStaleMarker(t *testing.T) {
 // variants collapse and are merged while the rest passes through) goes
 // through snappy decode, decode, sanitize, relabel, trace sampling, limiter
 // admission, merge routing, encode and snappy encode without allocating
-// after warm-up. Outside it: net/http's own per-request allocations
-// (request, header maps, response writer), and the forwarder's HTTP client,
-// which TestServeAllocsNothing in ingest and the forward package cover
-// separately.
+// after warm-up. Outside it, and allocating per request: the net/http
+// server (request, header maps, response writer; ingest's
+// TestServeAllocsNothing covers Cardinal's own part of serving) and the
+// net/http client that forwards the body downstream.
 func TestFullRequestAllocsNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
