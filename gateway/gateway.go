@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"sync"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +23,7 @@ import (
 
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
+	"github.com/cardinal-gateway/cardinal/internal/freelist"
 	"github.com/cardinal-gateway/cardinal/limiter"
 	"github.com/cardinal-gateway/cardinal/merge"
 	"github.com/cardinal-gateway/cardinal/relabel"
@@ -66,7 +67,7 @@ type Gateway struct {
 	metrics metrics
 
 	traceMetrics traceMetrics
-	pool         sync.Pool
+	pool         *freelist.List[workspace]
 }
 
 // state is one compiled configuration.
@@ -172,7 +173,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			Help: "Trace-id label values that could not be parsed; the label is dropped without an exemplar.",
 		}),
 	}
-	g.pool.New = func() any { return &workspace{exemplified: map[uint64]struct{}{}} }
+	g.pool = freelist.New(4*runtime.GOMAXPROCS(0), func() *workspace { return &workspace{exemplified: map[uint64]struct{}{}} })
 	rules, err := mergeRules(cfg.Merge)
 	if err != nil {
 		return nil, err
@@ -373,7 +374,7 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	req.Sanitize(&res.Invalid)
 	g.metrics.droppedInvalid.Add(float64(res.Invalid.DroppedSamples()))
 
-	ws := g.pool.Get().(*workspace)
+	ws := g.pool.Get()
 	defer g.putWorkspace(ws)
 	ws.scratch.Reset()
 	g.merger.ObserveMetadata(req.Metadata)

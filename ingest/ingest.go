@@ -20,9 +20,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang/snappy"
@@ -31,6 +31,7 @@ import (
 
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/gateway"
+	"github.com/cardinal-gateway/cardinal/internal/freelist"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
@@ -54,7 +55,7 @@ type Handler struct {
 	logger   *slog.Logger
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
-	pool     sync.Pool
+	pool     *freelist.List[workspace]
 }
 
 // workspace holds one request's buffers; pooled.
@@ -99,7 +100,7 @@ func New(opts Options) *Handler {
 			NativeHistogramBucketFactor: 1.1,
 		}),
 	}
-	h.pool.New = func() any { return new(workspace) }
+	h.pool = freelist.New(4*runtime.GOMAXPROCS(0), func() *workspace { return new(workspace) })
 	return h
 }
 
@@ -119,7 +120,7 @@ func errorf(status int, format string, args ...any) *httpError {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	ws := h.pool.Get().(*workspace)
+	ws := h.pool.Get()
 	herr := h.serve(ws, r)
 	h.putWorkspace(ws)
 

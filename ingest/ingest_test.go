@@ -258,7 +258,7 @@ func TestServeAllocsNothing(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/api/v1/write", rd)
 	r.Header.Set("Content-Encoding", "snappy")
 	r.Header.Set("Content-Type", "application/x-protobuf")
-	ws := h.pool.Get().(*workspace)
+	ws := h.pool.Get()
 	run := func() {
 		rd.Reset(body)
 		if herr := h.serve(ws, r); herr != nil {
