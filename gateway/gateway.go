@@ -64,6 +64,8 @@ type Gateway struct {
 	state   atomic.Pointer[state]
 	merger  *merge.Merger
 	limiter *limiter.Limiter
+	routes  *routeCache
+	gens    atomic.Uint64 // configuration generations, for routes
 	metrics metrics
 
 	traceMetrics traceMetrics
@@ -72,6 +74,7 @@ type Gateway struct {
 
 // state is one compiled configuration.
 type state struct {
+	gen     uint64
 	cfg     *config.Config
 	relabel *relabel.Program
 	rules   merge.Rules
@@ -187,6 +190,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		opts.Logger.Info("merged outputs restored", "file", rules.StateFile, "outputs", n)
 	}
 	g.limiter = limiter.New(limiter.Options{Settings: limiterSettings(cfg.Limits), Logger: opts.Logger, Now: opts.Now})
+	g.routes = newRouteCache()
 	if err := opts.Registerer.Register(g.limiter.Collector()); err != nil {
 		return nil, err
 	}
@@ -318,7 +322,10 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	}
 	g.merger.SetRules(rules)
 	g.limiter.SetSettings(limiterSettings(cfg.Limits))
-	old := g.state.Swap(&state{cfg: cfg, relabel: prog, rules: rules, trace: trace, sender: sender})
+	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: prog, rules: rules, trace: trace, sender: sender})
+	// Routes of the old rules are dead (their gen no longer matches); free
+	// their memory.
+	g.routes.clear()
 	if old != nil {
 		// Requests still using the old sender keep working: Close only
 		// releases idle connections.
@@ -344,9 +351,24 @@ func (g *Gateway) Probe(ctx context.Context) error {
 // The server runs it for the life of the process.
 func (g *Gateway) Run(ctx context.Context) {
 	go g.limiter.Run(ctx)
+	go g.sweepRoutes(ctx)
 	g.merger.Run(ctx, func(ctx context.Context, body []byte) error {
 		return g.state.Load().sender.Send(ctx, body)
 	})
+}
+
+// sweepRoutes drops route cache entries unused for the merge staleness
+// period, the time after which the merger forgets the input anyway.
+func (g *Gateway) sweepRoutes(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+		stale := time.Duration(g.state.Load().cfg.Merge.Staleness)
+		g.routes.sweep(g.limiter.Clock(), uint32(stale/time.Second))
+	}
 }
 
 // Limiter returns the per-workload series limiter (for the admin API).
@@ -423,10 +445,15 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	for i := range req.Series {
 		s := req.Series[i]
 		n := len(s.Samples) + len(s.Histograms)
-		// Apply may overwrite s.Labels; the merger needs the originals.
-		ws.orig = append(ws.orig[:0], s.Labels...)
 		var in, outHash uint64
 		in, ws.hashBuf = s.InputHash(ws.hashBuf)
+		// Fast path: an input the merger already absorbs.
+		if g.routeKnown(st, ws, in, &s, n, nowSec, nowMs, res) {
+			continue
+		}
+		// Slow path. Apply may overwrite s.Labels; the merger needs the
+		// originals.
+		ws.orig = append(ws.orig[:0], s.Labels...)
 		ls, keep := prog.Apply(&ws.scratch, s.Labels)
 		// A rule that removed the metric name leaves a series no receiver
 		// accepts; sending it would fail the whole request downstream.
@@ -438,6 +465,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			ls = trace.strip(ls)
 		}
 		outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
+		limiterHash := outHash
 		if trace != nil {
 			g.exemplify(trace, ws, ws.orig, &s, outHash)
 		}
@@ -462,6 +490,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		switch g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs, folded) {
 		case merge.Absorbed:
 			res.Merged += n
+			g.routes.put(in, route{gen: st.gen, limiterHash: limiterHash, outHash: outHash, seen: nowSec, folded: folded})
 			continue
 		case merge.Dropped:
 			res.DroppedByMerge += n
@@ -471,6 +500,39 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	}
 	clear(req.Series[len(out):])
 	req.Series = out
+}
+
+// routeKnown absorbs s into its merged output when the route cache knows
+// where the input goes and the limiter and the merger confirm it; it reports
+// whether it did. s.Labels are still the input's: nothing here needs the
+// output's labels.
+func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series, n int, nowSec uint32, nowMs int64, res *Result) bool {
+	r, ok := g.routes.get(in, nowSec)
+	if !ok || r.gen != st.gen {
+		return false
+	}
+	if g.limiter.Settings().Enabled() {
+		d, known := g.limiter.AdmitKnown(r.limiterHash, n, nowSec)
+		if !known || (d == limiter.Fold) != r.folded {
+			g.routes.del(in)
+			return false
+		}
+		if r.folded {
+			res.Folded += n
+		}
+	}
+	if st.trace != nil {
+		g.exemplify(st.trace, ws, s.Labels, s, r.limiterHash)
+	}
+	if !g.merger.RouteKnown(in, r.outHash, s, nowMs) {
+		g.routes.del(in)
+		if r.folded {
+			res.Folded -= n // the slow path counts it again
+		}
+		return false
+	}
+	res.Merged += n
+	return true
 }
 
 func (g *Gateway) putWorkspace(ws *workspace) {

@@ -260,6 +260,34 @@ func (w *Workload) reserve(limit int) bool {
 	}
 }
 
+// AdmitKnown is Admit for a series the caller believes the limiter knows,
+// without its labels: ok is false, and nothing is recorded, when the
+// limiter does not know it (it expired, or the accounting was reset).
+func (l *Limiter) AdmitKnown(hash uint64, n int, now uint32) (d Decision, ok bool) {
+	sh := &l.shards[hash%numShards]
+	sh.mu.Lock()
+	v, ok := sh.series[hash]
+	if !ok {
+		sh.mu.Unlock()
+		return Admit, false
+	}
+	if uint32(v) != now {
+		sh.series[hash] = v&^0xffffffff | uint64(now)
+	}
+	if v&foldedBit == 0 {
+		sh.mu.Unlock()
+		return Admit, true
+	}
+	w := l.workloadByID(uint32(v >> idShift))
+	dryRun := l.settings.Load().DryRun
+	sh.mu.Unlock()
+	w.foldedSamples.Add(uint64(n))
+	if dryRun {
+		return Admit, true
+	}
+	return Fold, true
+}
+
 // appendKey appends the workload key of ls.
 func appendKey(dst []byte, ls []wire.Label, workloadLabels []string) []byte {
 	found := false

@@ -160,6 +160,29 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 	return Absorbed
 }
 
+// RouteKnown absorbs the samples of s if input in is already a known input
+// of the merged output out, and reports whether it was. It never creates
+// state, so s.Labels need not be the output's labels: the gateway's route
+// cache calls it before relabeling, and relabels only when it returns false.
+func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) bool {
+	sh := &m.shards[out%numShards]
+	sh.mu.Lock()
+	o := sh.outputs[out]
+	if o == nil || o.m == nil || o.m.enc == nil {
+		sh.mu.Unlock()
+		return false
+	}
+	ip := o.m.inputs[in]
+	if ip == nil {
+		sh.mu.Unlock()
+		return false
+	}
+	o.seen = nowMs
+	m.absorb(o.m, ip, s, nowMs)
+	sh.mu.Unlock()
+	return true
+}
+
 func (m *Merger) full() bool {
 	return m.tracked.Load() >= int64(m.rules.Load().MaxInputs)
 }

@@ -1,0 +1,133 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/config"
+)
+
+// The route cache must never outlive the rules that made its routes: after
+// a reload, collapsed inputs are relabeled with the new rules.
+func TestRouteCacheFollowsReload(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, `
+downstream: {url: "http://127.0.0.1:1/"}
+merge: {flush_interval: 1h}
+relabel_configs:
+  - {action: labeldrop, regex: pod}
+`, sender)
+	req := func(ts int64) *prompb.WriteRequest {
+		a := series("req_total", "app", "a", "pod", "p1", "zone", "z1")
+		b := series("req_total", "app", "a", "pod", "p2", "zone", "z2")
+		a.Samples[0].Timestamp, b.Samples[0].Timestamp = ts, ts
+		return &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{a, b}}
+	}
+	// zone differs: no collision, both pass through; nothing is cached.
+	if res, err := g.Process(context.Background(), decode(t, req(1000))); err != nil || res.Forwarded != 2 {
+		t.Fatalf("res %+v, err %v", res, err)
+	}
+	cfg, err := config.Parse([]byte(`
+downstream: {url: "http://127.0.0.1:1/"}
+merge: {flush_interval: 1h}
+relabel_configs:
+  - {action: labeldrop, regex: pod|zone}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Now both collapse; the second is absorbed and cached.
+	if res, _ := g.Process(context.Background(), decode(t, req(2000))); res.Merged != 1 {
+		t.Fatalf("after the reload: %+v, want one merged", res)
+	}
+	if g.routes.len() != 1 {
+		t.Fatalf("route cache holds %d entries, want 1", g.routes.len())
+	}
+	// Back to the first rules: the cached route (to the collapsed output)
+	// must not be used.
+	cfg2, err := config.Parse([]byte(`
+downstream: {url: "http://127.0.0.1:1/"}
+merge: {flush_interval: 1h}
+relabel_configs:
+  - {action: labeldrop, regex: pod}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Apply(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if g.routes.len() != 0 {
+		t.Fatalf("a reload left %d routes", g.routes.len())
+	}
+	res, err := g.Process(context.Background(), decode(t, req(3000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The zone=z2 input was merged under the second rules' output; under
+	// these rules it maps to {app=a, zone=z2}, which it alone feeds.
+	last := sender.reqs[len(sender.reqs)-1].Timeseries
+	for _, ts := range last {
+		if labelsString(ts.Labels) == `{__name__="req_total", app="a"}` {
+			t.Fatalf("an input went to an output of the old rules: %v", last)
+		}
+	}
+	if res.Forwarded+res.Merged != 2 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// A cached route whose input the merger has forgotten falls back to the
+// full path instead of absorbing into nothing.
+func TestRouteCacheFallsBackWhenTheMergerForgot(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, `
+downstream: {url: "http://127.0.0.1:1/"}
+merge: {flush_interval: 1h}
+relabel_configs:
+  - {action: labeldrop, regex: pod}
+`, sender)
+	pb := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series("req_total", "app", "a", "pod", "p1"),
+		series("req_total", "app", "a", "pod", "p2"),
+	}}
+	if res, _ := g.Process(context.Background(), decode(t, pb)); res.Merged != 1 {
+		t.Fatalf("first request: %+v", res)
+	}
+	// Make the cached route point at an output the merger does not have.
+	for i := range g.routes.shards {
+		sh := &g.routes.shards[i]
+		for k, r := range sh.m {
+			r.outHash ^= 1
+			sh.m[k] = r
+		}
+	}
+	res, err := g.Process(context.Background(), decode(t, pb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Merged != 2 || res.Forwarded != 0 {
+		t.Fatalf("second request: %+v, want both inputs merged through the full path", res)
+	}
+}
+
+func TestRouteCacheSweep(t *testing.T) {
+	c := newRouteCache()
+	c.put(1, route{seen: 100})
+	c.put(2, route{seen: 190})
+	c.put(3, route{seen: 201}) // stamped after the sweep's clock: fresh
+	c.sweep(200, 50)
+	if _, ok := c.get(1, 200); ok {
+		t.Error("an entry unused for 100 s survived a 50 s sweep")
+	}
+	for _, k := range []uint64{2, 3} {
+		if _, ok := c.get(k, 200); !ok {
+			t.Errorf("entry %d was swept", k)
+		}
+	}
+}
