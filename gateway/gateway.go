@@ -490,7 +490,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		switch g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs, folded) {
 		case merge.Absorbed:
 			res.Merged += n
-			g.routes.put(in, route{gen: st.gen, limiterHash: limiterHash, outHash: outHash, seen: nowSec, folded: folded})
+			g.routes.put(in, newRoute(st.gen, limiterHash, outHash, nowSec, folded))
 			continue
 		case merge.Dropped:
 			res.DroppedByMerge += n
@@ -508,16 +508,16 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 // output's labels.
 func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series, n int, nowSec uint32, nowMs int64, res *Result) bool {
 	r, ok := g.routes.get(in, nowSec)
-	if !ok || r.gen != st.gen {
+	if !ok || !r.current(st.gen) {
 		return false
 	}
 	if g.limiter.Settings().Enabled() {
 		d, known := g.limiter.AdmitKnown(r.limiterHash, n, nowSec)
-		if !known || (d == limiter.Fold) != r.folded {
+		if !known || (d == limiter.Fold) != r.folded() {
 			g.routes.del(in)
 			return false
 		}
-		if r.folded {
+		if r.folded() {
 			res.Folded += n
 		}
 	}
@@ -526,7 +526,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 	}
 	if !g.merger.RouteKnown(in, r.outHash, s, nowMs) {
 		g.routes.del(in)
-		if r.folded {
+		if r.folded() {
 			res.Folded -= n // the slow path counts it again
 		}
 		return false

@@ -24,13 +24,28 @@ type routeShard struct {
 	_  [48]byte // keep shards on separate cache lines
 }
 
+// route is 24 bytes, so that a cached input costs about 60 bytes of map.
 type route struct {
-	gen         uint64 // the configuration the route was computed with
 	limiterHash uint64 // the output before folding: the limiter's key, and trace sampling's
 	outHash     uint64 // the merged output the input feeds
-	seen        uint32 // limiter clock seconds
-	folded      bool
+	// genFolded is the configuration generation the route was computed
+	// with, shifted left by one, and whether the limiter folds the input.
+	genFolded uint32
+	seen      uint32 // limiter clock seconds
 }
+
+func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool) route {
+	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 1, seen: seen}
+	if folded {
+		r.genFolded |= 1
+	}
+	return r
+}
+
+func (r route) folded() bool { return r.genFolded&1 != 0 }
+
+// current reports whether the route was computed with configuration gen.
+func (r route) current(gen uint64) bool { return r.genFolded>>1 == uint32(gen)&(1<<31-1) }
 
 func newRouteCache() *routeCache {
 	c := &routeCache{}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"runtime"
 	"testing"
 
 	"github.com/prometheus/prometheus/prompb"
@@ -130,4 +131,41 @@ func TestRouteCacheSweep(t *testing.T) {
 			t.Errorf("entry %d was swept", k)
 		}
 	}
+}
+
+// BenchmarkRouteCacheMemory reports the heap held per cached route.
+func BenchmarkRouteCacheMemory(b *testing.B) {
+	const n = 1_000_000
+	for b.Loop() {
+		before := heapAlloc()
+		c := newRouteCache()
+		for i := range uint64(n) {
+			c.put(i*0x9E3779B97F4A7C15+1, newRoute(1, i, i, 1, false))
+		}
+		after := heapAlloc()
+		b.ReportMetric(float64(after-before)/n, "bytes/route")
+		runtime.KeepAlive(c)
+	}
+}
+
+func heapAlloc() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+func TestRoutePacking(t *testing.T) {
+	f := func(gen uint64, folded bool) {
+		t.Helper()
+		r := newRoute(gen, 7, 8, 9, folded)
+		if r.folded() != folded || !r.current(gen) || r.current(gen+1) || r.limiterHash != 7 || r.outHash != 8 || r.seen != 9 {
+			t.Fatalf("newRoute(%d, folded=%v) = %+v", gen, folded, r)
+		}
+	}
+	f(1, false)
+	f(1, true)
+	f(1<<31-1, true)
+	f(1<<40+5, false)
 }
