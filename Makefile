@@ -5,6 +5,7 @@
 GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROMETHEUS  ?= /usr/bin/prometheus
+VMAGENT     ?= /usr/bin/vmagent
 HELM_VERSION = v3.22.0
 HELM        ?= $(shell command -v helm 2>/dev/null || echo $$($(GO) env GOPATH)/bin/helm)
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -21,7 +22,8 @@ build:
 test: deps fmt-check vet staticcheck static-build unit
 
 # The end-to-end tests start real Prometheus 2.42 processes (Debian package
-# `prometheus`), the chart tests (deploy/helmtest) run helm. CARDINAL_E2E=require
+# `prometheus`), bench/load's smoke test runs vmagent (`victoria-metrics`), the
+# chart tests (deploy/helmtest) run helm. CARDINAL_E2E=require
 # turns a missing binary into a failure instead of a skip, so CI can never pass
 # without them.
 deps:
@@ -30,6 +32,10 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	fi
 	@$(PROMETHEUS) --version 2>&1 | head -1
+	@if [ ! -x $(VMAGENT) ]; then \
+		echo ">> installing vmagent (Debian package victoria-metrics), the performance peer"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics >/dev/null; \
+	fi
 	@command -v helm >/dev/null 2>&1 || [ -x "$$($(GO) env GOPATH)/bin/helm" ] || { \
 		echo ">> installing helm $(HELM_VERSION) (go install, takes a few minutes)"; \
 		$(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }

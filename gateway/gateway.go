@@ -176,7 +176,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			Help: "Trace-id label values that could not be parsed; the label is dropped without an exemplar.",
 		}),
 	}
-	g.pool = freelist.New(4*runtime.GOMAXPROCS(0), func() *workspace { return &workspace{exemplified: map[uint64]struct{}{}} })
+	g.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace { return &workspace{exemplified: map[uint64]struct{}{}} })
 	rules, err := mergeRules(cfg.Merge)
 	if err != nil {
 		return nil, err

@@ -100,7 +100,7 @@ func New(opts Options) *Handler {
 			NativeHistogramBucketFactor: 1.1,
 		}),
 	}
-	h.pool = freelist.New(4*runtime.GOMAXPROCS(0), func() *workspace { return new(workspace) })
+	h.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace { return new(workspace) })
 	return h
 }
 
