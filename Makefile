@@ -88,6 +88,11 @@ fuzz:
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzUnmarshal -fuzztime 60s
 	$(GO) test ./relabel/ -run '^$$' -fuzz FuzzApply -fuzztime 60s
 	$(GO) test ./ingest/ -run '^$$' -fuzz FuzzHandler -fuzztime 60s
+	$(GO) test ./tracesample/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./config/ -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	$(GO) test ./admin/ -run '^$$' -fuzz FuzzParseLimit -fuzztime 30s
+	$(GO) test ./admin/ -run '^$$' -fuzz FuzzLoadState -fuzztime 30s
+	$(GO) test ./merge/ -run '^$$' -fuzz FuzzLoadState -fuzztime 30s
 
 clean:
 	rm -rf bin
