@@ -7,7 +7,6 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+	"github.com/cardinal-gateway/cardinal/internal/rwclient"
 	"github.com/cardinal-gateway/cardinal/server"
 )
 
@@ -166,7 +166,7 @@ func Execute(ctx context.Context, opts Options) (*Report, error) {
 			}
 			body := snappy.Encode(nil, raw)
 			before.add(req, len(body))
-			code, err := send(ctx, client, gwURL+"/api/v1/write", body)
+			code, err := rwclient.Post(ctx, client, gwURL+"/api/v1/write", body)
 			if err != nil {
 				return nil, err
 			}
@@ -224,23 +224,6 @@ func waitReady(ctx context.Context, url string, timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("cardinal at %s not ready after %s", url, timeout)
-}
-
-func send(ctx context.Context, client *http.Client, url string, body []byte) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, nil
 }
 
 // tally counts distinct series, label names, samples and bytes.

@@ -12,7 +12,6 @@
 package load
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +22,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/cardinal-gateway/cardinal/internal/rwclient"
 )
 
 // Config describes one run against one target.
@@ -361,7 +362,7 @@ func send(ctx context.Context, cfg Config, url string) sendResult {
 					break
 				}
 				t0 := time.Now()
-				code, err := post1(ctx, client, url, w.Bodies[j.step][j.index])
+				code, err := rwclient.Post(ctx, client, url, w.Bodies[j.step][j.index])
 				if ctx.Err() != nil {
 					break // cut by the deadline: neither a success nor a failure
 				}
@@ -393,24 +394,6 @@ func send(ctx context.Context, cfg Config, url string) sendResult {
 	wg.Wait()
 	res.timedOut = ctx.Err() != nil && res.requests < total
 	return res
-}
-
-// post1 sends one remote-write 1.0 request and drains the answer.
-func post1(ctx context.Context, client *http.Client, url string, body []byte) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, nil
 }
 
 // Correct reports whether the run delivered everything expected, with
