@@ -64,7 +64,9 @@ app.kubernetes.io/part-of: cardinal
 
 {{/*
 cardinal.config renders cardinal.yml: .Values.config with the admin section
-pointing at the chart's mounts.
+pointing at the chart's mounts, and, with the state volume, merge.state_file
+on it (unless the values set one): without it a restart could send the
+downstream samples older than merged ones it already has.
 */}}
 {{- define "cardinal.config" -}}
 {{- $cfg := deepCopy .Values.config }}
@@ -72,6 +74,11 @@ pointing at the chart's mounts.
 {{- $admin := dict "bearer_token_file" (printf "%s/admin-token" (include "cardinal.configDir" .)) }}
 {{- if include "cardinal.stateEnabled" . }}
 {{- $_ := set $admin "state_file" (printf "%s/limits.json" (include "cardinal.stateDir" .)) }}
+{{- $merge := default (dict) (get $cfg "merge") }}
+{{- if not (hasKey $merge "state_file") }}
+{{- $_ := set $merge "state_file" (printf "%s/merge.state" (include "cardinal.stateDir" .)) }}
+{{- end }}
+{{- $_ := set $cfg "merge" $merge }}
 {{- end }}
 {{- $_ := set $cfg "admin" $admin }}
 {{- end }}
