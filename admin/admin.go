@@ -84,7 +84,8 @@ func (a *api) putLimit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(body) > maxBody {
-		WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
+		// 400, like every other malformed body: the input is wrong.
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("body over %d bytes", maxBody))
 		return
 	}
 	n, err := parseLimit(body)

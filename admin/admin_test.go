@@ -196,7 +196,7 @@ func TestPutLimitBadRequests(t *testing.T) {
 		{"array", `[5]`, http.StatusBadRequest},
 		{"empty", ``, http.StatusBadRequest},
 		{"too large a limit", `{"max_series": 4294967296}`, http.StatusBadRequest},
-		{"oversized", `{"max_series": 5` + strings.Repeat(" ", 4<<10) + `}`, http.StatusRequestEntityTooLarge},
+		{"oversized", `{"max_series": 5` + strings.Repeat(" ", 4<<10) + `}`, http.StatusBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body, _ := fx.do(t, http.MethodPut, "/api/v1/limits/payments%2Fcheckout", tc.body, true)
