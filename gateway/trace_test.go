@@ -187,24 +187,7 @@ limits:
 			"app", fmt.Sprintf("app-%d", i%4), "pod", fmt.Sprintf("pod-%d", i),
 			"traceparent", "00-"+tid+"-00f067aa0ba902b7-01", "response_code", []string{"200", "503"}[i%7/6]))
 	}
-	src, err := pb.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var req wire.Request
-	run := func() {
-		if err := req.Unmarshal(src); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := g.Process(context.Background(), &req); err != nil {
-			t.Fatal(err)
-		}
-	}
-	run()
-	run()
-	if n := testing.AllocsPerRun(20, run); n >= 1 {
-		t.Fatalf("the full pipeline with trace sampling, caps and folding allocates %v times per request", n)
-	}
+	assertProcessAllocsNothing(t, g, pb, "the full pipeline with trace sampling, caps and folding")
 }
 
 // Regression: a stale marker must not become an exemplar with a NaN value.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,7 @@ func labels(kv ...string) []wire.Label {
 	for i := 0; i < len(kv); i += 2 {
 		ls = append(ls, wire.Label{Name: []byte(kv[i]), Value: []byte(kv[i+1])})
 	}
-	wire.SortLabels(ls)
+	slices.SortFunc(ls, wire.CompareLabelNames)
 	return ls
 }
 

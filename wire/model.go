@@ -9,7 +9,6 @@ package wire
 
 import (
 	"bytes"
-	"slices"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -162,17 +161,6 @@ func (r *Request) Capacity() (labels, samples, series int) {
 // CompareLabelNames orders labels by name, the order Prometheus requires.
 func CompareLabelNames(a, b Label) int {
 	return bytes.Compare(a.Name, b.Name)
-}
-
-// SortLabels sorts ls by name in place. Already sorted input, the common case,
-// costs one linear scan.
-func SortLabels(ls []Label) {
-	// Fast path: senders that follow the spec send sorted labels.
-	if slices.IsSortedFunc(ls, CompareLabelNames) {
-		return
-	}
-	// Slow path.
-	slices.SortFunc(ls, CompareLabelNames)
 }
 
 // GetLabel returns the value of the label called name, or nil.
