@@ -32,6 +32,11 @@ const (
 	DefaultStaleness       = 10 * time.Minute
 	DefaultMaxInputs       = 5_000_000
 	DefaultFlushInterval   = 15 * time.Second
+	DefaultForgetAfter     = time.Hour
+	DefaultMaxRetired      = 1_000_000
+	DefaultSamplesPerSend  = 2000
+	DefaultBytesPerSend    = 4 << 20
+	DefaultMaxAhead        = time.Minute
 )
 
 // Config is the whole configuration file.
@@ -75,13 +80,32 @@ type MergeConfig struct {
 	// Staleness: an input series without a sample for this long leaves
 	// gauge aggregates and is forgotten (counters keep its contribution).
 	Staleness model.Duration `yaml:"staleness,omitempty"`
-	// MaxInputs caps the number of tracked input series.
+	// ForgetAfter: a counter input without a sample this long is forgotten
+	// (its contribution stays); until then, if it comes back, it continues
+	// from its last value. At least Staleness, and the gateway uses at least
+	// limits.window.
+	ForgetAfter model.Duration `yaml:"forget_after,omitempty"`
+	// MaxInputs caps the number of live tracked input series; past it, new
+	// series are dropped (reason merge_capacity).
 	MaxInputs int `yaml:"max_inputs,omitempty"`
+	// MaxRetiredInputs caps the number of stopped counter inputs
+	// remembered; past it they are forgotten at once.
+	MaxRetiredInputs int `yaml:"max_retired_inputs,omitempty"`
 	// FlushInterval is how often merged series are emitted downstream.
 	FlushInterval model.Duration `yaml:"flush_interval,omitempty"`
+	// MaxSamplesPerSend and MaxBytesPerSend bound one request of merged
+	// series (bytes before compression).
+	MaxSamplesPerSend int `yaml:"max_samples_per_send,omitempty"`
+	MaxBytesPerSend   int `yaml:"max_bytes_per_send,omitempty"`
+	// MaxAhead bounds how far ahead of the wall clock a merged sample may
+	// be stamped; later sender timestamps are clamped.
+	MaxAhead model.Duration `yaml:"max_ahead,omitempty"`
 	// Gauges pick the policy (sum, max, min, last) of merged gauges by
 	// metric name; the first match wins, and sum applies to the rest.
 	Gauges []GaugeRule `yaml:"gauges,omitempty"`
+	// Quantiles pick the policy of merged summary quantile series by
+	// metric name; the first match wins, and max applies to the rest.
+	Quantiles []GaugeRule `yaml:"quantiles,omitempty"`
 	// Types force a metric's kind (counter or gauge) by name, overriding
 	// name suffixes and the sender's metadata.
 	Types []TypeRule `yaml:"types,omitempty"`
@@ -111,9 +135,14 @@ func (c *MergeConfig) UnmarshalYAML(unmarshal func(any) error) error {
 
 func defaultMerge() MergeConfig {
 	return MergeConfig{
-		Staleness:     model.Duration(DefaultStaleness),
-		MaxInputs:     DefaultMaxInputs,
-		FlushInterval: model.Duration(DefaultFlushInterval),
+		Staleness:         model.Duration(DefaultStaleness),
+		ForgetAfter:       model.Duration(DefaultForgetAfter),
+		MaxInputs:         DefaultMaxInputs,
+		MaxRetiredInputs:  DefaultMaxRetired,
+		FlushInterval:     model.Duration(DefaultFlushInterval),
+		MaxSamplesPerSend: DefaultSamplesPerSend,
+		MaxBytesPerSend:   DefaultBytesPerSend,
+		MaxAhead:          model.Duration(DefaultMaxAhead),
 	}
 }
 
@@ -387,14 +416,31 @@ func (c *MergeConfig) validate() error {
 	if c.MaxInputs <= 0 {
 		return errors.New("merge.max_inputs must be positive")
 	}
-	for i, g := range c.Gauges {
-		if _, err := regexp.Compile(Anchor(g.Match)); err != nil {
-			return fmt.Errorf("merge.gauges[%d].match: %w", i, err)
-		}
-		switch g.Policy {
-		case "sum", "max", "min", "last":
-		default:
-			return fmt.Errorf("merge.gauges[%d].policy: %q is not sum, max, min or last", i, g.Policy)
+	if c.ForgetAfter < c.Staleness {
+		return fmt.Errorf("merge.forget_after (%s) must be at least merge.staleness (%s)", c.ForgetAfter, c.Staleness)
+	}
+	if c.MaxRetiredInputs <= 0 {
+		return errors.New("merge.max_retired_inputs must be positive")
+	}
+	if c.MaxSamplesPerSend <= 0 || c.MaxBytesPerSend <= 0 {
+		return errors.New("merge.max_samples_per_send and merge.max_bytes_per_send must be positive")
+	}
+	if c.MaxAhead <= 0 {
+		return errors.New("merge.max_ahead must be positive")
+	}
+	for _, list := range []struct {
+		key   string
+		rules []GaugeRule
+	}{{"gauges", c.Gauges}, {"quantiles", c.Quantiles}} {
+		for i, g := range list.rules {
+			if _, err := regexp.Compile(Anchor(g.Match)); err != nil {
+				return fmt.Errorf("merge.%s[%d].match: %w", list.key, i, err)
+			}
+			switch g.Policy {
+			case "sum", "max", "min", "last":
+			default:
+				return fmt.Errorf("merge.%s[%d].policy: %q is not sum, max, min or last", list.key, i, g.Policy)
+			}
 		}
 	}
 	for i, t := range c.Types {

@@ -8,6 +8,12 @@
 // (5xx) unless the downstream rejected the data itself (400). Send never
 // copies the body; it leaks no goroutines and always drains and closes
 // response bodies so connections are reused.
+//
+// Deliver builds on Send for whole requests: when the downstream rejects a
+// body, it splits the request until the series the downstream refuses are
+// isolated and reported, so that one bad series never costs the others and
+// no rejected body is sent twice by one Deliver. Its fast path allocates
+// nothing after warm-up.
 package forward
 
 import (
@@ -357,6 +363,8 @@ func (c *Client) attempt(ctx context.Context, guard *bodyGuard, buf **[maxErrorB
 func (c *Client) rejected(res *attemptResult) *Error {
 	e := &Error{
 		Status: http.StatusBadRequest,
+		Code:   res.code,
+		Reason: classifyRejection(res.code, res.msg),
 		Msg:    "downstream rejected the request: " + res.describe(),
 	}
 	if ok, suppressed := c.logRejected.allow(time.Now()); ok {
@@ -369,6 +377,7 @@ func (c *Client) rejected(res *attemptResult) *Error {
 func (c *Client) misconfigured(res *attemptResult) *Error {
 	e := &Error{
 		Status: http.StatusBadGateway,
+		Code:   res.code,
 		Msg:    "downstream refused the request, check Cardinal's downstream url and credentials: " + res.describe(),
 		Err:    res.err,
 	}
@@ -385,6 +394,7 @@ func (c *Client) misconfigured(res *attemptResult) *Error {
 func (c *Client) unavailable(res *attemptResult, wait time.Duration, msg string) *Error {
 	e := &Error{
 		Status: http.StatusServiceUnavailable,
+		Code:   res.code,
 		Msg:    msg + ": " + res.describe(),
 		Err:    res.err,
 	}

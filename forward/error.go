@@ -7,7 +7,9 @@ import (
 
 // Error is what Send returns when the forward failed. It carries the HTTP
 // status Cardinal must answer the sender with (400, 502 or 503), an optional
-// Retry-After the sender should honour, and a message for the response body.
+// Retry-After the sender should honour, and a message for the response body;
+// Code and Reason tell Cardinal itself what the downstream answered, so that
+// Deliver can isolate the series a rejection is about.
 //
 // The mapping is chosen so that the sender (Prometheus) keeps the data in its
 // WAL and retries whenever the failure is not the data's fault: only a
@@ -15,6 +17,14 @@ import (
 type Error struct {
 	// Status is the HTTP status code to answer the sender with.
 	Status int
+	// Code is the HTTP status code the downstream answered the last attempt
+	// with; 0 when no response arrived (transport error, timeout,
+	// cancellation).
+	Code int
+	// Reason classifies a rejection (Status 400: the downstream answered
+	// 400, 409 or 413) as one of the Reason* constants, from Code and the
+	// downstream's message; it is "" for every other failure.
+	Reason string
 	// RetryAfter, when positive, is how long the sender should wait before
 	// retrying. Send it with RetryAfterHeader.
 	RetryAfter time.Duration

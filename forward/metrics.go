@@ -75,3 +75,83 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	}
 	return c, err
 }
+
+// DeliverMetrics count what Deliver had to split and what the downstream
+// refused on its own. Like a Client's metrics they are registered once per
+// Registerer: a second NewDeliverMetrics on the same Registerer shares the
+// first one's collectors.
+type DeliverMetrics struct {
+	splits          prometheus.Counter
+	rejectedSeries  [numReasons]prometheus.Counter // by reasonIndex, resolved once
+	rejectedSamples [numReasons]prometheus.Counter
+}
+
+// numReasons is the number of Reason* constants.
+const numReasons = 5
+
+// reasonIndex maps a Reason to its place in DeliverMetrics; an empty or
+// unknown reason (from a BodySender other than *Client) counts as invalid.
+func reasonIndex(reason string) int {
+	switch reason {
+	case ReasonOutOfOrder:
+		return 0
+	case ReasonDuplicate:
+		return 1
+	case ReasonOutOfBounds:
+		return 2
+	case ReasonTooLarge:
+		return 3
+	}
+	return 4
+}
+
+// NewDeliverMetrics builds the cardinal_forward_split_* and
+// cardinal_forward_rejected_* metrics and registers them with reg; nil
+// registers nothing.
+func NewDeliverMetrics(reg prometheus.Registerer) (*DeliverMetrics, error) {
+	splits := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cardinal_forward_split_requests_total",
+		Help: "Requests the downstream rejected as a whole that were split to isolate the series it refuses.",
+	})
+	series := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardinal_forward_rejected_series_total",
+		Help: "Series the downstream refused on their own, by reason; they were isolated and not sent again.",
+	}, []string{"reason"})
+	samples := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardinal_forward_rejected_samples_total",
+		Help: "Samples of the series the downstream refused on their own, by reason.",
+	}, []string{"reason"})
+	if reg != nil {
+		var err error
+		if splits, err = register(reg, splits); err != nil {
+			return nil, err
+		}
+		if series, err = register(reg, series); err != nil {
+			return nil, err
+		}
+		if samples, err = register(reg, samples); err != nil {
+			return nil, err
+		}
+	}
+	m := &DeliverMetrics{splits: splits}
+	for _, r := range [...]string{ReasonOutOfOrder, ReasonDuplicate, ReasonOutOfBounds, ReasonTooLarge, ReasonInvalid} {
+		i := reasonIndex(r)
+		m.rejectedSeries[i] = series.WithLabelValues(r)
+		m.rejectedSamples[i] = samples.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+func (m *DeliverMetrics) countSplit() {
+	if m != nil {
+		m.splits.Inc()
+	}
+}
+
+func (m *DeliverMetrics) countRejected(reason string, samples int) {
+	if m != nil {
+		i := reasonIndex(reason)
+		m.rejectedSeries[i].Inc()
+		m.rejectedSamples[i].Add(float64(samples))
+	}
+}

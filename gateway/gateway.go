@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -70,6 +69,10 @@ type Gateway struct {
 
 	traceMetrics traceMetrics
 	pool         *freelist.List[workspace]
+	delivery     *forward.DeliverMetrics
+
+	// The merger's deliveries' buffers; only its flusher uses them.
+	flushScratch forward.Scratch
 }
 
 // state is one compiled configuration.
@@ -103,8 +106,28 @@ type workspace struct {
 	exLabels    []wire.Label
 	exBytes     []byte
 	exemplified map[uint64]struct{}
-	encoded     []byte
-	compressed  []byte
+	// fwd holds the delivery's buffers; onReject is ws.reject, bound once
+	// so that passing it allocates nothing.
+	fwd      forward.Scratch
+	onReject func(forward.Rejection)
+	rejected Rejected
+}
+
+// Rejected describes the series the downstream refused on their own.
+type Rejected struct {
+	Series, Samples int
+	// Reason and Detail describe the first one: the reason (a forward.Reason
+	// value) and the downstream's answer.
+	Reason, Detail string
+}
+
+// reject records one series the downstream refused.
+func (ws *workspace) reject(r forward.Rejection) {
+	if ws.rejected.Series == 0 && r.Err != nil {
+		ws.rejected.Reason, ws.rejected.Detail = r.Err.Reason, r.Err.Msg
+	}
+	ws.rejected.Series++
+	ws.rejected.Samples += r.Samples
 }
 
 // Buffers larger than this are not kept in the pool, so that one huge request
@@ -128,6 +151,9 @@ type Result struct {
 	// Folded is the number of samples of series over their workload's cap,
 	// rewritten to the workload's overflow series.
 	Folded int
+	// Rejected: series the downstream refused on their own. They were
+	// isolated by splitting the request and the rest was delivered.
+	Rejected Rejected
 }
 
 // New compiles cfg and returns a ready Gateway.
@@ -176,8 +202,17 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			Help: "Trace-id label values that could not be parsed; the label is dropped without an exemplar.",
 		}),
 	}
-	g.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace { return &workspace{exemplified: map[uint64]struct{}{}} })
-	rules, err := mergeRules(cfg.Merge)
+	g.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace {
+		ws := &workspace{exemplified: map[uint64]struct{}{}}
+		ws.onReject = ws.reject
+		return ws
+	})
+	delivery, err := forward.NewDeliverMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	g.delivery = delivery
+	rules, err := mergeRules(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -211,24 +246,47 @@ func limiterSettings(c config.LimitsConfig) limiter.Settings {
 	}
 }
 
-// mergeRules compiles the merge section.
-func mergeRules(c config.MergeConfig) (merge.Rules, error) {
+// mergeRules compiles the merge section. A folded series stays folded as
+// long as the limiter remembers it, so the merger remembers a stopped input
+// of an overflow series at least as long: otherwise one that comes back
+// would be counted twice.
+func mergeRules(cfg *config.Config) (merge.Rules, error) {
+	c := cfg.Merge
 	r := merge.Rules{
-		Staleness:     time.Duration(c.Staleness),
-		MaxInputs:     c.MaxInputs,
-		FlushInterval: time.Duration(c.FlushInterval),
-		StateFile:     c.StateFile,
+		Staleness:         time.Duration(c.Staleness),
+		ForgetAfter:       time.Duration(c.ForgetAfter),
+		MaxInputs:         c.MaxInputs,
+		MaxRetired:        c.MaxRetiredInputs,
+		FlushInterval:     time.Duration(c.FlushInterval),
+		MaxSamplesPerSend: c.MaxSamplesPerSend,
+		MaxBytesPerSend:   c.MaxBytesPerSend,
+		MaxAhead:          time.Duration(c.MaxAhead),
+		StateFile:         c.StateFile,
 	}
-	for i, g := range c.Gauges {
-		re, err := regexp.Compile(config.Anchor(g.Match))
-		if err != nil {
-			return r, fmt.Errorf("merge.gauges[%d]: %w", i, err)
+	policyRules := func(key string, list []config.GaugeRule) ([]merge.GaugeRule, error) {
+		var out []merge.GaugeRule
+		for i, g := range list {
+			re, err := regexp.Compile(config.Anchor(g.Match))
+			if err != nil {
+				return nil, fmt.Errorf("merge.%s[%d]: %w", key, i, err)
+			}
+			p, err := merge.ParsePolicy(g.Policy)
+			if err != nil {
+				return nil, fmt.Errorf("merge.%s[%d]: %w", key, i, err)
+			}
+			out = append(out, merge.GaugeRule{Match: re, Policy: p})
 		}
-		p, err := merge.ParsePolicy(g.Policy)
-		if err != nil {
-			return r, fmt.Errorf("merge.gauges[%d]: %w", i, err)
-		}
-		r.Gauges = append(r.Gauges, merge.GaugeRule{Match: re, Policy: p})
+		return out, nil
+	}
+	var err error
+	if r.Gauges, err = policyRules("gauges", c.Gauges); err != nil {
+		return r, err
+	}
+	if r.Quantiles, err = policyRules("quantiles", c.Quantiles); err != nil {
+		return r, err
+	}
+	if len(cfg.Limits.WorkloadLabels) > 0 {
+		r.ForgetAfter = max(r.ForgetAfter, time.Duration(cfg.Limits.Window))
 	}
 	for i, t := range c.Types {
 		re, err := regexp.Compile(config.Anchor(t.Match))
@@ -292,7 +350,7 @@ func Compile(cfg *config.Config) (*relabel.Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relabel_configs: %w", err)
 	}
-	if _, err := mergeRules(cfg.Merge); err != nil {
+	if _, err := mergeRules(cfg); err != nil {
 		return nil, err
 	}
 	if _, err := compileTrace(cfg.TraceSampling); err != nil {
@@ -308,7 +366,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	rules, err := mergeRules(cfg.Merge)
+	rules, err := mergeRules(cfg)
 	if err != nil {
 		return err
 	}
@@ -352,9 +410,20 @@ func (g *Gateway) Probe(ctx context.Context) error {
 func (g *Gateway) Run(ctx context.Context) {
 	go g.limiter.Run(ctx)
 	go g.sweepRoutes(ctx)
-	g.merger.Run(ctx, func(ctx context.Context, body []byte) error {
-		return g.state.Load().sender.Send(ctx, body)
+	g.merger.Run(ctx, g.deliverMerged)
+}
+
+// deliverMerged sends one batch of merged outputs through the downstream
+// sender in force, the same delivery as pass-through data: retries within
+// the downstream timeout, and a batch the downstream refuses is split to
+// isolate the series it refuses.
+func (g *Gateway) deliverMerged(ctx context.Context, req *wire.Request, onReject func(int, string, error)) error {
+	_, err := g.delivery.Deliver(ctx, g.state.Load().sender, req, &g.flushScratch, func(r forward.Rejection) {
+		if r.Series >= 0 {
+			onReject(r.Series, r.Err.Reason, r.Err)
+		}
 	})
+	return err
 }
 
 // sweepRoutes drops route cache entries unused for the merge staleness
@@ -414,14 +483,12 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	if len(req.Series) == 0 && len(req.Metadata) == 0 {
 		return res, nil
 	}
-	ws.encoded = req.MarshalAppend(ws.encoded[:0])
-	ws.compressed = snappy.Encode(ws.compressed[:cap(ws.compressed)], ws.encoded)
-	if err := st.sender.Send(ctx, ws.compressed); err != nil {
-		return res, err
-	}
-	res.Forwarded = req.NumSamples()
+	ws.rejected = Rejected{}
+	rep, err := g.delivery.Deliver(ctx, st.sender, req, &ws.fwd, ws.onReject)
+	res.Forwarded = rep.DeliveredSamples
+	res.Rejected = ws.rejected
 	g.metrics.forwarded.Add(float64(res.Forwarded))
-	return res, nil
+	return res, err
 }
 
 // route runs every series through relabeling, the limiter and the merger,
@@ -536,7 +603,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 }
 
 func (g *Gateway) putWorkspace(ws *workspace) {
-	if cap(ws.encoded) > maxPooledBuffer || cap(ws.compressed) > maxPooledBuffer {
+	if ws.fwd.Capacity() > 2*maxPooledBuffer {
 		return
 	}
 	g.pool.Put(ws)

@@ -190,11 +190,19 @@ func (h *Handler) serve(ws *workspace, r *http.Request) *httpError {
 	if err != nil {
 		return h.statusFor(err)
 	}
-	if n := res.Invalid.DroppedSeries(); n > 0 {
-		// The valid rest has been delivered; 400 tells the sender not to
-		// resend what can never be accepted.
+	// The valid rest has been delivered; 400 tells the sender not to resend
+	// what can never be accepted.
+	invalid, rejected := res.Invalid.DroppedSeries(), res.Rejected.Series
+	switch {
+	case invalid > 0 && rejected > 0:
+		return errorf(http.StatusBadRequest, "dropped %d invalid series (%d samples): %s; the downstream refused %d series (%d samples), the first as %s: %s; the other series were accepted",
+			invalid, res.Invalid.DroppedSamples(), describeInvalid(&res.Invalid), rejected, res.Rejected.Samples, res.Rejected.Reason, res.Rejected.Detail)
+	case invalid > 0:
 		return errorf(http.StatusBadRequest, "dropped %d invalid series (%d samples): %s; the other series were accepted",
-			n, res.Invalid.DroppedSamples(), describeInvalid(&res.Invalid))
+			invalid, res.Invalid.DroppedSamples(), describeInvalid(&res.Invalid))
+	case rejected > 0:
+		return errorf(http.StatusBadRequest, "the downstream refused %d series (%d samples), the first as %s: %s; the other series were accepted",
+			rejected, res.Rejected.Samples, res.Rejected.Reason, res.Rejected.Detail)
 	}
 	return nil
 }

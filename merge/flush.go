@@ -3,37 +3,56 @@ package merge
 import (
 	"cmp"
 	"context"
-	"math"
 	"slices"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/histogram"
-	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
-// Sender delivers one encoded, snappy-compressed remote-write body.
-type Sender func(ctx context.Context, body []byte) error
+// Deliverer sends one batch of merged outputs downstream. It returns nil
+// when every series of req was either acknowledged or refused on its own by
+// the downstream, and reports each refused series (its index in req.Series)
+// to onReject. Any other error means the batch could not be delivered now;
+// its outputs stay pending. The gateway's implementation is the forward
+// package's Deliver, the same path as pass-through data.
+type Deliverer func(ctx context.Context, req *wire.Request, onReject func(series int, reason string, err error)) error
 
-// flusher holds the buffers of emission; only Run's goroutine uses it.
+// flusher holds the buffers of emission; Flush's caller holds flushMu.
 type flusher struct {
+	entries    []entry
+	rejected   []bool
 	req        wire.Request
 	samples    []wire.Sample
 	histograms []wire.Histogram
 	exemplars  []wire.Exemplar
 	histBuf    []byte
-	encoded    []byte
-	compressed []byte
+}
+
+// entry is one point of one output in a flush. p is a copy: the output's
+// queue may move while the batch is delivered, the point's memory does not.
+type entry struct {
+	sh    *shard
+	mg    *merged
+	p     point
+	layer int // the point's place in its output's queue
 }
 
 // Run emits merged outputs every flush interval and expires stale state,
 // until ctx ends; then it flushes once more so that a graceful shutdown
 // delivers what was absorbed.
-func (m *Merger) Run(ctx context.Context, send Sender) {
-	var f flusher
+func (m *Merger) Run(ctx context.Context, deliver Deliverer) {
+	// A batch in flight when shutdown begins is finished rather than cut
+	// (cutting it could leave the downstream holding what Cardinal does
+	// not know it holds); the flush stops after it and the final flush
+	// delivers the rest.
+	go func() {
+		<-ctx.Done()
+		m.stopping.Store(true)
+	}()
+	deliveries := context.WithoutCancel(ctx)
 	interval := m.rules.Load().FlushInterval
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -42,13 +61,13 @@ func (m *Merger) Run(ctx context.Context, send Sender) {
 		select {
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			m.Flush(final, send, &f, true)
+			m.Flush(final, deliver, true)
 			cancel()
 			m.saveState()
 			return
 		case <-ticker.C:
 		}
-		m.Flush(ctx, send, &f, false)
+		m.Flush(deliveries, deliver, false)
 		if m.now().Sub(lastSave) >= stateSaveInterval {
 			m.saveState()
 			lastSave = m.now()
@@ -73,21 +92,39 @@ func (m *Merger) saveState() {
 	}
 }
 
-// Flush emits every merged output that changed since its last emission and
-// expires state older than the staleness period. With final set it also
-// emits outputs whose pass-through requests are still in flight (at
-// shutdown they have been answered). f may be nil.
-func (m *Merger) Flush(ctx context.Context, send Sender, f *flusher, final bool) {
+// Flush expires old state, queues the current value of every merged output
+// that changed, and delivers every queued point, oldest first per output, in
+// batches bounded by Rules.MaxSamplesPerSend and MaxBytesPerSend. A point is
+// removed only when a batch carrying it was acknowledged (or the downstream
+// refused that one series on its own); when a batch fails, the flush stops
+// and everything not delivered stays queued for the next one. With final set
+// it also emits outputs whose pass-through requests are still in flight (at
+// shutdown they have been answered). It reports whether everything queued
+// was delivered.
+func (m *Merger) Flush(ctx context.Context, deliver Deliverer, final bool) bool {
 	m.flushMu.Lock()
 	defer m.flushMu.Unlock()
-	if f == nil {
-		f = &flusher{}
-	}
-	now := m.now()
-	nowMs := now.UnixMilli()
-	stale := m.rules.Load().Staleness.Milliseconds()
+	f := &m.flusher
+	m.collect(f, final)
+	ok := m.deliverAll(ctx, f, deliver, final)
+	m.release(f)
+	m.metrics.trackedInputs.Set(float64(m.tracked.Load()))
+	m.metrics.retiredInputs.Set(float64(m.retired.Load()))
+	m.metrics.pendingSamples.Set(float64(m.pending.Load()))
+	return ok
+}
+
+// collect expires state and gathers the points to deliver into f.entries,
+// sorted by layer: every output's first point, then every second one...
+// Each batch then holds at most one point per output, so a batch resent
+// whole after a lost answer is at worst an identical duplicate, never out of
+// order.
+func (m *Merger) collect(f *flusher, final bool) {
+	r := m.rules.Load()
+	nowMs := m.now().UnixMilli()
+	stale := r.Staleness.Milliseconds()
 	oldest := m.tickets.oldestActive()
-	f.reset()
+	f.entries = f.entries[:0]
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
@@ -99,245 +136,274 @@ func (m *Merger) Flush(ctx context.Context, send Sender, f *flusher, final bool)
 				}
 				continue
 			}
-			m.expire(o.m, nowMs, stale)
-			if len(o.m.inputs) == 0 && nowMs-o.seen > stale {
+			mg := o.m
+			m.expire(mg, nowMs, r)
+			if mg.enc != nil {
+				if mg.dirty {
+					m.snapshot(mg, nowMs)
+				}
+				if mg.everQueued && !mg.ended && mg.allEnded() {
+					m.queueStaleMarker(mg, nowMs)
+				}
+			}
+			if len(mg.inputs) == 0 && len(mg.retired) == 0 && len(mg.points) == 0 && nowMs-o.seen > stale {
 				delete(sh.outputs, key)
 				m.metrics.mergedSeries.Dec()
 				continue
 			}
-			if o.m.dirty && (final || o.m.since < oldest) {
-				f.emit(m, o, nowMs, stale)
+			if len(mg.points) == 0 || (!final && mg.since >= oldest) {
+				continue
+			}
+			for k := range mg.points {
+				mg.points[k].sent = true
+				f.entries = append(f.entries, entry{sh: sh, mg: mg, p: mg.points[k], layer: k})
 			}
 		}
 		sh.mu.Unlock()
 	}
-	m.metrics.trackedInputs.Set(float64(m.tracked.Load()))
-	if len(f.req.Series) == 0 {
-		return
-	}
-	f.encoded = f.req.MarshalAppend(f.encoded[:0])
-	f.compressed = snappy.Encode(f.compressed[:cap(f.compressed)], f.encoded)
-	// Retry until the next flush would supersede this one: a merged series
-	// carries its whole value in every emission, so only the newest matters.
-	deadline := now.Add(m.rules.Load().FlushInterval)
-	backoff := 100 * time.Millisecond
-	for {
-		err := send(ctx, f.compressed)
-		if err == nil {
-			m.metrics.flushes.WithLabelValues("success").Inc()
-			m.metrics.emitted.Add(float64(len(f.req.Series)))
-			return
-		}
-		if ctx.Err() != nil || m.now().Add(backoff).After(deadline) {
-			m.metrics.flushes.WithLabelValues("failure").Inc()
-			m.logger.Warn("cannot deliver merged series; the next flush carries their values", "series", len(f.req.Series), "err", err)
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, time.Second)
-	}
+	slices.SortStableFunc(f.entries, func(a, b entry) int { return cmp.Compare(a.layer, b.layer) })
 }
 
-// expire forgets inputs without a sample within the staleness period.
-func (m *Merger) expire(mg *merged, nowMs, stale int64) {
+// allEnded reports whether no input of the output is live any more: each
+// sent a stale marker or expired.
+func (mg *merged) allEnded() bool {
+	for _, ip := range mg.inputs {
+		if ip.pending || (ip.has && !ip.stale) || (ip.hist != nil && !ip.histStale) {
+			return false
+		}
+	}
+	return true
+}
+
+// expire retires the inputs without a sample within the staleness period
+// and forgets the retired ones older than ForgetAfter.
+func (m *Merger) expire(mg *merged, nowMs int64, r *Rules) {
+	stale := r.Staleness.Milliseconds()
 	for key, ip := range mg.inputs {
 		if nowMs-ip.seen <= stale {
 			continue
 		}
-		m.retire(mg, ip)
 		delete(mg.inputs, key)
 		m.tracked.Add(-1)
 		m.metrics.mergeInputs.Dec()
+		m.retire(mg, key, ip, r)
+	}
+	forget := r.ForgetAfter.Milliseconds()
+	for key, ri := range mg.retired {
+		if nowMs-ri.at > forget {
+			delete(mg.retired, key)
+			m.retired.Add(-1)
+			m.forget(mg, ri.val+ri.offset, ri.has, ri.hist, ri.histOffset)
+			m.metrics.forgotten.WithLabelValues("age").Inc()
+		}
 	}
 }
 
-func (f *flusher) reset() {
+// retire ends a live input. A gauge simply leaves the aggregate. A counter
+// keeps contributing: it is remembered, so that if it comes back it
+// continues from its last value, or, past Rules.MaxRetired, forgotten with
+// its contribution moved into the output's base.
+func (m *Merger) retire(mg *merged, key uint64, ip *input, r *Rules) {
+	counterHist := ip.hist != nil && ip.hist.CounterResetHint != histogram.GaugeType
+	if mg.kind != Counter {
+		ip.has = false // a gauge's float value leaves with it
+	}
+	if !ip.has && !counterHist {
+		mg.dirty = mg.dirty || mg.kind != Counter
+		return
+	}
+	if !counterHist {
+		ip.hist, ip.histOffset = nil, nil
+	}
+	if m.retired.Load() >= int64(r.MaxRetired) {
+		m.forget(mg, ip.val+ip.offset, ip.has, ip.hist, ip.histOffset)
+		m.metrics.forgotten.WithLabelValues("capacity").Inc()
+		return
+	}
+	if mg.retired == nil {
+		mg.retired = map[uint64]*retiredInput{}
+	}
+	mg.retired[key] = &retiredInput{
+		at: ip.seen, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has,
+		histTs: ip.histTs, hist: ip.hist, histOffset: ip.histOffset,
+	}
+	m.retired.Add(1)
+}
+
+// forget moves what a counter input contributes into the output's base,
+// where it stays for good.
+func (m *Merger) forget(mg *merged, v float64, has bool, h, offset *histogram.FloatHistogram) {
+	if has {
+		mg.base += v
+	}
+	for _, x := range []*histogram.FloatHistogram{offset, h} {
+		if x == nil {
+			continue
+		}
+		if mg.baseHist == nil {
+			mg.baseHist = x.Copy()
+		} else {
+			m.addHistogram(mg.baseHist, x)
+		}
+	}
+}
+
+// deliverAll sends f.entries in batches, layer by layer. It reports whether
+// every batch was delivered.
+func (m *Merger) deliverAll(ctx context.Context, f *flusher, deliver Deliverer, final bool) bool {
+	if len(f.entries) == 0 {
+		return true
+	}
+	r := m.rules.Load()
+	for start := 0; start < len(f.entries); {
+		if !final && m.stopping.Load() {
+			return false // the final flush takes over
+		}
+		end, bytes := start, 0
+		for end < len(f.entries) && end-start < r.MaxSamplesPerSend &&
+			f.entries[end].layer == f.entries[start].layer &&
+			(end == start || bytes+entrySize(&f.entries[end]) <= r.MaxBytesPerSend) {
+			bytes += entrySize(&f.entries[end])
+			end++
+		}
+		batch := f.entries[start:end]
+		m.buildBatch(f, batch)
+		f.rejected = slices.Grow(f.rejected[:0], len(batch))[:len(batch)]
+		clear(f.rejected)
+		err := deliver(ctx, &f.req, func(i int, reason string, err error) {
+			if i >= 0 && i < len(batch) && !f.rejected[i] {
+				f.rejected[i] = true
+				m.noteRejected(&batch[i], reason, err)
+			}
+		})
+		if err != nil {
+			m.metrics.flushes.WithLabelValues("failure").Inc()
+			if ok, suppressed := m.rejectLog.allow(m.now()); ok {
+				m.logger.Warn("cannot deliver merged series; they stay pending for the next flush",
+					"pending", len(f.entries)-start, "err", err, "suppressed", suppressed)
+			}
+			return false
+		}
+		delivered := 0
+		for i := range batch {
+			if m.ack(&batch[i]) && !f.rejected[i] {
+				delivered++
+			}
+		}
+		m.metrics.emitted.Add(float64(delivered))
+		start = end
+	}
+	m.metrics.flushes.WithLabelValues("success").Inc()
+	return true
+}
+
+// entrySize estimates the encoded size of one entry's series.
+func entrySize(e *entry) int {
+	n := len(e.mg.enc) + 24
+	if e.p.h != nil {
+		n += 64 + 12*(len(e.p.h.PositiveBuckets)+len(e.p.h.NegativeBuckets)+len(e.p.h.CustomValues))
+	}
+	if e.p.ex != nil {
+		n += 32
+		for _, l := range e.p.ex.Labels {
+			n += len(l.Name) + len(l.Value) + 6
+		}
+	}
+	return n
+}
+
+// buildBatch fills f.req with the series of batch.
+func (m *Merger) buildBatch(f *flusher, batch []entry) {
 	f.req.Reset()
-	f.samples = f.samples[:0]
+	f.samples = slices.Grow(f.samples[:0], len(batch))
 	f.histograms = f.histograms[:0]
 	f.exemplars = f.exemplars[:0]
 	f.histBuf = f.histBuf[:0]
-}
-
-// emit appends the current value of a merged output to the flush request.
-// The shard lock is held; labels are immutable, so the request may keep
-// pointing at them after the lock is released.
-func (f *flusher) emit(m *Merger, o *output, nowMs, stale int64) {
-	mg := o.m
-	if mg.enc == nil {
-		return // restored, no input seen yet
-	}
-	for _, ip := range mg.inputs {
-		if ip.pending {
-			return // wait until its value is known; it expires if it never comes
+	for i := range batch {
+		e := &batch[i]
+		var s wire.Series
+		s.SetEncodedLabels(e.mg.enc)
+		if e.p.hasV {
+			start := len(f.samples)
+			f.samples = append(f.samples, wire.Sample{Value: e.p.v, Timestamp: e.p.ts})
+			s.Samples = f.samples[start:len(f.samples):len(f.samples)]
 		}
-	}
-	ts := max(nowMs, mg.lastEmit+1, o.passTs+1)
-	var s wire.Series
-	s.SetEncodedLabels(mg.enc)
-	if v, ok := mg.floatValue(nowMs, stale); ok {
-		start := len(f.samples)
-		f.samples = append(f.samples, wire.Sample{Value: v, Timestamp: ts})
-		s.Samples = f.samples[start:len(f.samples):len(f.samples)]
-	}
-	if h := m.histogramValue(mg, nowMs, stale); h != nil {
-		ph := prompb.FromFloatHistogram(ts, h)
-		start := len(f.histBuf)
-		var err error
-		f.histBuf = slices.Grow(f.histBuf, ph.Size())
-		n, err := ph.MarshalToSizedBuffer(f.histBuf[start : start+ph.Size()])
-		if err == nil && n == ph.Size() {
-			f.histBuf = f.histBuf[:start+n]
-			hs := len(f.histograms)
-			f.histograms = append(f.histograms, wire.Histogram{Timestamp: ts, Data: f.histBuf[start : start+n]})
-			s.Histograms = f.histograms[hs:len(f.histograms):len(f.histograms)]
-		}
-	}
-	if len(s.Samples) == 0 && len(s.Histograms) == 0 {
-		mg.dirty = false
-		return
-	}
-	if mg.exemplar != nil {
-		e := *mg.exemplar
-		e.Timestamp = min(e.Timestamp, ts)
-		start := len(f.exemplars)
-		f.exemplars = append(f.exemplars, e)
-		s.Exemplars = f.exemplars[start:len(f.exemplars):len(f.exemplars)]
-		mg.exemplar = nil
-	}
-	f.req.Series = append(f.req.Series, s)
-	mg.lastEmit = ts
-	mg.dirty = false
-}
-
-// floatValue combines the float samples of the inputs.
-func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
-	if mg.kind == Counter {
-		v, any := mg.base, mg.base != 0
-		for _, ip := range mg.inputs {
-			if ip.has {
-				v += ip.offset + ip.val
-				any = true
+		if e.p.h != nil && !e.p.stale {
+			ph := prompb.FromFloatHistogram(e.p.ts, e.p.h)
+			size := ph.Size()
+			start := len(f.histBuf)
+			f.histBuf = slices.Grow(f.histBuf, size)[:start+size]
+			if n, err := ph.MarshalToSizedBuffer(f.histBuf[start:]); err == nil && n == size {
+				hs := len(f.histograms)
+				f.histograms = append(f.histograms, wire.Histogram{Timestamp: e.p.ts, Data: f.histBuf[start : start+size : start+size]})
+				s.Histograms = f.histograms[hs:len(f.histograms):len(f.histograms)]
+			} else {
+				f.histBuf = f.histBuf[:start]
 			}
 		}
-		return v, any
-	}
-	var (
-		v      float64
-		lastTs int64 = math.MinInt64
-		n      int
-	)
-	for _, ip := range mg.inputs {
-		if !ip.has || ip.stale || nowMs-ip.seen > stale {
-			continue
+		if e.p.ex != nil {
+			start := len(f.exemplars)
+			f.exemplars = append(f.exemplars, e.p.ex.Exemplar)
+			s.Exemplars = f.exemplars[start:len(f.exemplars):len(f.exemplars)]
 		}
-		switch {
-		case n == 0:
-			v, lastTs = ip.val, ip.ts
-		case mg.policy == Sum:
-			v += ip.val
-		case mg.policy == Max:
-			v = max(v, ip.val)
-		case mg.policy == Min:
-			v = min(v, ip.val)
-		case mg.policy == Last && ip.ts > lastTs:
-			v, lastTs = ip.val, ip.ts
-		}
-		n++
+		f.req.Series = append(f.req.Series, s)
 	}
-	if n == 0 || value.IsStaleNaN(v) {
-		return 0, false
-	}
-	return v, true
+	// A buffer that grew moved, but what was written before stays valid
+	// where it is: each series points at memory that lives as long as it.
 }
 
-// histogramValue sums the native histograms of the inputs.
-func (m *Merger) histogramValue(mg *merged, nowMs, stale int64) *histogram.FloatHistogram {
-	var sum *histogram.FloatHistogram
-	add := func(h *histogram.FloatHistogram) {
-		if h == nil {
-			return
-		}
-		if sum == nil {
-			sum = h.Copy()
-			return
-		}
-		if _, _, _, err := sum.Add(h); err != nil {
-			m.metrics.histogramError.Inc()
-		}
+// ack removes a delivered (or refused) point from its output's queue and
+// reports whether it was still there. The output may have moved on while
+// the batch was in flight; only the exact point sent is removed.
+func (m *Merger) ack(e *entry) bool {
+	e.sh.mu.Lock()
+	defer e.sh.mu.Unlock()
+	mg := e.mg
+	if len(mg.points) == 0 || mg.points[0].ts != e.p.ts || !mg.points[0].sent {
+		return false
 	}
-	add(mg.baseHist)
-	for _, ip := range mg.inputs {
-		if ip.hist == nil {
-			continue
-		}
-		if ip.hist.CounterResetHint == histogram.GaugeType {
-			if !ip.histStale && nowMs-ip.seen <= stale {
-				add(ip.hist)
-			}
-			continue
-		}
-		add(ip.histOffset)
-		add(ip.hist)
+	if ex := mg.points[0].ex; ex != nil && mg.spareEx == nil {
+		mg.spareEx = ex
 	}
-	if sum != nil {
-		// Merged data is the sum of inputs: Prometheus must not read a reset
-		// hint of one input into it.
-		if sum.CounterResetHint != histogram.GaugeType {
-			sum.CounterResetHint = histogram.NotCounterReset
-		}
+	copy(mg.points, mg.points[1:])
+	mg.points[len(mg.points)-1] = point{}
+	mg.points = mg.points[:len(mg.points)-1]
+	m.pending.Add(-1)
+	if len(mg.points) == 0 {
+		mg.scale = 0
 	}
-	return sum
+	return true
 }
 
-// Collision describes one merged output for the collisions report.
-type Collision struct {
-	Series          string   `json:"series"`
-	Inputs          int      `json:"inputs"`
-	CollapsedLabels []string `json:"collapsed_labels"`
-	Kind            string   `json:"kind"`
+// noteRejected counts a point the downstream refused on its own and logs
+// it, at most once per interval.
+func (m *Merger) noteRejected(e *entry, reason string, err error) {
+	if reason == "" {
+		reason = "invalid"
+	}
+	m.metrics.rejected.WithLabelValues(reason).Inc()
+	if ok, suppressed := m.rejectLog.allow(m.now()); ok {
+		desc := "{}"
+		if ls, derr := wire.DecodeLabels(e.mg.enc); derr == nil {
+			desc = labelsString(ls)
+		}
+		m.logger.Warn("downstream refused a merged sample; it is dropped, the rest of the batch was delivered",
+			"series", desc, "timestamp", e.p.ts, "reason", reason, "err", err, "suppressed", suppressed)
+	}
 }
 
-// Collisions returns the top merged outputs by number of inputs.
-func (m *Merger) Collisions(top int) []Collision {
-	var out []Collision
-	for i := range m.shards {
-		sh := &m.shards[i]
-		sh.mu.Lock()
-		for _, o := range sh.outputs {
-			if o.m == nil {
-				continue
-			}
-			active := 0
-			for _, ip := range o.m.inputs {
-				if !ip.stale && !ip.histStale {
-					active++
-				}
-			}
-			desc := "{}"
-			if ls, err := wire.DecodeLabels(o.m.enc); err == nil && o.m.enc != nil {
-				desc = labelsString(ls)
-			}
-			out = append(out, Collision{
-				Series:          desc,
-				Inputs:          active,
-				CollapsedLabels: slices.Clone(o.m.collapsed),
-				Kind:            o.m.kind.String(),
-			})
+// release ends a flush: the points that were collected but not delivered
+// may be replaced again by newer values.
+func (m *Merger) release(f *flusher) {
+	for i := range f.entries {
+		e := &f.entries[i]
+		e.sh.mu.Lock()
+		for k := range e.mg.points {
+			e.mg.points[k].sent = false
 		}
-		sh.mu.Unlock()
+		e.sh.mu.Unlock()
 	}
-	slices.SortFunc(out, func(a, b Collision) int {
-		if c := cmp.Compare(b.Inputs, a.Inputs); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Series, b.Series)
-	})
-	if top > 0 && len(out) > top {
-		out = out[:top]
-	}
-	return out
+	clear(f.entries)
+	f.entries = f.entries[:0]
+	f.req.Reset()
 }

@@ -1,3 +1,28 @@
+// Package merge detects input series that relabeling collapses into one
+// output series and merges them, so that the downstream gets one correct
+// series instead of conflicting samples.
+//
+// An output fed by one input passes through unchanged. Once a second input
+// appears, the output is merged: its inputs' samples are absorbed in memory
+// and the merged value is emitted by Run, through the same delivery path as
+// pass-through data (a Deliverer, normally the forward package):
+//
+//   - counters are the sum of their inputs' cumulative values, with per-input
+//     reset handling; an input that stops keeps contributing its last value,
+//     and one that comes back within Rules.ForgetAfter continues from it;
+//   - gauges combine their fresh inputs by policy (sum by default);
+//   - summary quantiles combine their fresh inputs by policy (max by default:
+//     an upper bound of the pooled quantile; quantiles cannot be summed);
+//   - native histograms are added with Prometheus' FloatHistogram arithmetic.
+//
+// Delivery is at least once: an output's value stays pending until a batch
+// carrying it has been acknowledged, across as many flushes as it takes.
+// Emissions carry data timestamps (the newest sample absorbed, never more than
+// Rules.MaxAhead ahead of the wall clock), strictly increasing per output, and
+// a sender catching up a backlog gets about one point per flush interval of
+// data time rather than one spike.
+//
+// Routing a sample of a known input allocates nothing.
 package merge
 
 import (
@@ -10,7 +35,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/prometheus/model/histogram"
 
+	"github.com/cardinal-gateway/cardinal/internal/bytesconv"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
@@ -21,25 +48,43 @@ type Kind uint8
 const (
 	Gauge Kind = iota
 	Counter
+	// Quantile is a summary's quantile series (label quantile, no _sum or
+	// _count suffix): combined like a gauge, by its own policy.
+	Quantile
 )
 
 func (k Kind) String() string {
-	if k == Counter {
+	switch k {
+	case Counter:
 		return "counter"
+	case Quantile:
+		return "quantile"
 	}
 	return "gauge"
 }
 
-// Policy combines the values of a merged gauge.
+// Policy combines the values of a merged gauge or quantile.
 type Policy uint8
 
-// Gauge policies.
+// Policies.
 const (
 	Sum Policy = iota
 	Max
 	Min
 	Last
 )
+
+func (p Policy) String() string {
+	switch p {
+	case Max:
+		return "max"
+	case Min:
+		return "min"
+	case Last:
+		return "last"
+	}
+	return "sum"
+}
 
 // ParsePolicy reads a policy name as written in the config.
 func ParsePolicy(s string) (Policy, error) {
@@ -53,10 +98,11 @@ func ParsePolicy(s string) (Policy, error) {
 	case "last":
 		return Last, nil
 	}
-	return 0, fmt.Errorf("unknown gauge policy %q (want sum, max, min or last)", s)
+	return 0, fmt.Errorf("unknown policy %q (want sum, max, min or last)", s)
 }
 
-// GaugeRule picks the policy of the gauges whose metric name matches.
+// GaugeRule picks the policy of the gauges (or quantiles) whose metric name
+// matches.
 type GaugeRule struct {
 	Match  *regexp.Regexp // fully anchored
 	Policy Policy
@@ -69,20 +115,88 @@ type TypeRule struct {
 	Kind  Kind
 }
 
+// Defaults of Rules, applied by SetRules to zero fields.
+const (
+	DefaultStaleness         = 10 * time.Minute
+	DefaultFlushInterval     = 10 * time.Second
+	DefaultForgetAfter       = time.Hour
+	DefaultMaxRetired        = 1_000_000
+	DefaultMaxSamplesPerSend = 2000
+	DefaultMaxBytesPerSend   = 4 << 20
+	DefaultMaxAhead          = time.Minute
+	// DefaultMaxPendingPoints bounds the points queued for delivery over all
+	// outputs (a downstream outage, a sender catching up): past it, an
+	// output's newest point replaces its last queued one, which costs
+	// resolution, never totals.
+	DefaultMaxPendingPoints = 1_000_000
+	// maxPointsPerOutput bounds one output's queue the same way.
+	maxPointsPerOutput = 64
+)
+
 // Rules are the settings that a config reload may change.
 type Rules struct {
-	// Staleness: an input without a sample for this long leaves gauges and
-	// is forgotten (its counter contribution stays in the output).
+	// Staleness: an input without a sample for this long leaves gauge
+	// aggregates and stops being live; a counter input is then retired.
 	Staleness time.Duration
-	// MaxInputs caps the number of tracked input series.
+	// ForgetAfter: a retired counter input is remembered this long (at least
+	// Staleness), so that if it comes back it continues from its last value
+	// instead of counting its whole value again. Its contribution to the
+	// output stays either way.
+	ForgetAfter time.Duration
+	// MaxInputs caps the number of live tracked input series; past it new
+	// series are dropped (Dropped), never forwarded unmerged.
 	MaxInputs int
-	// FlushInterval is how often merged outputs are emitted.
+	// MaxRetired caps the number of retired inputs remembered; past it an
+	// input is forgotten when it retires.
+	MaxRetired int
+	// FlushInterval is how often merged outputs are emitted, and the data
+	// time one emitted point stands for when a sender catches up.
 	FlushInterval time.Duration
-	Gauges        []GaugeRule
-	Types         []TypeRule
+	// MaxSamplesPerSend and MaxBytesPerSend bound one batch of emissions
+	// (bytes of the encoded, uncompressed request).
+	MaxSamplesPerSend int
+	MaxBytesPerSend   int
+	// MaxAhead is how far ahead of the wall clock an emission may be
+	// stamped; later sender timestamps are clamped to it and counted.
+	MaxAhead time.Duration
+	// MaxPendingPoints bounds the points queued for delivery.
+	MaxPendingPoints int
+	Gauges           []GaugeRule
+	// Quantiles pick the policy of summary quantile series by metric name;
+	// max applies to the rest.
+	Quantiles []GaugeRule
+	Types     []TypeRule
 	// StateFile, if set, keeps the set of merged outputs across restarts
 	// (see SaveState).
 	StateFile string
+}
+
+func (r *Rules) withDefaults() {
+	if r.Staleness <= 0 {
+		r.Staleness = DefaultStaleness
+	}
+	if r.ForgetAfter <= 0 {
+		r.ForgetAfter = DefaultForgetAfter
+	}
+	r.ForgetAfter = max(r.ForgetAfter, r.Staleness)
+	if r.MaxRetired <= 0 {
+		r.MaxRetired = DefaultMaxRetired
+	}
+	if r.FlushInterval <= 0 {
+		r.FlushInterval = DefaultFlushInterval
+	}
+	if r.MaxSamplesPerSend <= 0 {
+		r.MaxSamplesPerSend = DefaultMaxSamplesPerSend
+	}
+	if r.MaxBytesPerSend <= 0 {
+		r.MaxBytesPerSend = DefaultMaxBytesPerSend
+	}
+	if r.MaxAhead <= 0 {
+		r.MaxAhead = DefaultMaxAhead
+	}
+	if r.MaxPendingPoints <= 0 {
+		r.MaxPendingPoints = DefaultMaxPendingPoints
+	}
 }
 
 // Options configure a Merger.
@@ -99,16 +213,27 @@ const numShards = 256
 // Merger tracks which inputs feed which outputs and holds the state of
 // merged outputs. It is safe for concurrent use.
 type Merger struct {
-	logger   *slog.Logger
-	now      func() time.Time
-	rules    atomic.Pointer[Rules]
-	shards   [numShards]shard
-	tracked  atomic.Int64 // inputs tracked, single and merged
-	tickets  tickets
-	metadata sync.Map // metric family name → Kind, from remote-write metadata
+	logger  *slog.Logger
+	now     func() time.Time
+	rules   atomic.Pointer[Rules]
+	shards  [numShards]shard
+	tracked atomic.Int64 // live inputs, single and merged
+	retired atomic.Int64 // retired inputs remembered
+	pending atomic.Int64 // points queued for delivery
+	tickets tickets
+	// metadata maps a metric family name to its type, from remote-write
+	// metadata.
+	metaMu   sync.RWMutex
+	metadata map[string]int32
 	// flushMu serializes flushes: emissions must reach the downstream in
 	// the order their timestamps were chosen.
 	flushMu sync.Mutex
+	flusher flusher // guarded by flushMu
+	// stopping is set when Run's context ends: a regular flush stops
+	// between batches and leaves the rest to the final one.
+	stopping atomic.Bool
+
+	rejectLog logLimiter
 
 	metrics metrics
 }
@@ -117,17 +242,26 @@ type metrics struct {
 	mergedSeries   prometheus.Gauge
 	mergeInputs    prometheus.Gauge
 	trackedInputs  prometheus.Gauge
+	retiredInputs  prometheus.Gauge
+	pendingSamples prometheus.Gauge
 	collisions     prometheus.Counter
-	untracked      prometheus.Counter
 	emitted        prometheus.Counter
 	flushes        *prometheus.CounterVec
 	histogramError prometheus.Counter
+	rejected       *prometheus.CounterVec
+	future         prometheus.Counter
+	forgotten      *prometheus.CounterVec
+	staleMarkers   prometheus.Counter
+	revived        prometheus.Counter
 }
 
 type shard struct {
 	mu      sync.Mutex
 	outputs map[uint64]*output
-	_       [40]byte // keep shards on separate cache lines
+	// spareHist is where the next native histogram sample of this shard is
+	// decoded; see absorb.
+	spareHist *histogram.FloatHistogram
+	_         [32]byte // keep shards on separate cache lines
 }
 
 // New returns a Merger. Call Run to emit merged outputs.
@@ -141,7 +275,8 @@ func New(opts Options) *Merger {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m := &Merger{logger: opts.Logger, now: opts.Now}
+	m := &Merger{logger: opts.Logger, now: opts.Now, metadata: map[string]int32{}}
+	m.rejectLog.interval = 10 * time.Second
 	m.SetRules(opts.Rules)
 	for i := range m.shards {
 		m.shards[i].outputs = map[uint64]*output{}
@@ -155,31 +290,55 @@ func New(opts Options) *Merger {
 		}),
 		mergeInputs: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cardinal_merge_inputs",
-			Help: "Input series currently feeding merged output series.",
+			Help: "Live input series currently feeding merged output series.",
 		}),
 		trackedInputs: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cardinal_merge_tracked_inputs",
-			Help: "Input series the merger tracks (ceiling: merge.max_inputs).",
+			Help: "Live input series the merger tracks (ceiling: merge.max_inputs).",
+		}),
+		retiredInputs: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cardinal_merge_retired_inputs",
+			Help: "Counter inputs without recent samples that the merger remembers, so that they continue where they stopped if they come back (ceiling: merge.max_retired_inputs).",
+		}),
+		pendingSamples: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cardinal_merge_pending_samples",
+			Help: "Merged samples waiting for the downstream to acknowledge them.",
 		}),
 		collisions: f.NewCounter(prometheus.CounterOpts{
 			Name: "cardinal_collisions_total",
 			Help: "Input series that joined an output series already fed by another input.",
 		}),
-		untracked: f.NewCounter(prometheus.CounterOpts{
-			Name: "cardinal_merge_untracked_samples_total",
-			Help: "Samples of new series passed through without collision tracking because merge.max_inputs was reached.",
-		}),
 		emitted: f.NewCounter(prometheus.CounterOpts{
 			Name: "cardinal_merge_emitted_samples_total",
-			Help: "Merged samples emitted downstream.",
+			Help: "Merged samples the downstream acknowledged.",
 		}),
 		flushes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardinal_merge_flushes_total",
-			Help: "Flushes of merged outputs, by result.",
+			Help: "Flushes of merged outputs, by result: success (everything pending was delivered or rejected), failure (the downstream could not take it; it stays pending).",
 		}, []string{"result"}),
 		histogramError: f.NewCounter(prometheus.CounterOpts{
 			Name: "cardinal_merge_histogram_errors_total",
-			Help: "Native histogram samples that could not be merged (incompatible custom buckets, corrupt data).",
+			Help: "Native histogram samples that could not be merged with the others of their output (exponential and custom buckets mixed); they are skipped.",
+		}),
+		rejected: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardinal_merge_rejected_samples_total",
+			Help: "Merged samples the downstream refused on their own (isolated by splitting the batch), by reason.",
+		}, []string{"reason"}),
+		future: f.NewCounter(prometheus.CounterOpts{
+			Name: "cardinal_merge_future_samples_total",
+			Help: "Samples absorbed into merged outputs whose timestamp was more than merge.max_ahead ahead of the wall clock; their emission time is clamped.",
+		}),
+		forgotten: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardinal_merge_forgotten_inputs_total",
+			Help: "Retired counter inputs forgotten, by reason: age (merge.forget_after passed) or capacity (merge.max_retired_inputs reached). Their contribution stays in the output; if one comes back it counts from zero.",
+		}, []string{"reason"}),
+		staleMarkers: f.NewCounter(prometheus.CounterOpts{
+			Name: "cardinal_merge_stale_markers_total",
+			Help: "Stale markers emitted for merged outputs whose inputs have all ended.",
+		}),
+		revived: f.NewCounter(prometheus.CounterOpts{
+			Name: "cardinal_merge_revived_inputs_total",
+			Help: "Retired counter inputs that came back and continued from their last value.",
 		}),
 	}
 	return m
@@ -187,33 +346,57 @@ func New(opts Options) *Merger {
 
 // SetRules swaps the rules in force; state is kept.
 func (m *Merger) SetRules(r Rules) {
-	if r.Staleness <= 0 {
-		r.Staleness = 10 * time.Minute
-	}
-	if r.FlushInterval <= 0 {
-		r.FlushInterval = 10 * time.Second
-	}
+	r.withDefaults()
 	m.rules.Store(&r)
 }
 
+// Rules returns the rules in force, with defaults applied.
+func (m *Merger) Rules() Rules { return *m.rules.Load() }
+
+// Remote-write metadata types (prometheus.MetricMetadata.MetricType).
+const (
+	typeCounter        = 1
+	typeGauge          = 2
+	typeHistogram      = 3
+	typeGaugeHistogram = 4
+	typeSummary        = 5
+)
+
 // ObserveMetadata records the metric types a sender announced, so that
-// merging can tell counters from gauges without relying on name suffixes.
+// merging can tell counters from gauges and quantiles without relying on
+// name suffixes.
 func (m *Merger) ObserveMetadata(md []wire.Metadata) {
 	for i := range md {
-		var k Kind
-		switch md[i].Type {
-		case 1, 3, 5: // COUNTER, HISTOGRAM, SUMMARY
-			k = Counter
-		case 2, 4: // GAUGE, GAUGEHISTOGRAM
-			k = Gauge
-		default:
+		t := md[i].Type
+		if t < typeCounter || t > typeSummary {
 			continue
 		}
-		name := string(md[i].FamilyName)
-		if old, ok := m.metadata.Load(name); !ok || old.(Kind) != k {
-			m.metadata.Store(name, k)
+		// Fast path: a family already known with this type; no string is
+		// built for the lookup.
+		m.metaMu.RLock()
+		old, ok := m.metadata[bytesconv.String(md[i].FamilyName)]
+		m.metaMu.RUnlock()
+		if ok && old == t {
+			continue
 		}
+		m.metaMu.Lock()
+		// A sender cannot grow the table without bound: past the ceiling
+		// new families fall back to name conventions.
+		if ok || len(m.metadata) < maxMetadataFamilies {
+			m.metadata[string(md[i].FamilyName)] = t
+		}
+		m.metaMu.Unlock()
 	}
+}
+
+// maxMetadataFamilies bounds the metadata table.
+const maxMetadataFamilies = 100_000
+
+// metricType returns the type the sender announced for a family, or 0.
+func (m *Merger) metricType(family []byte) int32 {
+	m.metaMu.RLock()
+	defer m.metaMu.RUnlock()
+	return m.metadata[bytesconv.String(family)]
 }
 
 // tickets identify the requests in flight, so that a newly merged output is
@@ -264,4 +447,23 @@ func (t *tickets) oldestActive() uint64 {
 		oldest = min(oldest, s)
 	}
 	return oldest
+}
+
+// logLimiter lets one log line through per interval and counts the rest.
+type logLimiter struct {
+	mu         sync.Mutex
+	interval   time.Duration
+	last       time.Time
+	suppressed int
+}
+
+func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < l.interval {
+		l.suppressed++
+		return false, 0
+	}
+	l.last, suppressed, l.suppressed = now, l.suppressed, 0
+	return true, suppressed
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
@@ -37,32 +36,45 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// sink records flushed requests, decoded by prompb.
+// sink records delivered batches, decoded by prompb, as a downstream would
+// store them. fail makes every delivery fail (a downstream outage); reject
+// refuses the series it matches on their own, as Prometheus refuses an
+// out-of-order sample.
 type sink struct {
-	mu   sync.Mutex
-	reqs []*prompb.WriteRequest
-	fail bool
+	mu      sync.Mutex
+	reqs    []*prompb.WriteRequest
+	fail    bool
+	reject  func(prompb.TimeSeries) string
+	batches int
 }
 
-func (s *sink) send(_ context.Context, body []byte) error {
+func (s *sink) deliver(_ context.Context, req *wire.Request, onReject func(int, string, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail {
 		return fmt.Errorf("downstream down")
 	}
-	raw, err := snappy.Decode(nil, body)
-	if err != nil {
-		return err
-	}
+	s.batches++
 	var r prompb.WriteRequest
-	if err := r.Unmarshal(raw); err != nil {
+	if err := r.Unmarshal(req.MarshalAppend(nil)); err != nil {
 		return err
 	}
+	kept := r.Timeseries[:0]
+	for i, ts := range r.Timeseries {
+		if s.reject != nil {
+			if reason := s.reject(ts); reason != "" {
+				onReject(i, reason, fmt.Errorf("refused"))
+				continue
+			}
+		}
+		kept = append(kept, ts)
+	}
+	r.Timeseries = kept
 	s.reqs = append(s.reqs, &r)
 	return nil
 }
 
-// last returns the newest emitted sample per output series name.
+// all returns every series delivered, in order.
 func (s *sink) all() []prompb.TimeSeries {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -106,8 +118,8 @@ func feed(m *Merger, name, pod string, v float64, ts int64) Decision {
 	return m.Route(tk, in, oh, orig, &s, m.now().UnixMilli(), false)
 }
 
-func flush(m *Merger, s *sink) {
-	m.Flush(context.Background(), s.send, nil, false)
+func flush(m *Merger, s *sink) bool {
+	return m.Flush(context.Background(), s.deliver, false)
 }
 
 // emitted returns the values emitted for metric name, in order.
@@ -155,8 +167,10 @@ func TestCollidingCountersAreSummed(t *testing.T) {
 	if len(vals) != 1 || vals[0] != 17 {
 		t.Fatalf("emitted %v, want [17] (12 + 5)", vals)
 	}
-	if ts[0] <= 2000 {
-		t.Fatalf("emission timestamp %d is not after what passed through", ts[0])
+	// Stamped with the newest data absorbed, which is after what passed
+	// through (a's sample at 1000).
+	if ts[0] != 2000 {
+		t.Fatalf("emission timestamp %d, want 2000, the newest sample's", ts[0])
 	}
 }
 
@@ -210,7 +224,7 @@ func TestVanishedInputKeepsContributing(t *testing.T) {
 }
 
 func TestStaleStateExpires(t *testing.T) {
-	m, c, s := newTestMerger(t, Rules{Staleness: time.Minute})
+	m, c, s := newTestMerger(t, Rules{Staleness: time.Minute, ForgetAfter: 3 * time.Minute})
 	feed(m, "up", "a", 1, 1000)
 	feed(m, "req_total", "a", 1, 1000)
 	feed(m, "req_total", "b", 1, 1000)
@@ -219,10 +233,13 @@ func TestStaleStateExpires(t *testing.T) {
 	}
 	c.Add(2 * time.Minute)
 	flush(m, s) // emits the merged counter, then everything is stale
+	if n, r := m.tracked.Load(), m.retired.Load(); n != 0 || r != 2 {
+		t.Fatalf("tracked %d live and %d retired inputs after staleness, want 0 and 2 (the counter's)", n, r)
+	}
 	c.Add(2 * time.Minute)
 	flush(m, s)
-	if n := m.tracked.Load(); n != 0 {
-		t.Fatalf("tracked %d inputs after staleness, want 0", n)
+	if n, r := m.tracked.Load(), m.retired.Load(); n != 0 || r != 0 {
+		t.Fatalf("tracked %d live and %d retired inputs after forget_after, want none", n, r)
 	}
 	for i := range m.shards {
 		if len(m.shards[i].outputs) != 0 {
@@ -259,9 +276,12 @@ func TestStaleGaugeInputLeavesTheAggregate(t *testing.T) {
 	feed(m, "conns", "a", 4, 41000)
 	c.Add(40 * time.Second) // b last seen 80 s ago, a 40 s ago
 	flush(m, s)
-	vals, _ := emitted(s, "conns")
-	if len(vals) != 1 || vals[0] != 4 {
-		t.Fatalf("emitted %v, want [4]: b is stale", vals)
+	vals, ts := emitted(s, "conns")
+	// The value at 1000 became a point of its own when a's sample 40 s
+	// later arrived (data time moved more than a flush interval), stamped
+	// just after a's pass-through sample; by the flush, b is stale.
+	if fmt.Sprint(vals) != "[10 4]" || fmt.Sprint(ts) != "[1001 41000]" {
+		t.Fatalf("emitted %v at %v, want [10 4] at [1001 41000]: b is stale", vals, ts)
 	}
 }
 
@@ -291,7 +311,9 @@ func TestNewlyMergedOutputWaitsForInFlightRequests(t *testing.T) {
 	}
 }
 
-func TestFailedFlushIsSupersededNotLost(t *testing.T) {
+// A failed flush leaves its points pending: the next one delivers them,
+// oldest first, then the newer value.
+func TestFailedFlushStaysPending(t *testing.T) {
 	m, c, s := newTestMerger(t, Rules{FlushInterval: 10 * time.Millisecond})
 	feed(m, "req_total", "a", 1, 1000)
 	feed(m, "req_total", "b", 1, 1000)
@@ -302,8 +324,8 @@ func TestFailedFlushIsSupersededNotLost(t *testing.T) {
 	feed(m, "req_total", "a", 2, 2000)
 	c.Add(time.Second)
 	flush(m, s)
-	if vals, _ := emitted(s, "req_total"); len(vals) != 1 || vals[0] != 3 {
-		t.Fatalf("emitted %v, want [3]: the second flush carries the whole value", vals)
+	if vals, ts := emitted(s, "req_total"); fmt.Sprint(vals) != "[2 3]" || fmt.Sprint(ts) != "[1001 2000]" {
+		t.Fatalf("emitted %v at %v, want [2 3] at [1001 2000]", vals, ts)
 	}
 }
 
@@ -416,8 +438,10 @@ func TestMaxInputs(t *testing.T) {
 	if d := feed(m, "x_total", "c", 1, 1000); d != Dropped {
 		t.Fatalf("a third input beyond max_inputs: %d, want Dropped", d)
 	}
-	if d := feed(m, "y_total", "a", 1, 1000); d != Pass {
-		t.Fatalf("a new output beyond max_inputs: %d, want Pass (untracked)", d)
+	// Forwarded untracked, a second input of it could later pass too,
+	// and the downstream would get two values for one series.
+	if d := feed(m, "y_total", "a", 1, 1000); d != Dropped {
+		t.Fatalf("a new output beyond max_inputs: %d, want Dropped", d)
 	}
 }
 
@@ -426,7 +450,7 @@ func TestKindOf(t *testing.T) {
 	m.ObserveMetadata([]wire.Metadata{{Type: 1, FamilyName: []byte("http_requests")}, {Type: 2, FamilyName: []byte("queue_total")}})
 	f := func(name string, want Kind) {
 		t.Helper()
-		if got := m.kindOf(name); got != want {
+		if got := m.kindOf([]byte(name), false); got != want {
 			t.Errorf("kindOf(%q) = %v, want %v", name, got, want)
 		}
 	}
@@ -520,7 +544,7 @@ func TestStaleMarkerRemovesGaugeInput(t *testing.T) {
 }
 
 // The limiter's overflow series never pass through: even its first input is
-// merged, so it only ever carries flush timestamps.
+// merged.
 func TestForceMergeNeverPassesThrough(t *testing.T) {
 	m, c, s := newTestMerger(t, Rules{})
 	orig := lbls("__name__", "x_total", "path", "/a")
@@ -536,8 +560,8 @@ func TestForceMergeNeverPassesThrough(t *testing.T) {
 	c.Add(time.Second)
 	flush(m, s)
 	vals, ts := emitted(s, "x_total")
-	if fmt.Sprint(vals) != "[5]" || ts[0] != c.Now().UnixMilli() {
-		t.Fatalf("emitted %v at %v, want [5] at the flush time %d", vals, ts, c.Now().UnixMilli())
+	if fmt.Sprint(vals) != "[5]" || ts[0] != 1000 {
+		t.Fatalf("emitted %v at %v, want [5] at 1000", vals, ts)
 	}
 }
 
@@ -548,9 +572,10 @@ func TestForceMergeNeverPassesThrough(t *testing.T) {
 func TestStateFileKeepsMergedOutputsAcrossRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "merge.state")
 	m, c, s := newTestMerger(t, Rules{StateFile: path})
-	feed(m, "req_total", "a", 10, 1000)
-	feed(m, "req_total", "b", 5, 1000)
-	feed(m, "single_total", "a", 1, 1000)
+	now := c.Now().UnixMilli()
+	feed(m, "req_total", "a", 10, now)
+	feed(m, "req_total", "b", 5, now)
+	feed(m, "single_total", "a", 1, now)
 	c.Add(time.Second)
 	flush(m, s)
 	_, ts := emitted(s, "req_total")
@@ -572,7 +597,7 @@ func TestStateFileKeepsMergedOutputsAcrossRestart(t *testing.T) {
 	if d := feed(m2, "req_total", "a", 11, ts[0]-1); d != Absorbed {
 		t.Fatalf("restored merged output: decision %d, want Absorbed", d)
 	}
-	if d := feed(m2, "single_total", "a", 2, 2000); d != Pass {
+	if d := feed(m2, "single_total", "a", 2, now+1000); d != Pass {
 		t.Fatalf("an output that was never merged: decision %d, want Pass", d)
 	}
 	s2 := &sink{}

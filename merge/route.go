@@ -1,13 +1,13 @@
 package merge
 
 import (
+	"bytes"
 	"math"
 	"slices"
 	"strings"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/value"
-	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/wire"
 )
@@ -18,7 +18,8 @@ type output struct {
 	input uint64
 	// seen is the wall-clock time (ms) of the last sample routed here.
 	seen int64
-	// passTs is the largest timestamp passed through downstream.
+	// passTs is the largest timestamp passed through downstream (clamped
+	// to MaxAhead): merged emissions must come after it.
 	passTs int64
 	// last float sample of the single input, to seed its state when the
 	// output becomes merged.
@@ -42,25 +43,60 @@ type merged struct {
 	// merged; it is first emitted once all requests up to it have ended.
 	since uint64
 
-	inputs   map[uint64]*input
-	base     float64                   // counters: what expired inputs contributed
+	inputs map[uint64]*input
+	// retired holds counter inputs without a sample for the staleness
+	// period: they keep contributing, and continue from their last value if
+	// they come back. nil while there are none.
+	retired  map[uint64]*retiredInput
+	base     float64                   // counters: what forgotten inputs contributed
 	baseHist *histogram.FloatHistogram // native histograms: the same
-	lastEmit int64
-	dirty    bool
-	exemplar *wire.Exemplar // owned copy, emitted once
+
+	// Emission. dataTs is the newest (clamped) data timestamp absorbed;
+	// while dirty, the value changed since the last point was queued, and
+	// windowStart is the data timestamp of the first change. points are
+	// queued for delivery and not acknowledged yet, oldest first; lastTs is
+	// the timestamp of the newest one queued (or the floor set by what
+	// passed through or was emitted before a restart): every new point is
+	// later. ended: the newest point is a stale marker.
+	dataTs      int64
+	windowStart int64
+	dirty       bool
+	ended       bool
+	everQueued  bool
+	// scale doubles the data time between points per step, after the
+	// queue was thinned (see queue); back to 0 once it drains.
+	scale    uint8
+	lastTs   int64
+	points   []point
+	exemplar *ownedExemplar // newest exemplar absorbed, not yet in a point
+	spareEx  *ownedExemplar // one delivered point's, for reuse
 }
 
-// input is one input series of a merged output.
+// point is one emission of a merged output: its value at ts.
+type point struct {
+	ts    int64
+	v     float64
+	hasV  bool
+	stale bool                      // a stale marker: the output ended
+	h     *histogram.FloatHistogram // immutable once queued
+	ex    *ownedExemplar            // immutable once queued
+	// sent: the point is in a batch being delivered, or was in one whose
+	// fate is unknown. It is resent exactly as it is (an identical
+	// duplicate is harmless) and never replaced.
+	sent bool
+}
+
+// input is one live input series of a merged output.
 type input struct {
 	seen   int64 // wall-clock ms of the last sample
-	ts     int64 // timestamp of the last float sample
+	ts     int64 // timestamp of the last float sample (clamped)
 	val    float64
 	offset float64 // sum of values before resets
 	has    bool
 	// stale: the last float sample was a stale marker. The input leaves
-	// gauge aggregates but keeps its counter state until it expires, because
-	// a target that missed one scrape comes back with the same cumulative
-	// value, which must add nothing.
+	// gauge aggregates but keeps its counter state until it retires,
+	// because a target that missed one scrape comes back with the same
+	// cumulative value, which must add nothing.
 	stale bool
 	// pending: the input fed the output before it was merged, and its
 	// value is not known yet (a native histogram passed through). The
@@ -73,6 +109,19 @@ type input struct {
 	histStale  bool
 }
 
+// retiredInput is the counter state of an input that stopped: what it
+// contributes, and what it needs to continue if it comes back.
+type retiredInput struct {
+	at         int64 // wall-clock ms of its last sample
+	ts         int64
+	val        float64
+	offset     float64
+	has        bool
+	histTs     int64
+	hist       *histogram.FloatHistogram
+	histOffset *histogram.FloatHistogram
+}
+
 // Decision says what happened to a routed series.
 type Decision uint8
 
@@ -83,8 +132,9 @@ const (
 	// Absorbed: the merger took the samples; remove the series from the
 	// request.
 	Absorbed
-	// Dropped: the samples could not be tracked (max_inputs reached on a
-	// merged output); remove the series and count it.
+	// Dropped: the samples could not be tracked (merge.max_inputs reached);
+	// remove the series and count it. Forwarding it untracked could send
+	// the downstream two values for one series and timestamp.
 	Dropped
 )
 
@@ -94,7 +144,7 @@ const (
 // that collapsed it). nowMs is the wall-clock time of the request. With
 // forceMerge the output is merged from its first input on and never passes
 // through: the limiter's overflow series, which only ever carry merged
-// values and flush timestamps.
+// values.
 //
 // For an output already known to have a single input, Route allocates
 // nothing.
@@ -106,16 +156,12 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		// Slow path: a series never seen.
 		if m.full() {
 			sh.mu.Unlock()
-			if forceMerge {
-				return Dropped
-			}
-			m.metrics.untracked.Add(float64(len(s.Samples) + len(s.Histograms)))
-			return Pass
+			return Dropped
 		}
 		o = &output{input: in, seen: nowMs}
 		sh.outputs[out] = o
 		if forceMerge {
-			o.m = m.newMerged(s.Labels, o.passTs)
+			o.m = m.newMerged(s.Labels, 0)
 		} else {
 			m.tracked.Add(1)
 		}
@@ -123,11 +169,12 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 	if o.m == nil {
 		if o.input == in && !forceMerge {
 			// Fast path: the single input of its output.
-			o.pass(s, nowMs)
+			o.pass(s, nowMs, m.rules.Load().MaxAhead.Milliseconds())
 			sh.mu.Unlock()
 			return Pass
 		}
-		// Slow path: a second input collapses into the output.
+		// Slow path: a second input collapses into the output. It takes a
+		// slot of its own.
 		if m.full() {
 			sh.mu.Unlock()
 			return Dropped
@@ -145,22 +192,25 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 			sh.mu.Unlock()
 			return Dropped
 		}
-		if len(mg.inputs) > 0 {
-			m.metrics.collisions.Inc()
+		ip = m.revive(mg, in)
+		if ip == nil {
+			if len(mg.inputs) > 0 {
+				m.metrics.collisions.Inc()
+			}
+			ip = &input{}
 		}
-		ip = &input{}
 		mg.inputs[in] = ip
 		m.tracked.Add(1)
 		m.metrics.mergeInputs.Inc()
 		mg.noteCollapsed(orig, s.Labels)
 	}
 	o.seen = nowMs
-	m.absorb(mg, ip, s, nowMs)
+	m.absorb(sh, mg, ip, s, nowMs)
 	sh.mu.Unlock()
 	return Absorbed
 }
 
-// RouteKnown absorbs the samples of s if input in is already a known input
+// RouteKnown absorbs the samples of s if input in is already a live input
 // of the merged output out, and reports whether it was. It never creates
 // state, so s.Labels need not be the output's labels: the gateway's route
 // cache calls it before relabeling, and relabels only when it returns false.
@@ -178,7 +228,7 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) bool {
 		return false
 	}
 	o.seen = nowMs
-	m.absorb(o.m, ip, s, nowMs)
+	m.absorb(sh, o.m, ip, s, nowMs)
 	sh.mu.Unlock()
 	return true
 }
@@ -188,27 +238,28 @@ func (m *Merger) full() bool {
 }
 
 // pass records a pass-through series.
-func (o *output) pass(s *wire.Series, nowMs int64) {
+func (o *output) pass(s *wire.Series, nowMs, maxAhead int64) {
 	o.seen = nowMs
+	limit := nowMs + maxAhead
 	for _, smp := range s.Samples {
-		o.passTs = max(o.passTs, smp.Timestamp)
+		o.passTs = max(o.passTs, min(smp.Timestamp, limit))
 		if smp.Timestamp >= o.lastTs && !math.IsNaN(smp.Value) {
 			o.lastVal, o.lastTs, o.hasLast = smp.Value, smp.Timestamp, true
 		}
 	}
 	for _, h := range s.Histograms {
-		o.passTs = max(o.passTs, h.Timestamp)
+		o.passTs = max(o.passTs, min(h.Timestamp, limit))
 	}
 }
 
 // newMerged returns the state of a merged output with labels out (nil for
 // an output restored from the state file, whose labels come with its first
-// input). Nothing it emits may be at or before lastEmit.
-func (m *Merger) newMerged(out []wire.Label, lastEmit int64) *merged {
+// input). Nothing it emits may be at or before floor.
+func (m *Merger) newMerged(out []wire.Label, floor int64) *merged {
 	mg := &merged{
-		since:    m.tickets.issued(),
-		inputs:   make(map[uint64]*input, 4),
-		lastEmit: lastEmit,
+		since:  m.tickets.issued(),
+		inputs: make(map[uint64]*input, 4),
+		lastTs: floor,
 	}
 	if out != nil {
 		mg.learn(m, out)
@@ -220,9 +271,9 @@ func (m *Merger) newMerged(out []wire.Label, lastEmit int64) *merged {
 // learn takes the output's labels and what follows from them.
 func (mg *merged) learn(m *Merger, out []wire.Label) {
 	mg.enc = wire.AppendEncodedLabels(make([]byte, 0, encodedSize(out)), out)
-	name := string(wire.GetLabel(out, "__name__"))
-	mg.kind = m.kindOf(name)
-	mg.policy = m.policyOf(name)
+	name := wire.GetLabel(out, "__name__")
+	mg.kind = m.kindOf(name, wire.GetLabel(out, "quantile") != nil)
+	mg.policy = m.policyOf(name, mg.kind)
 }
 
 // startMerging turns a single-input output into a merged one. The single
@@ -234,7 +285,8 @@ func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
 	first := &input{seen: o.seen}
 	if o.hasLast {
 		first.ts, first.val, first.has = o.lastTs, o.lastVal, true
-		mg.dirty = true
+		mg.dataTs = min(o.lastTs, o.passTs)
+		mg.dirty, mg.windowStart = true, mg.dataTs
 	} else {
 		first.pending = true
 	}
@@ -244,19 +296,47 @@ func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
 	o.m = mg
 }
 
-// absorb takes the samples of one input series into a merged output.
-func (m *Merger) absorb(mg *merged, ip *input, s *wire.Series, nowMs int64) {
+// revive brings back a retired input that sends again: it continues from its
+// last value, so nothing it counted before is counted twice. It returns nil
+// when the input is not retired.
+func (m *Merger) revive(mg *merged, in uint64) *input {
+	r := mg.retired[in]
+	if r == nil {
+		return nil
+	}
+	delete(mg.retired, in)
+	m.retired.Add(-1)
+	m.metrics.revived.Inc()
+	return &input{
+		ts: r.ts, val: r.val, offset: r.offset, has: r.has,
+		histTs: r.histTs, hist: r.hist, histOffset: r.histOffset,
+	}
+}
+
+// absorb takes the samples of one input series into a merged output. The
+// shard's lock is held.
+func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs int64) {
+	r := m.rules.Load()
+	limit := nowMs + r.MaxAhead.Milliseconds()
+	window := r.FlushInterval.Milliseconds()
 	ip.seen = nowMs
 	ip.pending = false
 	for _, smp := range s.Samples {
-		if (ip.has || ip.stale) && smp.Timestamp <= ip.ts {
+		ts := smp.Timestamp
+		if ts > limit {
+			// A sender clock ahead, or a bogus timestamp: the value counts,
+			// its time is clamped so that it cannot pin the output ahead.
+			ts = limit
+			m.metrics.future.Inc()
+		}
+		if (ip.has || ip.stale) && ts <= ip.ts {
 			continue // already seen: a sender retry, or out of order
 		}
+		m.advance(mg, ts, window, nowMs)
 		if value.IsStaleNaN(smp.Value) {
 			// The input disappeared from its target, perhaps for one
 			// failed scrape only; see input.stale.
-			ip.stale, ip.ts = true, smp.Timestamp
-			mg.dirty = true
+			ip.stale, ip.ts = true, ts
 			continue
 		}
 		if math.IsNaN(smp.Value) {
@@ -265,105 +345,151 @@ func (m *Merger) absorb(mg *merged, ip *input, s *wire.Series, nowMs int64) {
 		if mg.kind == Counter && ip.has && smp.Value < ip.val {
 			ip.offset += ip.val // reset of this input only
 		}
-		ip.val, ip.ts, ip.has, ip.stale = smp.Value, smp.Timestamp, true, false
-		mg.dirty = true
+		ip.val, ip.ts, ip.has, ip.stale = smp.Value, ts, true, false
+		mg.ended = false
 	}
-	for _, h := range s.Histograms {
-		if (ip.hist != nil || ip.histStale) && h.Timestamp <= ip.histTs {
+	for i := range s.Histograms {
+		h := &s.Histograms[i]
+		ts := h.Timestamp
+		if ts > limit {
+			ts = limit
+			m.metrics.future.Inc()
+		}
+		if (ip.hist != nil || ip.histStale) && ts <= ip.histTs {
 			continue
 		}
-		fh, err := decodeHistogram(h.Data)
-		if err != nil {
+		// Decode into the shard's spare histogram: the input's previous one
+		// becomes the spare, so a steady stream allocates nothing.
+		fh := sh.spareHist
+		if fh == nil {
+			fh = &histogram.FloatHistogram{}
+		}
+		if err := decodeHistogramInto(h.Data, fh); err != nil {
+			// Validated on ingest; this is a safety net, not a path.
+			sh.spareHist = fh
 			m.metrics.histogramError.Inc()
 			continue
 		}
+		m.advance(mg, ts, window, nowMs)
 		if value.IsStaleNaN(fh.Sum) {
-			ip.histStale, ip.histTs = true, h.Timestamp
-			mg.dirty = true
+			sh.spareHist = fh
+			ip.histStale, ip.histTs = true, ts
 			continue
 		}
-		if fh.CounterResetHint != histogram.GaugeType && ip.hist != nil && fh.DetectReset(ip.hist) {
-			if ip.histOffset == nil {
-				ip.histOffset = ip.hist
-			} else if _, _, _, err := ip.histOffset.Add(ip.hist); err != nil {
-				m.metrics.histogramError.Inc()
+		old := ip.hist
+		if fh.CounterResetHint != histogram.GaugeType && old != nil && fh.DetectReset(old) {
+			if ip.histOffset == nil || !m.addHistogram(ip.histOffset, old) {
+				// The first reset, or the input switched between
+				// exponential and custom buckets: the offset starts afresh.
+				ip.histOffset, old = old, nil
 			}
 		}
-		ip.hist, ip.histTs, ip.histStale = fh, h.Timestamp, false
-		mg.dirty = true
+		ip.hist, ip.histTs, ip.histStale = fh, ts, false
+		sh.spareHist = old
+		mg.ended = false
 	}
 	for i := range s.Exemplars {
-		if mg.exemplar == nil || s.Exemplars[i].Timestamp > mg.exemplar.Timestamp {
-			mg.exemplar = cloneExemplar(&s.Exemplars[i])
+		e := &s.Exemplars[i]
+		switch {
+		case mg.exemplar == nil:
+			mg.exemplar = copyExemplar(mg.spareEx, e)
+			mg.spareEx = nil
+		case e.Timestamp > mg.exemplar.Timestamp:
+			mg.exemplar = copyExemplar(mg.exemplar, e)
 		}
 	}
 }
 
-// retire ends an expired input: for counters its contribution moves into
-// the base, for gauges it simply leaves the aggregate.
-func (m *Merger) retire(mg *merged, ip *input) {
-	if mg.kind == Counter && ip.has {
-		mg.base += ip.offset + ip.val
+// advance notes that the output's value changes with data at ts. When the
+// changes since the last point span a flush interval of data time (a sender
+// catching up its backlog faster than the flusher runs), the value before
+// this change becomes a point of its own, so that the output keeps the shape
+// of its data instead of one spike.
+func (m *Merger) advance(mg *merged, ts, window, nowMs int64) {
+	if mg.dirty && ts > mg.dataTs && ts-mg.windowStart >= window<<mg.scale {
+		m.snapshot(mg, nowMs)
 	}
-	if ip.hist != nil && ip.hist.CounterResetHint != histogram.GaugeType {
-		contribution := ip.hist
-		if ip.histOffset != nil {
-			if _, _, _, err := ip.histOffset.Add(ip.hist); err == nil {
-				contribution = ip.histOffset
-			}
-		}
-		if mg.baseHist == nil {
-			mg.baseHist = contribution.Copy()
-		} else if _, _, _, err := mg.baseHist.Add(contribution); err != nil {
-			m.metrics.histogramError.Inc()
-		}
+	if !mg.dirty {
+		mg.dirty, mg.windowStart = true, ts
 	}
-	*ip = input{seen: ip.seen}
-	mg.dirty = true
+	mg.dataTs = max(mg.dataTs, ts)
 }
 
-func decodeHistogram(data []byte) (*histogram.FloatHistogram, error) {
-	var h prompb.Histogram
-	if err := h.Unmarshal(data); err != nil {
-		return nil, err
+// addHistogram adds h to sum in place and reports whether it could; the
+// failure is counted. Prometheus' arithmetic refuses to mix exponential and
+// custom buckets.
+func (m *Merger) addHistogram(sum, h *histogram.FloatHistogram) bool {
+	if _, _, _, err := sum.Add(h); err != nil {
+		m.metrics.histogramError.Inc()
+		return false
 	}
-	if h.IsFloatHistogram() {
-		return h.ToFloatHistogram(), nil
-	}
-	return h.ToIntHistogram().ToFloat(nil), nil
+	return true
 }
 
-// kindOf decides whether a metric is a counter: config first, then the
-// sender's metadata, then Prometheus naming conventions.
-func (m *Merger) kindOf(name string) Kind {
+// kindOf decides how a metric's values combine: config first, then the
+// sender's metadata, then Prometheus naming conventions. hasQuantile says
+// whether the series has a quantile label.
+func (m *Merger) kindOf(name []byte, hasQuantile bool) Kind {
 	for _, r := range m.rules.Load().Types {
-		if r.Match.MatchString(name) {
+		if r.Match.Match(name) {
 			return r.Kind
 		}
 	}
-	family := name
-	for _, suffix := range []string{"_bucket", "_count", "_sum", "_total"} {
-		if f, ok := strings.CutSuffix(name, suffix); ok {
-			family = f
+	family, suffix := name, ""
+	for _, sfx := range []string{"_bucket", "_count", "_sum", "_total"} {
+		if bytes.HasSuffix(name, []byte(sfx)) {
+			family, suffix = name[:len(name)-len(sfx)], sfx
 			break
 		}
 	}
-	for _, n := range []string{name, family} {
-		if k, ok := m.metadata.Load(n); ok {
-			return k.(Kind)
-		}
+	// The exact name first: a family may be called x_total.
+	if t := m.metricType(name); t != 0 {
+		return kindOfType(t, hasQuantile, "")
 	}
-	if family != name {
+	if suffix != "" {
+		if t := m.metricType(family); t != 0 {
+			return kindOfType(t, hasQuantile, suffix)
+		}
+		return Counter
+	}
+	if hasQuantile {
+		return Quantile
+	}
+	return Gauge
+}
+
+// kindOfType maps a metadata type to a kind; suffix is what the series name
+// adds to the family name.
+func kindOfType(t int32, hasQuantile bool, suffix string) Kind {
+	switch t {
+	case typeCounter, typeHistogram:
+		return Counter
+	case typeSummary:
+		if suffix == "" && hasQuantile {
+			return Quantile
+		}
 		return Counter
 	}
 	return Gauge
 }
 
-func (m *Merger) policyOf(name string) Policy {
-	for _, r := range m.rules.Load().Gauges {
-		if r.Match.MatchString(name) {
-			return r.Policy
+func (m *Merger) policyOf(name []byte, k Kind) Policy {
+	r := m.rules.Load()
+	switch k {
+	case Gauge:
+		for _, g := range r.Gauges {
+			if g.Match.Match(name) {
+				return g.Policy
+			}
 		}
+		return Sum
+	case Quantile:
+		for _, g := range r.Quantiles {
+			if g.Match.Match(name) {
+				return g.Policy
+			}
+		}
+		return Max
 	}
 	return Sum
 }
@@ -391,26 +517,41 @@ func encodedSize(ls []wire.Label) int {
 	return n
 }
 
-func cloneLabels(ls []wire.Label) []wire.Label {
-	n := 0
-	for _, l := range ls {
-		n += len(l.Name) + len(l.Value)
-	}
-	buf := make([]byte, 0, n)
-	out := make([]wire.Label, len(ls))
-	for i, l := range ls {
-		start := len(buf)
-		buf = append(buf, l.Name...)
-		out[i].Name = buf[start:len(buf):len(buf)]
-		start = len(buf)
-		buf = append(buf, l.Value...)
-		out[i].Value = buf[start:len(buf):len(buf)]
-	}
-	return out
+// ownedExemplar is an exemplar whose labels live in its own buffer, so that
+// it outlives the request it came in.
+type ownedExemplar struct {
+	wire.Exemplar
+	buf []byte
 }
 
-func cloneExemplar(e *wire.Exemplar) *wire.Exemplar {
-	return &wire.Exemplar{Labels: cloneLabels(e.Labels), Value: e.Value, Timestamp: e.Timestamp}
+// copyExemplar copies src into dst's memory, reusing its buffers (dst may
+// be nil), and returns it.
+func copyExemplar(dst *ownedExemplar, src *wire.Exemplar) *ownedExemplar {
+	if dst == nil {
+		dst = &ownedExemplar{}
+	}
+	n := 0
+	for _, l := range src.Labels {
+		n += len(l.Name) + len(l.Value)
+	}
+	// Grow once, up front: the labels point into buf, which must not move
+	// while they are being built.
+	if cap(dst.buf) < n {
+		dst.buf = make([]byte, 0, n)
+	}
+	buf := dst.buf[:0]
+	ls := dst.Labels[:0]
+	for _, l := range src.Labels {
+		start := len(buf)
+		buf = append(buf, l.Name...)
+		name := buf[start:len(buf):len(buf)]
+		start = len(buf)
+		buf = append(buf, l.Value...)
+		ls = append(ls, wire.Label{Name: name, Value: buf[start:len(buf):len(buf)]})
+	}
+	dst.buf, dst.Labels = buf, ls
+	dst.Value, dst.Timestamp = src.Value, src.Timestamp
+	return dst
 }
 
 func labelsString(ls []wire.Label) string {

@@ -65,7 +65,7 @@ func (m *Merger) writeState(w io.Writer) (int, error) {
 				continue
 			}
 			binary.LittleEndian.PutUint64(buf[:8], key)
-			binary.LittleEndian.PutUint64(buf[8:], uint64(max(o.m.lastEmit, o.passTs)))
+			binary.LittleEndian.PutUint64(buf[8:], uint64(max(o.m.lastTs, o.passTs)))
 			if _, err := w.Write(buf[:]); err != nil {
 				sh.mu.Unlock()
 				return n, err

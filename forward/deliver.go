@@ -1,0 +1,281 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+
+	"github.com/golang/snappy"
+
+	"github.com/cardinal-gateway/cardinal/wire"
+)
+
+// BodySender is what Deliver sends through; *Client implements it.
+type BodySender interface {
+	Send(ctx context.Context, body []byte) error
+}
+
+// MetadataSeries is the Series of a Rejection that is about req.Metadata,
+// which Deliver sends as one unit, rather than about a series.
+const MetadataSeries = -1
+
+// Rejection is one series the downstream refused on its own.
+type Rejection struct {
+	// Series is the index of the series in req.Series, or MetadataSeries.
+	Series int
+	// Samples is the number of float and histogram samples of the series
+	// (0 for metadata).
+	Samples int
+	// Err is the downstream's answer to the body holding just this series:
+	// Status 400, with Code and Reason. When the request repeats a series,
+	// several Rejections may share one Err.
+	Err *Error
+}
+
+// Report says what one Deliver did. Series and samples that are neither
+// delivered nor rejected were not attempted because a failure stopped the
+// delivery.
+type Report struct {
+	// Sends is the number of bodies sent.
+	Sends int
+	// Split is set when the downstream rejected the request as a whole and
+	// Deliver split it to isolate what it refuses.
+	Split bool
+	// DeliveredSeries and DeliveredSamples count what the downstream
+	// acknowledged.
+	DeliveredSeries, DeliveredSamples int
+	// RejectedSeries and RejectedSamples count what it refused on its own
+	// and was reported to onReject.
+	RejectedSeries, RejectedSamples int
+	// RejectedMetadata is set when it refused req.Metadata on its own.
+	RejectedMetadata bool
+}
+
+// Scratch holds Deliver's reusable buffers (encoded and compressed bodies, a
+// stack of ranges); keep one per goroutine and reuse it: after warm-up the
+// fast path allocates nothing. The zero value is ready to use.
+type Scratch struct {
+	encoded    []byte
+	compressed []byte
+	stack      []part
+	// refused holds the bodies refused during one Deliver, by hash and
+	// length, with the answer they got. A request that repeats series can
+	// produce the same body twice; the second is never sent. It is cleared
+	// when Deliver returns so that it pins no Error.
+	refused map[bodyKey]*Error
+	seed    maphash.Seed
+}
+
+// part is a range [lo, hi) of a request's items: item 0 is the request's
+// metadata when it has any, the others are its series in order.
+type part struct{ lo, hi int }
+
+type bodyKey struct {
+	hash uint64
+	len  int
+}
+
+// Capacity reports how many bytes sc's buffers hold, so that a pool can
+// refuse to keep a Scratch that one huge request grew.
+func (sc *Scratch) Capacity() int {
+	return cap(sc.encoded) + cap(sc.compressed)
+}
+
+// EncodeRange appends the remote-write 1.0 encoding of req.Series[from:to],
+// followed by req.Metadata when withMetadata is set, to dst and returns the
+// extended slice: byte for byte what MarshalAppend writes for a Request
+// holding just those. It panics if from:to is not a valid slice of
+// req.Series, as slicing does. It allocates only when dst lacks capacity.
+func EncodeRange(dst []byte, req *wire.Request, from, to int, withMetadata bool) []byte {
+	sub := wire.Request{Series: req.Series[from:to:to]}
+	if withMetadata {
+		sub.Metadata = req.Metadata
+	}
+	return sub.MarshalAppend(dst)
+}
+
+// Deliver sends req (remote write 1.0) through s. It returns nil when every
+// series was either acknowledged or isolated and rejected; rejected series
+// are reported to onReject (called synchronously, in order, at most once per
+// series index of req.Series; nil reports nothing). A retryable failure
+// returns the *Error (nothing more is attempted; the caller keeps the data
+// and retries later).
+//
+// Fast path: req is encoded once into sc, snappy-compressed and sent in one
+// body. An empty req (no series, no metadata) sends nothing.
+//
+// Slow path: when the downstream rejects a body (an error whose *Error has
+// Status 400: it answered 400, 409 or 413), Deliver splits its series into
+// two halves and sends each, re-encoded, until a rejected part is a single
+// series, which is reported to onReject and not sent again. This is needed
+// because Prometheus rolls back a whole request for one out-of-order,
+// duplicate or out-of-bounds sample, and the sender would drop all of it.
+// req.Metadata is one unit that travels with the first part only; when the
+// downstream refuses it on its own, it is reported with Series
+// MetadataSeries. A body identical to one already refused during this call
+// (the request repeats series) is never sent again. For N series Deliver
+// sends at most 2N-1 bodies (2N+1 with metadata); one bad series among N
+// costs 1+2·⌈log₂N⌉.
+//
+// Any other error (retryable: Status 503; misconfiguration: Status 502; or
+// an error that is not an *Error) stops the delivery and is returned as is;
+// so is the end of ctx, as an *Error with Status 503. What was acknowledged
+// before stays delivered, and the Report says how much that was. The
+// sender's retry of the whole request resends those parts: the downstream
+// accepts a series whose samples it already holds when they are identical
+// and the series has one sample; an older sample of a multi-sample series
+// is then out of order and that series is reported as rejected although it
+// was stored by the first attempt.
+//
+// req is only read. Deliver relies on s to honour ctx; *Client does.
+func Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
+	return (*DeliverMetrics)(nil).Deliver(ctx, s, req, sc, onReject)
+}
+
+// Deliver is the package function Deliver, counting splits and rejections
+// into m. A nil m counts nothing.
+func (m *DeliverMetrics) Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
+	var rep Report
+	meta := 0
+	if len(req.Metadata) > 0 {
+		meta = 1
+	}
+	items := meta + len(req.Series)
+	if items == 0 {
+		return rep, nil
+	}
+
+	// Fast path: the whole request in one body.
+	sc.encoded = req.MarshalAppend(sc.encoded[:0])
+	sc.compressed = snappy.Encode(sc.compressed[:cap(sc.compressed)], sc.encoded)
+	err := s.Send(ctx, sc.compressed)
+	rep.Sends++
+	if err == nil {
+		rep.DeliveredSeries = len(req.Series)
+		rep.DeliveredSamples = req.NumSamples()
+		return rep, nil
+	}
+	e, ok := rejection(err)
+	if !ok {
+		return rep, err
+	}
+
+	// Slow path: isolate what the downstream refuses.
+	if items > 1 {
+		rep.Split = true
+		m.countSplit()
+	}
+	d := delivery{m: m, req: req, sc: sc, meta: meta, onReject: onReject, rep: &rep}
+	sc.stack = sc.stack[:0]
+	if sc.refused == nil {
+		sc.refused = make(map[bodyKey]*Error)
+		sc.seed = maphash.MakeSeed()
+	}
+	defer clear(sc.refused)
+	sc.refused[sc.key()] = e
+	d.rejected(part{0, items}, e)
+
+	for len(sc.stack) > 0 {
+		p := sc.stack[len(sc.stack)-1]
+		sc.stack = sc.stack[:len(sc.stack)-1]
+		if err := ctx.Err(); err != nil {
+			return rep, &Error{
+				Status: http.StatusServiceUnavailable,
+				Msg:    fmt.Sprintf("delivery of a split request stopped after %d sends", rep.Sends),
+				Err:    err,
+			}
+		}
+		from, to, withMeta := d.series(p)
+		sc.encoded = EncodeRange(sc.encoded[:0], req, from, to, withMeta)
+		key := sc.key()
+		if prev, seen := sc.refused[key]; seen {
+			d.rejected(p, prev)
+			continue
+		}
+		sc.compressed = snappy.Encode(sc.compressed[:cap(sc.compressed)], sc.encoded)
+		err := s.Send(ctx, sc.compressed)
+		rep.Sends++
+		if err == nil {
+			rep.DeliveredSeries += to - from
+			rep.DeliveredSamples += numSamples(req.Series[from:to])
+			continue
+		}
+		e, ok := rejection(err)
+		if !ok {
+			return rep, err
+		}
+		sc.refused[key] = e
+		d.rejected(p, e)
+	}
+	return rep, nil
+}
+
+// delivery is the state of one slow-path Deliver.
+type delivery struct {
+	m        *DeliverMetrics
+	req      *wire.Request
+	sc       *Scratch
+	meta     int // 1 when item 0 is the metadata
+	onReject func(Rejection)
+	rep      *Report
+}
+
+// series maps the items of p to a range of req.Series and whether the
+// metadata goes with it.
+func (d *delivery) series(p part) (from, to int, withMeta bool) {
+	if d.meta == 0 {
+		return p.lo, p.hi, false
+	}
+	return max(p.lo-1, 0), p.hi - 1, p.lo == 0
+}
+
+// rejected handles a refused part: a single item is reported, a larger part
+// is split in two halves, pushed so that the first half is sent first and
+// onReject sees the items in order. The stack never holds more than
+// ⌈log₂N⌉+1 parts.
+func (d *delivery) rejected(p part, e *Error) {
+	if p.hi-p.lo > 1 {
+		mid := p.lo + (p.hi-p.lo)/2
+		d.sc.stack = append(d.sc.stack, part{mid, p.hi}, part{p.lo, mid})
+		return
+	}
+	r := Rejection{Series: p.lo - d.meta, Err: e}
+	if r.Series == MetadataSeries {
+		d.rep.RejectedMetadata = true
+	} else {
+		s := &d.req.Series[r.Series]
+		r.Samples = len(s.Samples) + len(s.Histograms)
+		d.rep.RejectedSeries++
+		d.rep.RejectedSamples += r.Samples
+		d.m.countRejected(e.Reason, r.Samples)
+	}
+	if d.onReject != nil {
+		d.onReject(r)
+	}
+}
+
+// key identifies the body in sc.encoded. The uncompressed body stands for
+// the compressed one: snappy.Encode is deterministic.
+func (sc *Scratch) key() bodyKey {
+	return bodyKey{hash: maphash.Bytes(sc.seed, sc.encoded), len: len(sc.encoded)}
+}
+
+// rejection returns the *Error in err when it says the downstream refused
+// the data itself.
+func rejection(err error) (*Error, bool) {
+	e, ok := errors.AsType[*Error](err)
+	if !ok || e.Status != http.StatusBadRequest {
+		return nil, false
+	}
+	return e, true
+}
+
+func numSamples(ss []wire.Series) int {
+	n := 0
+	for i := range ss {
+		n += len(ss[i].Samples) + len(ss[i].Histograms)
+	}
+	return n
+}

@@ -1,0 +1,57 @@
+package merge
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/cardinal-gateway/cardinal/wire"
+)
+
+// Collision describes one merged output for the collisions report.
+type Collision struct {
+	Series          string   `json:"series"`
+	Inputs          int      `json:"inputs"`
+	CollapsedLabels []string `json:"collapsed_labels"`
+	Kind            string   `json:"kind"`
+}
+
+// Collisions returns the top merged outputs by number of live inputs.
+func (m *Merger) Collisions(top int) []Collision {
+	out := []Collision{}
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, o := range sh.outputs {
+			if o.m == nil || o.m.enc == nil {
+				continue
+			}
+			active := 0
+			for _, ip := range o.m.inputs {
+				if !ip.stale && !ip.histStale {
+					active++
+				}
+			}
+			desc := "{}"
+			if ls, err := wire.DecodeLabels(o.m.enc); err == nil {
+				desc = labelsString(ls)
+			}
+			out = append(out, Collision{
+				Series:          desc,
+				Inputs:          active,
+				CollapsedLabels: slices.Clone(o.m.collapsed),
+				Kind:            o.m.kind.String(),
+			})
+		}
+		sh.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b Collision) int {
+		if c := cmp.Compare(b.Inputs, a.Inputs); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Series, b.Series)
+	})
+	if top > 0 && len(out) > top {
+		out = out[:top]
+	}
+	return out
+}
