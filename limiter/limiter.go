@@ -4,25 +4,52 @@
 // (a missing label contributes an empty value; a series with none of them
 // belongs to the workload "_unknown"). A series is active while it has had
 // a sample within the window; the window slides per series, so there is no
-// reset cliff. Counting is exact and conservative: a series counts until the
-// sweeper has seen it expire, so a workload never has more active series
-// admitted than its cap.
+// reset cliff. A series counts until the sweeper has seen it expire.
 //
 // Over the cap, a new series is folded: the caller rewrites its labels to
-// the workload's overflow series (workload labels, __name__, le and
-// cardinal_overflow="true") and the merge package sums it there, so totals
-// per workload stay right. A series that was folded stays folded while it is
-// active, even if room opens up, because moving it back would count its
-// cumulative value twice. Series already admitted keep flowing when a cap is
-// lowered.
+// the workload's overflow series (workload labels, __name__, le, quantile
+// and cardinal_overflow="true") and the merge package sums it there, so
+// totals per workload stay right. A series that was folded stays folded
+// while it is active, even if room opens up, because moving it back would
+// count its cumulative value twice. Series already admitted keep flowing
+// when a cap is lowered.
 //
-// Admitting a known series allocates nothing. Tracking costs one map entry
-// of 16 bytes of payload per series (see BenchmarkMemoryPerSeries).
+// The series of one histogram or summary instance (x_bucket{le=...}, x_sum
+// and x_count, or x{quantile=...}, x_sum and x_count, with the same other
+// labels) are admitted or folded together, since a histogram split between
+// its own series and the overflow series breaks histogram_quantile. The
+// first new series of an instance decides by the cap; the later ones take
+// its decision, in whatever request they come. An instance's decision
+// lasts a window after its last new series: a member arriving later than
+// that is decided alone. The cap is exact and conservative except for
+// that: a workload may exceed its cap by the remaining series of the
+// instances admitted under it (at most maxInstanceSeries-1 each). Series
+// outside any instance never exceed it.
+//
+// Memory is bounded per workload. Admitted series cost an entry each, and
+// are bounded by the cap. Folded series and folded instances are tracked
+// one by one up to Settings.MaxTrackedFolded entries per workload; past
+// that the workload is saturated: every new series it does not know is
+// folded untracked, whatever the cap, and the saturation lasts until a
+// whole window passes without such a fold. A folded series thus stays
+// folded while it is active, tracked or not. The report then counts the
+// tracked folded series only and says the workload is saturated.
+//
+// A workload with no entries left and no saturation is forgotten by the
+// sweeper, so max_workloads counts live workloads, not all ever seen.
+//
+// Admitting a known series allocates nothing and takes one map lookup; only
+// new series compute an instance key. A series entry is a map entry of 16
+// bytes (about 38 bytes of heap with the map's own, see
+// BenchmarkMemoryPerSeries), an instance entry one of 20 bytes (about 56).
+// A workload thus holds at most MaxTrackedFolded folded entries, about
+// 150 to 225 KiB at the default, besides its admitted series.
 package limiter
 
 import (
 	"cmp"
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"slices"
@@ -43,6 +70,8 @@ const (
 	numShards              = 128
 	idShift                = 33
 	foldedBit       uint64 = 1 << 32
+	// DefaultMaxTrackedFolded is Settings.MaxTrackedFolded when unset.
+	DefaultMaxTrackedFolded = 4096
 )
 
 // Settings are what a config reload may change.
@@ -55,6 +84,10 @@ type Settings struct {
 	// Overrides from the config file; admin API overrides win over them.
 	Overrides    map[string]int
 	MaxWorkloads int
+	// MaxTrackedFolded bounds the folded series and folded instances a
+	// workload tracks one by one; past it the workload is saturated (see
+	// the package doc). 0 means DefaultMaxTrackedFolded.
+	MaxTrackedFolded int
 }
 
 // Enabled reports whether any workload is tracked at all.
@@ -80,10 +113,13 @@ type Limiter struct {
 	eff   atomic.Pointer[map[string]int] // config overrides with the API's on top
 
 	shards [numShards]shard
+	insts  [numShards]instShard
+	seed   maphash.Seed // of the instance keys
 
 	wlMu   sync.RWMutex
 	byName map[string]*Workload
-	byID   []*Workload
+	byID   []*Workload // nil where a retired workload was
+	free   []uint32    // ids of retired workloads, for reuse
 }
 
 type shard struct {
@@ -94,16 +130,6 @@ type shard struct {
 	_      [40]byte
 }
 
-// Workload is the accounting of one workload.
-type Workload struct {
-	Name          string
-	id            uint32
-	active        atomic.Int64
-	folded        atomic.Int64
-	foldedSamples atomic.Uint64
-	limitReached  atomic.Uint64
-}
-
 // New returns a Limiter; call Run to expire series.
 func New(opts Options) *Limiter {
 	if opts.Logger == nil {
@@ -112,10 +138,11 @@ func New(opts Options) *Limiter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	l := &Limiter{logger: opts.Logger, now: opts.Now, api: map[string]int{}, byName: map[string]*Workload{}}
+	l := &Limiter{logger: opts.Logger, now: opts.Now, api: map[string]int{}, byName: map[string]*Workload{}, seed: maphash.MakeSeed()}
 	l.epoch = l.now().Add(-time.Second)
 	for i := range l.shards {
 		l.shards[i].series = map[uint64]uint64{}
+		l.insts[i].m = map[uint64]instEntry{}
 	}
 	l.SetSettings(opts.Settings)
 	return l
@@ -129,6 +156,9 @@ func (l *Limiter) SetSettings(s Settings) {
 	}
 	if s.MaxWorkloads <= 0 {
 		s.MaxWorkloads = 10000
+	}
+	if s.MaxTrackedFolded <= 0 {
+		s.MaxTrackedFolded = DefaultMaxTrackedFolded
 	}
 	if old := l.settings.Load(); old != nil && !slices.Equal(old.WorkloadLabels, s.WorkloadLabels) {
 		l.resetWith(&s)
@@ -147,20 +177,18 @@ func (l *Limiter) Settings() *Settings { return l.settings.Load() }
 // accounting, as one step: every shard lock is held, so no Admit can store
 // a series under a workload id of the old accounting.
 func (l *Limiter) resetWith(s *Settings) {
-	for i := range l.shards {
-		l.shards[i].mu.Lock()
-	}
+	l.lockAll()
 	l.wlMu.Lock()
 	l.settings.Store(s)
 	for i := range l.shards {
 		clear(l.shards[i].series)
+		clear(l.insts[i].m)
 	}
 	l.byName = map[string]*Workload{}
 	l.byID = nil
+	l.free = nil
 	l.wlMu.Unlock()
-	for i := range l.shards {
-		l.shards[i].mu.Unlock()
-	}
+	l.unlockAll()
 }
 
 // refreshEffective recomputes the overrides in force. apiMu is held.
@@ -201,8 +229,10 @@ func (l *Limiter) nowSec() uint32 {
 func (l *Limiter) Clock() uint32 { return l.nowSec() }
 
 // Admit decides for one output series, identified by the hash of its labels
-// ls, carrying n samples. keyBuf is scratch space for the workload key; the
-// grown buffer is returned. Admitting a known series allocates nothing.
+// ls, carrying n samples. keyBuf is scratch space for the workload and
+// instance keys; the grown buffer is returned, holding the workload key of
+// a new series. Admitting a known series allocates nothing, and neither
+// does a new one once the maps and keyBuf have grown to the traffic.
 func (l *Limiter) Admit(hash uint64, ls []wire.Label, n int, now uint32, keyBuf []byte) (Decision, []byte) {
 	sh := &l.shards[hash%numShards]
 	sh.mu.Lock()
@@ -225,39 +255,46 @@ func (l *Limiter) Admit(hash uint64, ls []wire.Label, n int, now uint32, keyBuf 
 		}
 		return Fold, keyBuf
 	}
-	// Slow path: a new series.
+	// Slow path: a new series. The instance key goes after the workload
+	// key in keyBuf, which is handed back holding the workload key only.
 	keyBuf = appendKey(keyBuf[:0], ls, st.WorkloadLabels)
+	keyLen := len(keyBuf)
+	keyBuf, inInstance := appendInstanceKey(keyBuf, ls)
+	var inst uint64
+	if inInstance {
+		inst = maphash.Bytes(l.seed, keyBuf[keyLen:])
+	}
+	keyBuf = keyBuf[:keyLen]
 	w := l.workload(keyBuf, st)
 	limit := l.Limit(w.Name)
+	window := uint32(st.Window / time.Second)
+	var o outcome
+	if inInstance {
+		o = l.decideInstance(w, inst, limit, st.MaxTrackedFolded, now, window)
+	} else {
+		o = w.decideAlone(limit, st.MaxTrackedFolded, now, window, 1)
+	}
 	v := uint64(now) | uint64(w.id)<<idShift
-	decision := Admit
-	if !w.reserve(limit) {
-		v |= foldedBit
+	switch o {
+	case admitted:
+		sh.series[hash] = v
+		sh.mu.Unlock()
+		return Admit, keyBuf
+	case foldedTracked:
+		sh.series[hash] = v | foldedBit
 		w.folded.Add(1)
 		w.limitReached.Add(1)
-		w.foldedSamples.Add(uint64(n))
-		if !st.DryRun {
-			decision = Fold
-		}
+	default:
+		// Not recorded: the workload's saturation, which this fold
+		// prolongs, keeps the series folded.
+		w.untrackedFolds.Add(1)
 	}
-	sh.series[hash] = v
 	sh.mu.Unlock()
-	return decision, keyBuf
-}
-
-// reserve takes one active slot if the cap allows it. Series of one workload
-// live in every shard, so the check and the increment must be one atomic
-// step for the cap to be exact.
-func (w *Workload) reserve(limit int) bool {
-	for {
-		cur := w.active.Load()
-		if limit > 0 && cur >= int64(limit) {
-			return false
-		}
-		if w.active.CompareAndSwap(cur, cur+1) {
-			return true
-		}
+	w.foldedSamples.Add(uint64(n))
+	if st.DryRun {
+		return Admit, keyBuf
 	}
+	return Fold, keyBuf
 }
 
 // AdmitKnown is Admit for a series the caller believes the limiter knows,
@@ -306,48 +343,15 @@ func appendKey(dst []byte, ls []wire.Label, workloadLabels []string) []byte {
 	return dst
 }
 
-// workload returns the accounting of the workload key, creating it.
-func (l *Limiter) workload(key []byte, st *Settings) *Workload {
-	l.wlMu.RLock()
-	w := l.byName[bytesconv.String(key)]
-	l.wlMu.RUnlock()
-	if w != nil {
-		return w
-	}
-	l.wlMu.Lock()
-	defer l.wlMu.Unlock()
-	if w = l.byName[string(key)]; w != nil {
-		return w
-	}
-	name := string(key)
-	if len(l.byID) >= st.MaxWorkloads {
-		// Too many workloads: a misconfigured workload label must not blow
-		// up the limiter itself.
-		name = OtherWorkload
-		if w = l.byName[name]; w != nil {
-			return w
-		}
-	}
-	w = &Workload{Name: name, id: uint32(len(l.byID))}
-	l.byID = append(l.byID, w)
-	l.byName[name] = w
-	return w
-}
-
-func (l *Limiter) workloadByID(id uint32) *Workload {
-	l.wlMu.RLock()
-	defer l.wlMu.RUnlock()
-	return l.byID[id]
-}
-
 // AppendOverflowLabels appends to dst the labels of the overflow series that
-// a folded series with labels ls goes to: __name__, le when present, the
-// workload labels and cardinal_overflow="true", sorted by name. The values
-// alias ls.
+// a folded series with labels ls goes to: __name__, le and quantile when
+// present (so that the buckets and quantiles of folded histograms and
+// summaries stay apart), the workload labels and cardinal_overflow="true",
+// sorted by name. The values alias ls.
 func (l *Limiter) AppendOverflowLabels(dst []wire.Label, ls []wire.Label) []wire.Label {
 	start := len(dst)
 	for _, lb := range ls {
-		if string(lb.Name) == "__name__" || string(lb.Name) == "le" || slices.Contains(l.settings.Load().WorkloadLabels, string(lb.Name)) {
+		if string(lb.Name) == "__name__" || string(lb.Name) == "le" || string(lb.Name) == "quantile" || slices.Contains(l.settings.Load().WorkloadLabels, string(lb.Name)) {
 			dst = append(dst, lb)
 		}
 	}
@@ -371,7 +375,9 @@ func (l *Limiter) Run(ctx context.Context) {
 	}
 }
 
-// Sweep expires the series not seen within the window.
+// Sweep expires the series and instance entries not seen within the
+// window, ends the saturations older than a window, and forgets the
+// workloads left idle.
 func (l *Limiter) Sweep() {
 	now := l.nowSec()
 	window := uint32(l.settings.Load().Window / time.Second)
@@ -379,44 +385,85 @@ func (l *Limiter) Sweep() {
 		sh := &l.shards[i]
 		sh.mu.Lock()
 		for h, v := range sh.series {
-			// A request may have stamped the series after Sweep read the
-			// clock: a negative age is fresh, not a wrapped-around old one.
-			if int64(int32(now-uint32(v))) <= int64(window) {
+			if fresh(now, uint32(v), window) {
 				continue
 			}
 			delete(sh.series, h)
 			w := l.workloadByID(uint32(v >> idShift))
 			if v&foldedBit != 0 {
 				w.folded.Add(-1)
+				w.tracked.Add(-1)
 			} else {
 				w.active.Add(-1)
 			}
 		}
 		sh.mu.Unlock()
 	}
+	for i := range l.insts {
+		is := &l.insts[i]
+		is.mu.Lock()
+		for h, e := range is.m {
+			if fresh(now, e.seen, window) {
+				continue
+			}
+			delete(is.m, h)
+			w := l.workloadByID(e.id)
+			w.instances.Add(-1)
+			if e.folded {
+				w.foldedInstances.Add(-1)
+				w.tracked.Add(-1)
+			}
+		}
+		is.mu.Unlock()
+	}
+	l.retire(now, window)
 }
 
-// Report is one workload's line of GET /api/v1/cardinality.
+// Report is one workload's line of GET /api/v1/cardinality. The fields
+// added after the first five are omitted when zero, so a workload without
+// histograms folded and without saturation reads as it always did.
 type Report struct {
-	Workload       string `json:"workload"`
-	ActiveSeries   int64  `json:"active_series"`
-	Limit          int    `json:"limit"`
+	Workload string `json:"workload"`
+	// ActiveSeries may exceed Limit by the rest of the instances admitted
+	// under it (see the package doc).
+	ActiveSeries int64 `json:"active_series"`
+	Limit        int   `json:"limit"`
+	// DroppedSeries are the folded series tracked one by one: all the
+	// active folded series unless Saturated, a lower bound if it is.
 	DroppedSeries  int64  `json:"dropped_series"`
 	DroppedSamples uint64 `json:"dropped_samples"`
+	// FoldedInstances are the histogram and summary instances tracked as
+	// folded.
+	FoldedInstances int64 `json:"folded_instances,omitempty"`
+	// Saturated: the workload tracks Settings.MaxTrackedFolded folded
+	// entries, or did within the window, and folds every new series
+	// untracked.
+	Saturated bool `json:"saturated,omitempty"`
+	// UntrackedFolds counts the new series folded untracked, once per
+	// arrival: a series folded so comes back as new in every request.
+	UntrackedFolds uint64 `json:"untracked_folds,omitempty"`
 }
 
 // Cardinality returns the workloads, largest first (active plus folded
 // series), at most top of them (all when top <= 0).
 func (l *Limiter) Cardinality(top int) []Report {
+	now := l.nowSec()
+	window := uint32(l.settings.Load().Window / time.Second)
 	l.wlMu.RLock()
-	out := make([]Report, 0, len(l.byID))
+	out := make([]Report, 0, len(l.byName))
 	for _, w := range l.byID {
+		if w == nil {
+			continue
+		}
 		out = append(out, Report{
-			Workload:       w.Name,
-			ActiveSeries:   w.active.Load(),
-			Limit:          l.Limit(w.Name),
-			DroppedSeries:  w.folded.Load(),
-			DroppedSamples: w.foldedSamples.Load(),
+			Workload:        w.Name,
+			ActiveSeries:    w.active.Load(),
+			Limit:           l.Limit(w.Name),
+			DroppedSeries:   w.folded.Load(),
+			DroppedSamples:  w.foldedSamples.Load(),
+			FoldedInstances: w.foldedInstances.Load(),
+			Saturated:       w.saturated(now, window),
+			UntrackedFolds:  w.untrackedFolds.Load(),
 		})
 	}
 	l.wlMu.RUnlock()

@@ -71,6 +71,116 @@ func makeSeriesN(ns, app string, from, n int) []testSeries {
 	return out
 }
 
+// newTestSeries is the series of the label pairs kv.
+func newTestSeries(kv ...string) testSeries {
+	ls := labels(kv...)
+	h, _ := wire.HashLabels(nil, ls)
+	return testSeries{ls: ls, hash: h}
+}
+
+// histogram is one classic histogram instance of workload ns/app: a bucket
+// per le, then _sum and _count.
+func histogram(name, ns, app, pod string, les ...string) []testSeries {
+	var out []testSeries
+	for _, le := range les {
+		out = append(out, newTestSeries("__name__", name+"_bucket", "namespace", ns, "app", app, "pod", pod, "le", le))
+	}
+	return append(out,
+		newTestSeries("__name__", name+"_sum", "namespace", ns, "app", app, "pod", pod),
+		newTestSeries("__name__", name+"_count", "namespace", ns, "app", app, "pod", pod))
+}
+
+// summary is one summary instance of workload ns/app: a series per
+// quantile, then _sum and _count.
+func summary(name, ns, app, pod string, quantiles ...string) []testSeries {
+	var out []testSeries
+	for _, q := range quantiles {
+		out = append(out, newTestSeries("__name__", name, "namespace", ns, "app", app, "pod", pod, "quantile", q))
+	}
+	return append(out,
+		newTestSeries("__name__", name+"_sum", "namespace", ns, "app", app, "pod", pod),
+		newTestSeries("__name__", name+"_count", "namespace", ns, "app", app, "pod", pod))
+}
+
+// entries is how many series and instance entries the limiter holds.
+func entries(l *Limiter) int {
+	l.lockAll()
+	defer l.unlockAll()
+	n := 0
+	for i := range l.shards {
+		n += len(l.shards[i].series) + len(l.insts[i].m)
+	}
+	return n
+}
+
+// checkAccounting fails unless every entry names a live workload and every
+// live workload's counters match the entries that name it: what makes the
+// reuse of retired workloads' ids safe.
+func checkAccounting(t *testing.T, l *Limiter) {
+	t.Helper()
+	l.lockAll()
+	defer l.unlockAll()
+	l.wlMu.RLock()
+	defer l.wlMu.RUnlock()
+	type counts struct{ active, folded, instances, foldedInstances int64 }
+	got := map[uint32]*counts{}
+	at := func(id uint32) *counts {
+		if int(id) >= len(l.byID) || l.byID[id] == nil {
+			t.Fatalf("an entry names workload id %d, which is not live", id)
+		}
+		if got[id] == nil {
+			got[id] = &counts{}
+		}
+		return got[id]
+	}
+	for i := range l.shards {
+		for _, v := range l.shards[i].series {
+			c := at(uint32(v >> idShift))
+			if v&foldedBit != 0 {
+				c.folded++
+			} else {
+				c.active++
+			}
+		}
+		for _, e := range l.insts[i].m {
+			c := at(e.id)
+			c.instances++
+			if e.folded {
+				c.foldedInstances++
+			}
+		}
+	}
+	live := 0
+	for id, w := range l.byID {
+		if w == nil {
+			continue
+		}
+		live++
+		if w.id != uint32(id) || l.byName[w.Name] != w {
+			t.Fatalf("workload %q: id %d at %d, byName has %p, want %p", w.Name, w.id, id, l.byName[w.Name], w)
+		}
+		c := got[uint32(id)]
+		if c == nil {
+			c = &counts{}
+		}
+		want := counts{w.active.Load(), w.folded.Load(), w.instances.Load(), w.foldedInstances.Load()}
+		if *c != want {
+			t.Fatalf("workload %q: entries %+v, counters %+v", w.Name, *c, want)
+		}
+		if tr := w.tracked.Load(); tr != c.folded+c.foldedInstances {
+			t.Fatalf("workload %q: tracked %d, want %d", w.Name, tr, c.folded+c.foldedInstances)
+		}
+	}
+	if live != len(l.byName) {
+		t.Fatalf("%d workloads by id, %d by name", live, len(l.byName))
+	}
+	for _, id := range l.free {
+		if l.byID[id] != nil {
+			t.Fatalf("free id %d is taken by %q", id, l.byID[id].Name)
+		}
+	}
+}
+
 func newTestLimiter(s Settings, clock *fakeClock) *Limiter {
 	if s.WorkloadLabels == nil {
 		s.WorkloadLabels = []string{"namespace", "app"}
@@ -154,7 +264,8 @@ func TestCapIsExactConcurrent(t *testing.T) {
 		perG       = 2000
 		limit      = 500
 	)
-	l := newTestLimiter(Settings{Default: limit}, nil)
+	// Room to track every folded series: saturation is tested apart.
+	l := newTestLimiter(Settings{Default: limit, MaxTrackedFolded: goroutines * perG}, nil)
 	var admitted, folded atomic.Int64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -307,11 +418,12 @@ func TestWindowSlidesPerSeries(t *testing.T) {
 	if a, f := admitAll(l, makeSeriesN("payments", "checkout", 1000, 1), 1); a != 0 || f != 1 {
 		t.Fatalf("new series over the cap: admitted %d, folded %d; want 0 and 1", a, f)
 	}
-	// Expired folded series free their folded count too.
+	// Expired folded series free their folded count too, and the workload,
+	// left without series, is forgotten.
 	clock.Advance(2 * time.Minute)
 	l.Sweep()
-	if r := reportOf(t, l, "payments/checkout"); r.ActiveSeries != 0 || r.DroppedSeries != 0 {
-		t.Fatalf("after everything expired: %+v", r)
+	if rep := l.Cardinality(0); len(rep) != 0 {
+		t.Fatalf("after everything expired: %+v, want no workload", rep)
 	}
 	if a, _ := admitAll(l, ss, 1); a != n {
 		t.Fatalf("re-admitted %d, want %d", a, n)
@@ -472,6 +584,10 @@ func TestAppendOverflowLabels(t *testing.T) {
 		`{__name__="http_requests_total", app="checkout", cardinal_overflow="true", namespace="payments"}`)
 	f(labels("__name__", "latency_bucket", "namespace", "payments", "app", "checkout", "le", "0.5", "user", "u1"),
 		`{__name__="latency_bucket", app="checkout", cardinal_overflow="true", le="0.5", namespace="payments"}`)
+	// Regression: the quantiles of a folded summary collided in one
+	// overflow series.
+	f(labels("__name__", "latency", "namespace", "payments", "app", "checkout", "quantile", "0.99", "user", "u1"),
+		`{__name__="latency", app="checkout", cardinal_overflow="true", namespace="payments", quantile="0.99"}`)
 	f(labels("__name__", "up", "namespace", "payments", "zone", "a"),
 		`{__name__="up", cardinal_overflow="true", namespace="payments"}`)
 	f(labels("__name__", "up", "instance", "i", "zzz", "1"),

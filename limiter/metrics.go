@@ -16,7 +16,9 @@ var (
 	activeDesc = prometheus.NewDesc("cardinal_active_series",
 		"Active series admitted per workload (top workloads; the rest summed as _other).", []string{"workload"}, nil)
 	limitDesc = prometheus.NewDesc("cardinal_series_limit_reached_total",
-		"New series that found their workload at its cap (folded, or counted in dry_run), per workload (top workloads; the rest summed as _other).", []string{"workload"}, nil)
+		"New series folded, and tracked as folded, because their workload was at its cap or their histogram or summary was folded (counted only in dry_run), per workload (top workloads; the rest summed as _other).", []string{"workload"}, nil)
+	untrackedDesc = prometheus.NewDesc("cardinal_untracked_folds_total",
+		"Arrivals of series folded untracked because their workload was saturated: it tracked as many folded series as it may (counted only in dry_run), per workload (top workloads; the rest summed as _other).", []string{"workload"}, nil)
 	foldedDesc = prometheus.NewDesc("cardinal_folded_samples_total",
 		"Samples of series over their workload's cap, folded into its overflow series (counted only in dry_run), per workload (top workloads; the rest summed as _other).", []string{"workload"}, nil)
 )
@@ -30,15 +32,22 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- activeDesc
 	ch <- limitDesc
 	ch <- foldedDesc
+	ch <- untrackedDesc
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	c.l.wlMu.RLock()
-	ws := slices.Clone(c.l.byID)
+	ws := make([]*Workload, 0, len(c.l.byName))
+	for _, w := range c.l.byID {
+		if w != nil {
+			ws = append(ws, w)
+		}
+	}
 	c.l.wlMu.RUnlock()
 	emitTop(ch, ws, activeDesc, prometheus.GaugeValue, func(w *Workload) float64 { return float64(w.active.Load()) })
 	emitTop(ch, ws, limitDesc, prometheus.CounterValue, func(w *Workload) float64 { return float64(w.limitReached.Load()) })
 	emitTop(ch, ws, foldedDesc, prometheus.CounterValue, func(w *Workload) float64 { return float64(w.foldedSamples.Load()) })
+	emitTop(ch, ws, untrackedDesc, prometheus.CounterValue, func(w *Workload) float64 { return float64(w.untrackedFolds.Load()) })
 }
 
 // emitTop sends the TopWorkloads largest non-zero values by workload and the
