@@ -196,10 +196,10 @@ func (h *Handler) serve(ws *workspace, r *http.Request) *httpError {
 	switch {
 	case invalid > 0 && rejected > 0:
 		return errorf(http.StatusBadRequest, "dropped %d invalid series (%d samples): %s; the downstream refused %d series (%d samples), the first as %s: %s; the other series were accepted",
-			invalid, res.Invalid.DroppedSamples(), describeInvalid(&res.Invalid), rejected, res.Rejected.Samples, res.Rejected.Reason, res.Rejected.Detail)
+			invalid, res.Invalid.DroppedSamples(), res.Invalid.Describe(), rejected, res.Rejected.Samples, res.Rejected.Reason, res.Rejected.Detail)
 	case invalid > 0:
 		return errorf(http.StatusBadRequest, "dropped %d invalid series (%d samples): %s; the other series were accepted",
-			invalid, res.Invalid.DroppedSamples(), describeInvalid(&res.Invalid))
+			invalid, res.Invalid.DroppedSamples(), res.Invalid.Describe())
 	case rejected > 0:
 		return errorf(http.StatusBadRequest, "the downstream refused %d series (%d samples), the first as %s: %s; the other series were accepted",
 			rejected, res.Rejected.Samples, res.Rejected.Reason, res.Rejected.Detail)
@@ -270,20 +270,6 @@ func readBody(dst []byte, r io.Reader, max int) ([]byte, error) {
 			return dst, err
 		}
 	}
-}
-
-func describeInvalid(st *wire.SanitizeStats) string {
-	var sb strings.Builder
-	for reason, n := range st.Series {
-		if n == 0 {
-			continue
-		}
-		if sb.Len() > 0 {
-			sb.WriteString(", ")
-		}
-		fmt.Fprintf(&sb, "%d with %s", n, wire.InvalidReason(reason))
-	}
-	return sb.String()
 }
 
 func (h *Handler) putWorkspace(ws *workspace) {

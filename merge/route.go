@@ -535,9 +535,13 @@ func copyExemplar(dst *ownedExemplar, src *wire.Exemplar) *ownedExemplar {
 		n += len(l.Name) + len(l.Value)
 	}
 	// Grow once, up front: the labels point into buf, which must not move
-	// while they are being built.
+	// while they are being built. Prometheus bounds an exemplar's labels
+	// to 128 characters, so most exemplars fit the first buffer.
 	if cap(dst.buf) < n {
-		dst.buf = make([]byte, 0, n)
+		dst.buf = make([]byte, 0, max(n, 160))
+	}
+	if cap(dst.Labels) < len(src.Labels) {
+		dst.Labels = make([]wire.Label, 0, max(len(src.Labels), 4))
 	}
 	buf := dst.buf[:0]
 	ls := dst.Labels[:0]

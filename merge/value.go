@@ -5,7 +5,8 @@ import (
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/value"
-	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/wire"
 )
 
 // snapshot queues the output's current value as a point. The shard lock is
@@ -66,6 +67,8 @@ func (m *Merger) queue(mg *merged, p point) {
 		last := &mg.points[len(mg.points)-1]
 		if p.ex == nil {
 			p.ex = last.ex
+		} else if last.ex != nil && mg.spareEx == nil {
+			mg.spareEx = last.ex
 		}
 		*last = p
 	} else {
@@ -213,16 +216,8 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 	return sum
 }
 
-// decodeHistogramInto decodes an encoded prometheus.Histogram into fh.
+// decodeHistogramInto decodes an encoded prometheus.Histogram into fh,
+// reusing its memory.
 func decodeHistogramInto(data []byte, fh *histogram.FloatHistogram) error {
-	var h prompb.Histogram
-	if err := h.Unmarshal(data); err != nil {
-		return err
-	}
-	if h.IsFloatHistogram() {
-		h.ToFloatHistogram().CopyTo(fh)
-	} else {
-		h.ToIntHistogram().ToFloat(nil).CopyTo(fh)
-	}
-	return nil
+	return wire.DecodeFloatHistogram(data, fh)
 }

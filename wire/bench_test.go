@@ -2,9 +2,12 @@ package wire
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
@@ -96,5 +99,127 @@ func BenchmarkCodecFloor(b *testing.B) {
 			b.Fatal(err)
 		}
 		out = snappy.Encode(out[:cap(out)], raw)
+	}
+}
+
+// nativeHistogramRequest is a request of 500 series, each carrying two valid
+// native histograms of the kinds randomValidHistogram makes.
+func nativeHistogramRequest(tb testing.TB) []byte {
+	tb.Helper()
+	rng := rand.New(rand.NewPCG(17, 18))
+	req := &prompb.WriteRequest{}
+	for i := range 500 {
+		req.Timeseries = append(req.Timeseries, prompb.TimeSeries{
+			Labels:     []prompb.Label{{Name: "__name__", Value: "rpc_latency_seconds"}, {Name: "pod", Value: fmt.Sprint("pod-", i)}},
+			Histograms: []prompb.Histogram{randomValidHistogram(rng), randomValidHistogram(rng)},
+		})
+	}
+	return mustMarshal(tb, req)
+}
+
+// BenchmarkUnmarshalNativeHistograms: Unmarshal parses every histogram
+// whole, to reject what gogo would.
+func BenchmarkUnmarshalNativeHistograms(b *testing.B) {
+	src := nativeHistogramRequest(b)
+	var r Request
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		if err := r.Unmarshal(src); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(r.Series))*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+}
+
+// BenchmarkSanitizeNativeHistograms: Unmarshal and Sanitize, which
+// validates every histogram, of the same request.
+func BenchmarkSanitizeNativeHistograms(b *testing.B) {
+	src := nativeHistogramRequest(b)
+	var r Request
+	var st SanitizeStats
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		if err := r.Unmarshal(src); err != nil {
+			b.Fatal(err)
+		}
+		r.Sanitize(&st)
+	}
+	if st.DroppedSeries() != 0 {
+		b.Fatalf("dropped: %s", st.Describe())
+	}
+	b.ReportMetric(float64(len(r.Series))*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+}
+
+func histogramBenchCases(tb testing.TB) map[string][]byte {
+	withBounds := floatHist(histogram.CustomBucketsSchema, 30, spans(0, 10), 1, 2, 3, 4, 5, 6, 7, 0, 1, 1)
+	withBounds.CustomValues = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+	exp := intHist(3, 0, spans(-10, 8, 2, 6, 4, 6))
+	var c int64
+	for k := range 20 {
+		d := int64(k%5) - 2
+		if c+d < 0 {
+			d = 0
+		}
+		c += d
+		exp.PositiveDeltas = append(exp.PositiveDeltas, d)
+	}
+	exp.Count = &prompb.Histogram_CountInt{CountInt: uint64(sumCounts(exp.PositiveDeltas))}
+	exp.Sum, exp.ZeroThreshold = 1234.5, 1e-128
+	return map[string][]byte{"integer20": marshalHistogram(tb, exp), "customFloat10": marshalHistogram(tb, withBounds)}
+}
+
+func sumCounts(deltas []int64) int64 {
+	var c, sum int64
+	for _, d := range deltas {
+		c += d
+		sum += c
+	}
+	return sum
+}
+
+func BenchmarkValidateHistogram(b *testing.B) {
+	for name, data := range histogramBenchCases(b) {
+		b.Run(name, func(b *testing.B) {
+			if err := ValidateHistogram(data); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				_ = ValidateHistogram(data)
+			}
+		})
+	}
+}
+
+func BenchmarkDecodeFloatHistogram(b *testing.B) {
+	for name, data := range histogramBenchCases(b) {
+		b.Run(name, func(b *testing.B) {
+			var fh histogram.FloatHistogram
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if err := DecodeFloatHistogram(data, &fh); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkGogoDecodeFloatHistogram is the reference on the same input.
+func BenchmarkGogoDecodeFloatHistogram(b *testing.B) {
+	for name, data := range histogramBenchCases(b) {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, err := referenceFloat(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

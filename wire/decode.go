@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-
-	"github.com/VictoriaMetrics/easyproto"
 )
 
 // ErrMalformed wraps every decoding error, so that callers can map all of them
@@ -21,32 +19,46 @@ func malformed(format string, args ...any) error {
 // its previous contents.
 //
 // Labels, metadata strings and histogram data alias src: the caller must keep
-// src unchanged until r is reset. Unknown fields are skipped, as protobuf
-// requires. Nothing is validated beyond the wire format; see Validate.
+// src unchanged until r is reset. Unmarshal accepts exactly the inputs that
+// Prometheus' own decoder (gogo's prompb.WriteRequest.Unmarshal) accepts, at
+// every level including the inside of native histograms: unknown fields are
+// skipped, and illegal tags, wrong wire types of known fields, truncated
+// messages and overlong varints are errors wrapping ErrMalformed. Nothing is
+// validated beyond the wire format; see Sanitize.
 func (r *Request) Unmarshal(src []byte) error {
 	r.Reset()
-	var fc easyproto.FieldContext
-	var err error
-	for len(src) > 0 {
-		if src, err = fc.NextField(src); err != nil {
-			return malformed("cannot read WriteRequest: %s", err)
+	for i := 0; i < len(src); {
+		num, wt, next, err := readTag(src, i)
+		if err != nil {
+			return malformed("%s", fieldError(num, err))
 		}
-		switch fc.FieldNum {
+		i = next
+		switch num {
 		case 1:
-			data, ok := fc.MessageData()
-			if !ok {
-				return malformed("timeseries %d: wrong wire type", len(r.Series))
+			if wt != wireBytes {
+				return malformed("timeseries %d: %s", len(r.Series), errWrongWireType)
+			}
+			var data []byte
+			if data, i, err = readBytes(src, i); err != nil {
+				return malformed("timeseries %d: %s", len(r.Series), err)
 			}
 			if err := r.unmarshalSeries(data); err != nil {
 				return malformed("timeseries %d: %s", len(r.Series), err)
 			}
 		case 3:
-			data, ok := fc.MessageData()
-			if !ok {
-				return malformed("metadata %d: wrong wire type", len(r.Metadata))
+			if wt != wireBytes {
+				return malformed("metadata %d: %s", len(r.Metadata), errWrongWireType)
+			}
+			var data []byte
+			if data, i, err = readBytes(src, i); err != nil {
+				return malformed("metadata %d: %s", len(r.Metadata), err)
 			}
 			if err := r.unmarshalMetadata(data); err != nil {
 				return malformed("metadata %d: %s", len(r.Metadata), err)
+			}
+		default:
+			if i, err = skipField(src, i, wt); err != nil {
+				return malformed("%s", fieldError(num, err))
 			}
 		}
 	}
@@ -56,8 +68,6 @@ func (r *Request) Unmarshal(src []byte) error {
 func (r *Request) unmarshalSeries(src []byte) error {
 	labelsStart, samplesStart := len(r.labels), len(r.samples)
 	exemplarsStart, histogramsStart := len(r.exemplars), len(r.histograms)
-	var fc easyproto.FieldContext
-	var err error
 	// The label fields, while they come first, contiguous and canonical.
 	whole := src
 	rawEnd, canonical := 0, true
@@ -85,52 +95,51 @@ func (r *Request) unmarshalSeries(src []byte) error {
 			}
 		}
 		// Slow path: any other field or layout.
-		if src, err = fc.NextField(src); err != nil {
-			return err
+		num, wt, i, err := readTag(src, 0)
+		if err != nil {
+			return fieldError(num, err)
 		}
-		switch fc.FieldNum {
+		var data []byte
+		if num >= 1 && num <= 4 {
+			if wt != wireBytes {
+				return fmt.Errorf("field %d: %w", num, errWrongWireType)
+			}
+			if data, i, err = readBytes(src, i); err != nil {
+				return fmt.Errorf("field %d: %w", num, err)
+			}
+		}
+		switch num {
 		case 1:
 			canonical = false
-			data, ok := fc.MessageData()
-			if !ok {
-				return errors.New("label: wrong wire type")
-			}
 			var l Label
 			if err := unmarshalLabel(&l, data); err != nil {
 				return fmt.Errorf("label %d: %w", len(r.labels)-labelsStart, err)
 			}
 			r.labels = append(r.labels, l)
 		case 2:
-			data, ok := fc.MessageData()
-			if !ok {
-				return errors.New("sample: wrong wire type")
-			}
 			var s Sample
 			if err := unmarshalSample(&s, data); err != nil {
 				return fmt.Errorf("sample %d: %w", len(r.samples)-samplesStart, err)
 			}
 			r.samples = append(r.samples, s)
 		case 3:
-			data, ok := fc.MessageData()
-			if !ok {
-				return errors.New("exemplar: wrong wire type")
-			}
 			if err := r.unmarshalExemplar(data); err != nil {
 				return fmt.Errorf("exemplar %d: %w", len(r.exemplars)-exemplarsStart, err)
 			}
 		case 4:
-			data, ok := fc.MessageData()
-			if !ok {
-				return errors.New("histogram: wrong wire type")
-			}
-			h := Histogram{Data: data}
-			ts, _, err := easyproto.GetInt64(data, 15)
-			if err != nil {
+			// The histogram is carried as its bytes, but it must be one
+			// that Prometheus can decode: parse it whole.
+			var sc histScan
+			if err := sc.scan(data, nil); err != nil {
 				return fmt.Errorf("histogram %d: %w", len(r.histograms)-histogramsStart, err)
 			}
-			h.Timestamp = ts
-			r.histograms = append(r.histograms, h)
+			r.histograms = append(r.histograms, Histogram{Timestamp: sc.timestamp, Data: data})
+		default:
+			if i, err = skipField(src, i, wt); err != nil {
+				return fieldError(num, err)
+			}
 		}
+		src = src[i:]
 	}
 	// Clip capacities so that a later append to one series' slice cannot
 	// overwrite the next series in the shared pool.
@@ -182,46 +191,64 @@ func shortLabel(data []byte) (name, value []byte, ok bool) {
 }
 
 func unmarshalLabel(l *Label, src []byte) error {
-	var fc easyproto.FieldContext
-	var err error
-	for len(src) > 0 {
-		if src, err = fc.NextField(src); err != nil {
-			return err
+	for i := 0; i < len(src); {
+		num, wt, next, err := readTag(src, i)
+		if err != nil {
+			return fieldError(num, err)
 		}
-		var ok bool
-		switch fc.FieldNum {
-		case 1:
-			l.Name, ok = fc.Bytes()
-		case 2:
-			l.Value, ok = fc.Bytes()
+		i = next
+		switch num {
+		case 1, 2:
+			if wt != wireBytes {
+				return fmt.Errorf("field %d: %w", num, errWrongWireType)
+			}
+			var b []byte
+			if b, i, err = readBytes(src, i); err != nil {
+				return fmt.Errorf("field %d: %w", num, err)
+			}
+			if num == 1 {
+				l.Name = b
+			} else {
+				l.Value = b
+			}
 		default:
-			continue
-		}
-		if !ok {
-			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+			if i, err = skipField(src, i, wt); err != nil {
+				return fieldError(num, err)
+			}
 		}
 	}
 	return nil
 }
 
 func unmarshalSample(s *Sample, src []byte) error {
-	var fc easyproto.FieldContext
-	var err error
-	for len(src) > 0 {
-		if src, err = fc.NextField(src); err != nil {
-			return err
+	for i := 0; i < len(src); {
+		num, wt, next, err := readTag(src, i)
+		if err != nil {
+			return fieldError(num, err)
 		}
-		var ok bool
-		switch fc.FieldNum {
+		i = next
+		var v uint64
+		switch num {
 		case 1:
-			s.Value, ok = fc.Double()
+			if wt != wireFixed64 {
+				return fmt.Errorf("field 1: %w", errWrongWireType)
+			}
+			if v, i, err = readFixed64(src, i); err != nil {
+				return fmt.Errorf("field 1: %w", err)
+			}
+			s.Value = math.Float64frombits(v)
 		case 2:
-			s.Timestamp, ok = fc.Int64()
+			if wt != wireVarint {
+				return fmt.Errorf("field 2: %w", errWrongWireType)
+			}
+			if v, i, err = readVarint(src, i); err != nil {
+				return fmt.Errorf("field 2: %w", err)
+			}
+			s.Timestamp = int64(v)
 		default:
-			continue
-		}
-		if !ok {
-			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+			if i, err = skipField(src, i, wt); err != nil {
+				return fieldError(num, err)
+			}
 		}
 	}
 	return nil
@@ -230,32 +257,47 @@ func unmarshalSample(s *Sample, src []byte) error {
 func (r *Request) unmarshalExemplar(src []byte) error {
 	labelsStart := len(r.exLabels)
 	var e Exemplar
-	var fc easyproto.FieldContext
-	var err error
-	for len(src) > 0 {
-		if src, err = fc.NextField(src); err != nil {
-			return err
+	for i := 0; i < len(src); {
+		num, wt, next, err := readTag(src, i)
+		if err != nil {
+			return fieldError(num, err)
 		}
-		var ok bool
-		switch fc.FieldNum {
+		i = next
+		var v uint64
+		switch num {
 		case 1:
-			var data []byte
-			if data, ok = fc.MessageData(); ok {
-				var l Label
-				if err := unmarshalLabel(&l, data); err != nil {
-					return fmt.Errorf("label %d: %w", len(r.exLabels)-labelsStart, err)
-				}
-				r.exLabels = append(r.exLabels, l)
+			if wt != wireBytes {
+				return fmt.Errorf("field 1: %w", errWrongWireType)
 			}
+			var data []byte
+			if data, i, err = readBytes(src, i); err != nil {
+				return fmt.Errorf("field 1: %w", err)
+			}
+			var l Label
+			if err := unmarshalLabel(&l, data); err != nil {
+				return fmt.Errorf("label %d: %w", len(r.exLabels)-labelsStart, err)
+			}
+			r.exLabels = append(r.exLabels, l)
 		case 2:
-			e.Value, ok = fc.Double()
+			if wt != wireFixed64 {
+				return fmt.Errorf("field 2: %w", errWrongWireType)
+			}
+			if v, i, err = readFixed64(src, i); err != nil {
+				return fmt.Errorf("field 2: %w", err)
+			}
+			e.Value = math.Float64frombits(v)
 		case 3:
-			e.Timestamp, ok = fc.Int64()
+			if wt != wireVarint {
+				return fmt.Errorf("field 3: %w", errWrongWireType)
+			}
+			if v, i, err = readVarint(src, i); err != nil {
+				return fmt.Errorf("field 3: %w", err)
+			}
+			e.Timestamp = int64(v)
 		default:
-			continue
-		}
-		if !ok {
-			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+			if i, err = skipField(src, i, wt); err != nil {
+				return fieldError(num, err)
+			}
 		}
 	}
 	e.Labels = r.exLabels[labelsStart:len(r.exLabels):len(r.exLabels)]
@@ -265,31 +307,44 @@ func (r *Request) unmarshalExemplar(src []byte) error {
 
 func (r *Request) unmarshalMetadata(src []byte) error {
 	var m Metadata
-	var fc easyproto.FieldContext
-	var err error
-	for len(src) > 0 {
-		if src, err = fc.NextField(src); err != nil {
-			return err
+	for i := 0; i < len(src); {
+		num, wt, next, err := readTag(src, i)
+		if err != nil {
+			return fieldError(num, err)
 		}
-		var ok bool
-		switch fc.FieldNum {
+		i = next
+		switch num {
 		case 1:
+			if wt != wireVarint {
+				return fmt.Errorf("field 1: %w", errWrongWireType)
+			}
+			var v uint64
+			if v, i, err = readVarint(src, i); err != nil {
+				return fmt.Errorf("field 1: %w", err)
+			}
 			// Enums are varints; like every protobuf parser, keep the low
 			// 32 bits of an out-of-range value.
-			var v int64
-			v, ok = fc.Int64()
 			m.Type = int32(v)
-		case 2:
-			m.FamilyName, ok = fc.Bytes()
-		case 4:
-			m.Help, ok = fc.Bytes()
-		case 5:
-			m.Unit, ok = fc.Bytes()
+		case 2, 4, 5:
+			if wt != wireBytes {
+				return fmt.Errorf("field %d: %w", num, errWrongWireType)
+			}
+			var b []byte
+			if b, i, err = readBytes(src, i); err != nil {
+				return fmt.Errorf("field %d: %w", num, err)
+			}
+			switch num {
+			case 2:
+				m.FamilyName = b
+			case 4:
+				m.Help = b
+			default:
+				m.Unit = b
+			}
 		default:
-			continue
-		}
-		if !ok {
-			return fmt.Errorf("field %d: wrong wire type", fc.FieldNum)
+			if i, err = skipField(src, i, wt); err != nil {
+				return fieldError(num, err)
+			}
 		}
 	}
 	r.Metadata = append(r.Metadata, m)

@@ -5,6 +5,12 @@
 // buffer the request was decoded from, and every slice of a Request is reused
 // across requests. After warm-up, Unmarshal and MarshalAppend allocate nothing.
 // The package knows nothing about HTTP or compression.
+//
+// The codec accepts exactly what Prometheus' receiver decodes (gogo's
+// prompb): Unmarshal rejects what it rejects, and Sanitize drops the series
+// it would refuse after decoding, native histograms included
+// (ValidateHistogram). Native histograms travel as their encoded bytes;
+// DecodeFloatHistogram decodes one for the stages that compute with it.
 package wire
 
 import (

@@ -2,7 +2,11 @@ package wire
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // InvalidReason says why Sanitize dropped a series.
@@ -13,6 +17,7 @@ const (
 	InvalidNoName InvalidReason = iota
 	InvalidEmptyLabelName
 	InvalidDuplicateLabel
+	InvalidHistogram
 	numInvalidReasons
 )
 
@@ -20,16 +25,30 @@ var invalidReasonText = [numInvalidReasons]string{
 	InvalidNoName:         "no __name__ label",
 	InvalidEmptyLabelName: "empty label name",
 	InvalidDuplicateLabel: "duplicate label name",
+	InvalidHistogram:      "invalid native histogram",
 }
 
 func (r InvalidReason) String() string { return invalidReasonText[r] }
 
-// SanitizeStats counts what Sanitize dropped.
+// SanitizeStats counts what Sanitize dropped, and remembers the first
+// series it dropped, so that the answer to the sender can name one.
 type SanitizeStats struct {
 	// Series and Samples dropped, by reason. Samples include histogram samples.
 	Series  [numInvalidReasons]int
 	Samples [numInvalidReasons]int
+
+	// The first series dropped; meaningful only when DroppedSeries() > 0.
+	// FirstSeries is its labels as Prometheus prints them, cut to about
+	// maxFirstSeries bytes. FirstDetail is the histogram's error (without
+	// the reason's text) for InvalidHistogram, empty otherwise.
+	FirstReason InvalidReason
+	FirstSeries string
+	FirstDetail string
 }
+
+// maxFirstSeries bounds SanitizeStats.FirstSeries: enough to recognise a
+// series, not enough to turn an error message into a copy of the request.
+const maxFirstSeries = 256
 
 // DroppedSeries returns the number of series dropped for any reason.
 func (s *SanitizeStats) DroppedSeries() int {
@@ -49,11 +68,48 @@ func (s *SanitizeStats) DroppedSamples() int {
 	return n
 }
 
+// Describe renders the stats for an error message: the count for each
+// reason, most frequent first, then the first dropped series, for example
+// `2 with invalid native histogram, 1 with no __name__ label; first:
+// {__name__="x", job="a"}: positive spans need 5 buckets, have 1`. It
+// returns "" when nothing was dropped.
+func (s *SanitizeStats) Describe() string {
+	if s.DroppedSeries() == 0 {
+		return ""
+	}
+	reasons := make([]InvalidReason, 0, numInvalidReasons)
+	for r, n := range s.Series {
+		if n > 0 {
+			reasons = append(reasons, InvalidReason(r))
+		}
+	}
+	slices.SortStableFunc(reasons, func(a, b InvalidReason) int { return s.Series[b] - s.Series[a] })
+	var sb strings.Builder
+	for i, r := range reasons {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%d with %s", s.Series[r], r)
+	}
+	sb.WriteString("; first: ")
+	sb.WriteString(s.FirstSeries)
+	if s.FirstDetail != "" {
+		sb.WriteString(": ")
+		sb.WriteString(s.FirstDetail)
+	} else {
+		fmt.Fprintf(&sb, " (%s)", s.FirstReason)
+	}
+	return sb.String()
+}
+
 // Sanitize brings every series into the form Prometheus requires: labels
 // sorted by name, and no label with an empty value (which Prometheus treats as
 // absent). It removes, in place, series that no receiver would accept: no
-// metric name, an empty label name, or a label name given twice. stats
-// receives what was removed; it is not reset first.
+// metric name, an empty label name, a label name given twice, or a native
+// histogram that fails ValidateHistogram (the whole series goes: Prometheus
+// would reject the request that carried it). stats receives what was
+// removed; it is not reset first, and keeps the first series it was told
+// about. Sanitize allocates nothing unless it drops a series.
 func (r *Request) Sanitize(stats *SanitizeStats) {
 	out := r.Series[:0]
 	for i := range r.Series {
@@ -67,9 +123,14 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 			slices.SortFunc(s.Labels, CompareLabelNames)
 			reason, ok, _ = checkSorted(s.Labels)
 		}
+		var err error
+		for j := 0; ok && j < len(s.Histograms); j++ {
+			if err = ValidateHistogram(s.Histograms[j].Data); err != nil {
+				reason, ok = InvalidHistogram, false
+			}
+		}
 		if !ok {
-			stats.Series[reason]++
-			stats.Samples[reason] += len(s.Samples) + len(s.Histograms)
+			stats.drop(reason, &s, err)
 			continue
 		}
 		out = append(out, s)
@@ -124,4 +185,62 @@ func checkSorted(ls []Label) (reason InvalidReason, ok, fine bool) {
 		return InvalidNoName, false, true
 	}
 	return 0, true, true
+}
+
+// drop counts the series s, dropped for reason, and remembers it if it is
+// the first. Slow path: only invalid input gets here.
+func (s *SanitizeStats) drop(reason InvalidReason, series *Series, err error) {
+	if s.DroppedSeries() == 0 {
+		s.FirstReason = reason
+		s.FirstSeries = formatLabels(series.Labels, maxFirstSeries)
+		s.FirstDetail = ""
+		if err != nil {
+			s.FirstDetail = histogramDetail(err)
+		}
+	}
+	s.Series[reason]++
+	s.Samples[reason] += len(series.Samples) + len(series.Histograms)
+}
+
+// formatLabels renders ls as Prometheus' labels.String does,
+// {__name__="x", job="a"}, with names that are not plain identifiers quoted
+// as well, cut to about limit bytes on a rune boundary.
+func formatLabels(ls []Label, limit int) string {
+	b := make([]byte, 0, 64)
+	b = append(b, '{')
+	for i := range ls {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		if isPlainName(ls[i].Name) {
+			b = append(b, ls[i].Name...)
+		} else {
+			b = strconv.AppendQuote(b, string(ls[i].Name))
+		}
+		b = append(b, '=')
+		b = strconv.AppendQuote(b, string(ls[i].Value))
+		if len(b) > limit {
+			break
+		}
+	}
+	if len(b) > limit {
+		cut := limit
+		for cut > 0 && !utf8.RuneStart(b[cut]) {
+			cut--
+		}
+		return string(b[:cut]) + "..."
+	}
+	return string(append(b, '}'))
+}
+
+func isPlainName(name []byte) bool {
+	if len(name) == 0 {
+		return false
+	}
+	for i, c := range name {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
