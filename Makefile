@@ -11,7 +11,7 @@ HELM        ?= $(shell command -v helm 2>/dev/null || echo $$($(GO) env GOPATH)/
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test deps fmt-check vet staticcheck static-build helm-lint unit e2e bench fuzz clean
+.PHONY: all build test deps fmt-check vet staticcheck static-build helm-lint unit allocs e2e bench fuzz clean
 
 all: build
 
@@ -19,7 +19,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cardinal ./cmd/cardinal
 
 ## test: everything CI checks, in order of cost.
-test: deps fmt-check vet staticcheck static-build unit
+test: deps fmt-check vet staticcheck static-build unit allocs
 
 # The end-to-end tests start real Prometheus 2.42 processes (Debian package
 # `prometheus`), bench/load's smoke test runs vmagent (`victoria-metrics`), the
@@ -75,6 +75,14 @@ helm-lint:
 unit:
 	CARDINAL_E2E=require $(GO) test -race -count=1 -timeout 30m ./...
 
+# allocs: the race detector allocates, so every AllocsPerRun proof skips
+# under -race; this step runs the unit tests again without it, so that the
+# allocation budgets are checked. (The e2e, chart and load-tool tests have
+# none and already ran.)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /deploy/ -e /bench/load -e /internal/promtest)
+allocs:
+	$(GO) test -count=1 $(UNIT_PKGS)
+
 ## e2e: only the end-to-end tests against real Prometheus.
 e2e: deps
 	CARDINAL_E2E=require $(GO) test -race -count=1 -run 'E2E' -v ./e2e/...
@@ -83,16 +91,17 @@ e2e: deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./wire/ ./relabel/ ./gateway/ ./ingest/
 
-## fuzz: a short run of every fuzz target.
+## fuzz: every fuzz target for FUZZTIME each (make fuzz FUZZTIME=10m).
+FUZZTIME ?= 60s
+FUZZ_TARGETS = wire:FuzzUnmarshal wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler \
+	gateway:FuzzGateway tracesample:FuzzParse config:FuzzParse admin:FuzzParseLimit \
+	admin:FuzzLoadState merge:FuzzLoadState
 fuzz:
-	$(GO) test ./wire/ -run '^$$' -fuzz FuzzUnmarshal -fuzztime 60s
-	$(GO) test ./relabel/ -run '^$$' -fuzz FuzzApply -fuzztime 60s
-	$(GO) test ./ingest/ -run '^$$' -fuzz FuzzHandler -fuzztime 60s
-	$(GO) test ./tracesample/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
-	$(GO) test ./config/ -run '^$$' -fuzz FuzzParse -fuzztime 30s
-	$(GO) test ./admin/ -run '^$$' -fuzz FuzzParseLimit -fuzztime 30s
-	$(GO) test ./admin/ -run '^$$' -fuzz FuzzLoadState -fuzztime 30s
-	$(GO) test ./merge/ -run '^$$' -fuzz FuzzLoadState -fuzztime 30s
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo ">> $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 clean:
 	rm -rf bin
