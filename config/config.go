@@ -28,6 +28,7 @@ const (
 	DefaultMinBackoff      = 30 * time.Millisecond
 	DefaultMaxBackoff      = 5 * time.Second
 	DefaultMaxRetries      = 3
+	DefaultMaxRetryAfter   = 5 * time.Minute
 	DefaultMaxRequestBytes = 32 << 20
 	DefaultStaleness       = 10 * time.Minute
 	DefaultMaxInputs       = 5_000_000
@@ -62,6 +63,9 @@ type DownstreamConfig struct {
 	MinBackoff model.Duration    `yaml:"min_backoff,omitempty"`
 	MaxBackoff model.Duration    `yaml:"max_backoff,omitempty"`
 	MaxRetries int               `yaml:"max_retries,omitempty"`
+	// MaxRetryAfter caps the Retry-After passed on to the sender when the
+	// downstream asks to wait (429 or 5xx with Retry-After).
+	MaxRetryAfter model.Duration `yaml:"max_retry_after,omitempty"`
 
 	// HTTPClientConfig is Prometheus' own client config (basic_auth,
 	// authorization, oauth2, tls_config, proxy_url...), so users can paste the
@@ -69,10 +73,38 @@ type DownstreamConfig struct {
 	HTTPClientConfig commoncfg.HTTPClientConfig `yaml:",inline"`
 }
 
-// ReceiveConfig limits what senders may send.
+// ReceiveConfig limits what senders may send, and how slowly.
 type ReceiveConfig struct {
 	// MaxRequestBytes caps the decompressed size of one request.
 	MaxRequestBytes int `yaml:"max_request_bytes,omitempty"`
+	// HeaderTimeout bounds the reading of a request's headers, IdleTimeout
+	// how long a keep-alive connection may wait for its next request
+	// (read at start; a reload does not change them).
+	HeaderTimeout model.Duration `yaml:"header_timeout,omitempty"`
+	IdleTimeout   model.Duration `yaml:"idle_timeout,omitempty"`
+	// BodyStallTimeout is the longest wait for the next bytes of a body,
+	// BodyTimeout the longest time for a whole body; past either the
+	// request is answered 408 and the connection closed.
+	BodyStallTimeout model.Duration `yaml:"body_stall_timeout,omitempty"`
+	BodyTimeout      model.Duration `yaml:"body_timeout,omitempty"`
+}
+
+// Defaults of the receive section.
+const (
+	DefaultHeaderTimeout    = 10 * time.Second
+	DefaultIdleTimeout      = 5 * time.Minute
+	DefaultBodyStallTimeout = 15 * time.Second
+	DefaultBodyTimeout      = 3 * time.Minute
+)
+
+func defaultReceive() ReceiveConfig {
+	return ReceiveConfig{
+		MaxRequestBytes:  DefaultMaxRequestBytes,
+		HeaderTimeout:    model.Duration(DefaultHeaderTimeout),
+		IdleTimeout:      model.Duration(DefaultIdleTimeout),
+		BodyStallTimeout: model.Duration(DefaultBodyStallTimeout),
+		BodyTimeout:      model.Duration(DefaultBodyTimeout),
+	}
 }
 
 // MergeConfig tunes the merging of series that relabeling collapses into one.
@@ -287,6 +319,7 @@ func (c *DownstreamConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		MinBackoff:       model.Duration(DefaultMinBackoff),
 		MaxBackoff:       model.Duration(DefaultMaxBackoff),
 		MaxRetries:       DefaultMaxRetries,
+		MaxRetryAfter:    model.Duration(DefaultMaxRetryAfter),
 		HTTPClientConfig: commoncfg.DefaultHTTPClientConfig,
 	}
 	type plain DownstreamConfig
@@ -295,7 +328,7 @@ func (c *DownstreamConfig) UnmarshalYAML(unmarshal func(any) error) error {
 
 // UnmarshalYAML applies the defaults before decoding.
 func (c *ReceiveConfig) UnmarshalYAML(unmarshal func(any) error) error {
-	*c = ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}
+	*c = defaultReceive()
 	type plain ReceiveConfig
 	return unmarshal((*plain)(c))
 }
@@ -328,7 +361,7 @@ func Load(path string) (*Config, error) {
 // stay relative to the working directory.
 func Parse(data []byte) (*Config, error) {
 	// Sections the file may leave out entirely keep their defaults.
-	cfg := &Config{Receive: ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}, Merge: defaultMerge(), Limits: defaultLimits()}
+	cfg := &Config{Receive: defaultReceive(), Merge: defaultMerge(), Limits: defaultLimits()}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, fmt.Errorf("cannot parse config: %w", err)
 	}
@@ -338,7 +371,7 @@ func Parse(data []byte) (*Config, error) {
 	var sections map[string]any
 	if err := yaml.Unmarshal(data, &sections); err == nil {
 		if v, ok := sections["receive"]; ok && v == nil {
-			cfg.Receive = ReceiveConfig{MaxRequestBytes: DefaultMaxRequestBytes}
+			cfg.Receive = defaultReceive()
 		}
 		if v, ok := sections["merge"]; ok && v == nil {
 			cfg.Merge = defaultMerge()
@@ -378,6 +411,9 @@ func (c *Config) Validate() error {
 	if d.MaxRetries < 0 {
 		return errors.New("downstream.max_retries must not be negative")
 	}
+	if d.MaxRetryAfter <= 0 {
+		return errors.New("downstream.max_retry_after must be positive")
+	}
 	for name := range d.Headers {
 		switch textproto.CanonicalMIMEHeaderKey(name) {
 		case "Content-Encoding", "Content-Type", "Content-Length", "X-Prometheus-Remote-Write-Version", "Authorization", "User-Agent",
@@ -391,6 +427,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Receive.MaxRequestBytes <= 0 {
 		return errors.New("receive.max_request_bytes must be positive")
+	}
+	for _, d := range []struct {
+		key string
+		v   model.Duration
+	}{{"header_timeout", c.Receive.HeaderTimeout}, {"idle_timeout", c.Receive.IdleTimeout}, {"body_stall_timeout", c.Receive.BodyStallTimeout}, {"body_timeout", c.Receive.BodyTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("receive.%s must be positive", d.key)
+		}
 	}
 	for i, rc := range c.RelabelConfigs {
 		if rc == nil {

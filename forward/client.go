@@ -44,6 +44,10 @@ const (
 	DefaultMaxBackoff = 5 * time.Second
 	DefaultMaxRetries = 3
 	DefaultUserAgent  = "cardinal"
+	// DefaultMaxRetryAfter caps the Retry-After passed on to the sender: a
+	// downstream asking for a day would otherwise pause a Prometheus shard
+	// for a day.
+	DefaultMaxRetryAfter = 5 * time.Minute
 )
 
 const (
@@ -81,6 +85,9 @@ type Options struct {
 	MaxRetries int
 	// UserAgent is sent on every request. Default DefaultUserAgent.
 	UserAgent string
+	// MaxRetryAfter caps the Retry-After an Error carries back to the
+	// sender. Default DefaultMaxRetryAfter.
+	MaxRetryAfter time.Duration
 	// Registerer receives the cardinal_forward_* metrics; nil registers
 	// nothing. Clients sharing a Registerer share the metrics.
 	Registerer prometheus.Registerer
@@ -91,18 +98,19 @@ type Options struct {
 // Client forwards remote-write bodies to one downstream. It is safe for
 // concurrent use.
 type Client struct {
-	url        string // as given, for requests
-	urlForLog  string // password redacted
-	client     *http.Client
-	header     http.Header // cloned per attempt
-	timeout    time.Duration
-	minBackoff time.Duration
-	maxBackoff time.Duration
-	maxRetries int
-	logger     *slog.Logger
-	m          *metrics
-	msgBufs    sync.Pool // *[maxErrorBody]byte
-	closed     atomic.Bool
+	url           string // as given, for requests
+	urlForLog     string // password redacted
+	client        *http.Client
+	header        http.Header // cloned per attempt
+	timeout       time.Duration
+	minBackoff    time.Duration
+	maxBackoff    time.Duration
+	maxRetries    int
+	maxRetryAfter time.Duration
+	logger        *slog.Logger
+	m             *metrics
+	msgBufs       sync.Pool // *[maxErrorBody]byte
+	closed        atomic.Bool
 
 	logMisconfigured logLimiter
 	logRejected      logLimiter
@@ -132,17 +140,18 @@ func New(opts Options) (*Client, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("invalid downstream url %q: want http:// or https:// with a host", u.Redacted())
 	}
-	if opts.Timeout < 0 || opts.MinBackoff < 0 || opts.MaxBackoff < 0 {
-		return nil, errors.New("timeout, min_backoff and max_backoff must not be negative")
+	if opts.Timeout < 0 || opts.MinBackoff < 0 || opts.MaxBackoff < 0 || opts.MaxRetryAfter < 0 {
+		return nil, errors.New("timeout, min_backoff, max_backoff and max_retry_after must not be negative")
 	}
 	c := &Client{
-		url:        opts.URL,
-		urlForLog:  u.Redacted(),
-		timeout:    cmp.Or(opts.Timeout, DefaultTimeout),
-		minBackoff: cmp.Or(opts.MinBackoff, DefaultMinBackoff),
-		maxBackoff: cmp.Or(opts.MaxBackoff, DefaultMaxBackoff),
-		maxRetries: opts.MaxRetries,
-		logger:     opts.Logger,
+		url:           opts.URL,
+		urlForLog:     u.Redacted(),
+		timeout:       cmp.Or(opts.Timeout, DefaultTimeout),
+		minBackoff:    cmp.Or(opts.MinBackoff, DefaultMinBackoff),
+		maxBackoff:    cmp.Or(opts.MaxBackoff, DefaultMaxBackoff),
+		maxRetries:    opts.MaxRetries,
+		maxRetryAfter: cmp.Or(opts.MaxRetryAfter, DefaultMaxRetryAfter),
+		logger:        opts.Logger,
 	}
 	if c.maxBackoff < c.minBackoff {
 		return nil, fmt.Errorf("max_backoff %s is less than min_backoff %s", c.maxBackoff, c.minBackoff)
@@ -399,7 +408,7 @@ func (c *Client) unavailable(res *attemptResult, wait time.Duration, msg string)
 		Err:    res.err,
 	}
 	if res.hasRetryAfter || res.code == http.StatusTooManyRequests {
-		e.RetryAfter = wait
+		e.RetryAfter = min(wait, c.maxRetryAfter)
 	}
 	if ok, suppressed := c.logUnavailable.allow(time.Now()); ok {
 		c.logger.Warn("cannot forward to downstream; the sender keeps the data and retries",

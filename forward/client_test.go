@@ -362,7 +362,9 @@ func TestSendRetryAfterPastDeadline(t *testing.T) {
 				w.Header().Set("Retry-After", tc.retryAfter)
 				w.WriteHeader(tc.code)
 			})
-			c, _ := newClient(t, Options{URL: srv.URL, MaxRetries: 5})
+			// A cap above the asked waits: TestRetryAfterPassedOnIsCapped
+			// covers the cap.
+			c, _ := newClient(t, Options{URL: srv.URL, MaxRetries: 5, MaxRetryAfter: 2 * time.Hour})
 			ctx := testCtx(t)
 			e := asError(t, c.Send(ctx, testBody), http.StatusServiceUnavailable)
 			if ctx.Err() != nil {
@@ -878,5 +880,27 @@ func TestCloseClosesIdleConnections(t *testing.T) {
 	case <-closed:
 	case <-time.After(testTimeout):
 		t.Fatal("the idle connection stayed open after Close")
+	}
+}
+
+// Regression (issue 11): a downstream 429 with Retry-After: 86400 reached
+// the sender as 503 with Retry-After: 86400, pausing its shard for a day.
+func TestRetryAfterPassedOnIsCapped(t *testing.T) {
+	for _, value := range []string{"86400", time.Now().Add(48 * time.Hour).UTC().Format(http.TimeFormat)} {
+		srv := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+			w.Header().Set("Retry-After", value)
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		})
+		c, _ := newClient(t, Options{URL: srv.URL, MaxRetries: -1, MaxRetryAfter: 2 * time.Minute})
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		err := c.Send(ctx, testBody)
+		cancel()
+		var e *Error
+		if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable {
+			t.Fatalf("Retry-After %q: err %v, want a 503 Error", value, err)
+		}
+		if e.RetryAfter != 2*time.Minute || e.RetryAfterHeader() != "120" {
+			t.Fatalf("Retry-After %q: passed on %v (%q), want the 2m cap", value, e.RetryAfter, e.RetryAfterHeader())
+		}
 	}
 }

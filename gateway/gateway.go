@@ -321,6 +321,7 @@ func NewForwarder(d config.DownstreamConfig, reg prometheus.Registerer, logger *
 		MinBackoff:       time.Duration(d.MinBackoff),
 		MaxBackoff:       time.Duration(d.MaxBackoff),
 		MaxRetries:       retries,
+		MaxRetryAfter:    time.Duration(d.MaxRetryAfter),
 		UserAgent:        "cardinal",
 		Registerer:       reg,
 		Logger:           logger,
@@ -397,6 +398,12 @@ func (g *Gateway) Config() *config.Config { return g.state.Load().cfg }
 
 // MaxRequestBytes is the decompressed size limit in force.
 func (g *Gateway) MaxRequestBytes() int { return g.state.Load().cfg.Receive.MaxRequestBytes }
+
+// BodyTimeouts are the request body timeouts in force (see ingest).
+func (g *Gateway) BodyTimeouts() (stall, total time.Duration) {
+	r := &g.state.Load().cfg.Receive
+	return time.Duration(r.BodyStallTimeout), time.Duration(r.BodyTimeout)
+}
 
 // Probe sends an empty write request downstream, to learn whether the
 // downstream is reachable and accepts Cardinal's credentials.

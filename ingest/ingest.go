@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/gateway"
 	"github.com/cardinal-gateway/cardinal/internal/freelist"
@@ -41,6 +43,17 @@ type Processor interface {
 	Process(ctx context.Context, req *wire.Request) (gateway.Result, error)
 	MaxRequestBytes() int
 }
+
+// BodyTimeouts bound the reading of a request body: stall is the longest
+// wait for the next bytes, total the longest time for the whole body. A
+// Processor that implements it sets them; otherwise the defaults apply.
+type BodyTimeouts interface {
+	BodyTimeouts() (stall, total time.Duration)
+}
+
+// Without BodyTimeouts, config's defaults apply: generous enough for a
+// sender on a slow link (32 MiB at 256 KiB/s takes two minutes), short
+// enough that a connection that stops sending is cut.
 
 // Options configure a Handler.
 type Options struct {
@@ -121,7 +134,7 @@ func errorf(status int, format string, args ...any) *httpError {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ws := h.pool.Get()
-	herr := h.serve(ws, r)
+	herr := h.serve(ws, w, r)
 	h.putWorkspace(ws)
 
 	status := http.StatusNoContent
@@ -133,6 +146,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if herr.retryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int((herr.retryAfter+time.Second-1)/time.Second)))
 		}
+		if herr.status == http.StatusRequestTimeout {
+			// The rest of a stalled body may still come; the connection
+			// cannot be reused.
+			w.Header().Set("Connection", "close")
+		}
 		http.Error(w, herr.msg, status)
 	} else {
 		w.WriteHeader(status)
@@ -141,7 +159,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.duration.Observe(time.Since(start).Seconds())
 }
 
-func (h *Handler) serve(ws *workspace, r *http.Request) *httpError {
+func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *httpError {
 	if r.Method != http.MethodPost {
 		return errorf(http.StatusMethodNotAllowed, "method %s not allowed: remote write uses POST", r.Method)
 	}
@@ -155,15 +173,21 @@ func (h *Handler) serve(ws *workspace, r *http.Request) *httpError {
 	if r.ContentLength > int64(maxBody) {
 		return errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, maxBody)
 	}
-	if r.ContentLength > 0 && int64(cap(ws.body)) <= r.ContentLength {
-		// One allocation of the announced size instead of repeated growth.
-		ws.body = make([]byte, 0, r.ContentLength+1)
+	// The buffer grows with the bytes that actually arrive, never from the
+	// announced Content-Length: a client announcing 39 MB and sending 12
+	// bytes must not make Cardinal allocate 39 MB.
+	stall, total := config.DefaultBodyStallTimeout, config.DefaultBodyTimeout
+	if bt, ok := h.proc.(BodyTimeouts); ok {
+		stall, total = bt.BodyTimeouts()
 	}
 	var err error
-	ws.body, err = readBody(ws.body[:0], r.Body, maxBody)
+	ws.body, err = readBody(ws.body[:0], r.Body, maxBody, bodyDeadline{w: w, stall: stall, end: time.Now().Add(total)})
 	if err != nil {
-		if errors.Is(err, errTooLarge) {
+		switch {
+		case errors.Is(err, errTooLarge):
 			return errorf(http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", maxBody)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return errorf(http.StatusRequestTimeout, "request body not received in time (no bytes for %s, or more than %s in all)", stall, total)
 		}
 		return errorf(http.StatusBadRequest, "cannot read request body: %s", err)
 	}
@@ -251,16 +275,56 @@ func checkHeaders(hdr http.Header) *httpError {
 
 var errTooLarge = errors.New("body too large")
 
+// bodyDeadline moves the connection's read deadline as a body arrives: at
+// most stall from now, and never past end. w may be nil, or a writer
+// without a connection (tests); then there is no deadline.
+type bodyDeadline struct {
+	w     http.ResponseWriter
+	stall time.Duration
+	end   time.Time
+}
+
+// extend sets the read deadline for the next read.
+func (d *bodyDeadline) extend() {
+	if d.w == nil {
+		return
+	}
+	next := time.Now().Add(d.stall)
+	if next.After(d.end) {
+		next = d.end
+	}
+	if http.NewResponseController(d.w).SetReadDeadline(next) != nil {
+		d.w = nil // not supported: stop trying
+	}
+}
+
+// clear removes the deadline once the body is read, so that the answer and
+// the next request on the connection are not cut by it.
+func (d *bodyDeadline) clear() {
+	if d.w != nil {
+		_ = http.NewResponseController(d.w).SetReadDeadline(time.Time{})
+	}
+}
+
+// minBodyChunk is the least a body buffer grows by.
+const minBodyChunk = 32 << 10
+
 // readBody appends all of r to dst, failing with errTooLarge past max bytes.
-// Unlike io.ReadAll it reuses dst's capacity and never grows beyond max+1.
-func readBody(dst []byte, r io.Reader, max int) ([]byte, error) {
+// Unlike io.ReadAll it reuses dst's capacity, grows only with the bytes that
+// arrive and never beyond max+1.
+func readBody(dst []byte, r io.Reader, limit int, dl bodyDeadline) ([]byte, error) {
+	defer dl.clear()
 	for {
 		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
+			// Double, but only as far as the data has come.
+			grown := make([]byte, len(dst), min(limit+1, len(dst)+max(len(dst), minBodyChunk)))
+			copy(grown, dst)
+			dst = grown
 		}
-		n, err := r.Read(dst[len(dst):min(cap(dst), max+1)])
+		dl.extend()
+		n, err := r.Read(dst[len(dst):min(cap(dst), limit+1)])
 		dst = dst[:len(dst)+n]
-		if len(dst) > max {
+		if len(dst) > limit {
 			return dst, errTooLarge
 		}
 		if err == io.EOF {

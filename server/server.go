@@ -280,10 +280,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve is Run on an existing listener.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	rc := s.gw.Config().Receive
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+		ReadHeaderTimeout: time.Duration(rc.HeaderTimeout),
+		IdleTimeout:       time.Duration(rc.IdleTimeout),
 	}
 	s.logger.Info("listening", "address", ln.Addr().String())
 	probeCtx, stopProbe := context.WithCancel(ctx)
