@@ -309,6 +309,11 @@ type AdminConfig struct {
 	// StateFile keeps the limit overrides set through the admin API across
 	// restarts. Without it, API overrides last until the process exits.
 	StateFile string `yaml:"state_file,omitempty"`
+	// DebugListenAddress, when set, serves /debug/ (Go's profiler and
+	// expvar) on that address only, not on the write port. Either way the
+	// debug endpoints need the admin token when one is configured. Read at
+	// start.
+	DebugListenAddress string `yaml:"debug_listen_address,omitempty"`
 }
 
 // UnmarshalYAML applies the defaults before decoding, the way Prometheus does,

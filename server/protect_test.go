@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -96,4 +97,49 @@ func TestSlowlorisKeepsWritesServed(t *testing.T) {
 		}
 	}
 	t.Logf("20 writes served beside %d stalled connections in %v", conns, time.Since(start).Round(time.Millisecond))
+}
+
+// Regression (issue 11): /debug/pprof/* (on-demand CPU profiles) and the
+// command line were served without credentials on the write port.
+func TestDebugEndpointsNeedTheAdminToken(t *testing.T) {
+	ds := newDownstream(t)
+	dir := t.TempDir()
+	tokenFile := dir + "/token"
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newServer(t, writeConfig(t, dir, ds.URL, "admin:\n  bearer_token_file: "+tokenFile+"\n"))
+	base := serveHandler(t, s)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/vars"} {
+		if resp, _ := do(t, http.MethodGet, base+path, ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without the token: %d, want 401", path, resp.StatusCode)
+		}
+		if resp, _ := do(t, http.MethodGet, base+path, "Bearer s3cret"); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s with the token: %d, want 200", path, resp.StatusCode)
+		}
+	}
+}
+
+// admin.debug_listen_address moves the debug endpoints off the write port.
+func TestDebugListenAddress(t *testing.T) {
+	ds := newDownstream(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s, _ := newServer(t, writeConfig(t, t.TempDir(), ds.URL, "admin:\n  debug_listen_address: "+addr+"\n"))
+	base, _, _ := startServe(t, s)
+	if resp, _ := do(t, http.MethodGet, base+"/debug/pprof/", ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/ on the write port: %d, want 404", resp.StatusCode)
+	}
+	eventually(t, "the debug listener", func() bool {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }

@@ -52,6 +52,7 @@ type Server struct {
 	logger  *slog.Logger
 	gw      *gateway.Gateway
 	handler http.Handler
+	debug   chi.Router // /debug/, on the write port or its own
 
 	reloadMu   sync.Mutex
 	adminToken atomic.Pointer[[]byte] // nil: mutating admin calls refused
@@ -111,9 +112,17 @@ func New(opts Options) (*Server, error) {
 	r.Get("/-/ready", s.serveReady)
 	r.Post("/-/reload", s.requireAdmin(s.serveReload))
 	r.Get("/api/v1/collisions", s.serveCollisions)
-	// Go's profiler, as Prometheus and vmagent expose it, for finding where
-	// CPU and memory go under real traffic.
-	r.Mount("/debug", middleware.Profiler())
+	// Go's profiler and expvar, as Prometheus and vmagent expose them, for
+	// finding where CPU and memory go under real traffic. A CPU profile
+	// costs CPU and the command line may hold secrets: with an admin token
+	// configured they need it, and admin.debug_listen_address moves them
+	// off the write port.
+	profiler := s.requireAdminIfConfigured(middleware.Profiler())
+	s.debug = chi.NewRouter()
+	s.debug.Mount("/debug", profiler)
+	if cfg.Admin.DebugListenAddress == "" {
+		r.Mount("/debug", profiler)
+	}
 	admin.Mount(r, admin.Options{
 		Limiter:      s.gw.Limiter(),
 		StateFile:    func() string { return s.gw.Config().Admin.StateFile },
@@ -238,6 +247,19 @@ func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// requireAdminIfConfigured lets a request through with the admin token,
+// or without one when no token is configured.
+func (s *Server) requireAdminIfConfigured(next http.Handler) http.Handler {
+	guarded := s.requireAdmin(next.ServeHTTP)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.adminToken.Load() == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		guarded(w, r)
+	})
+}
+
 func (s *Server) serveReload(w http.ResponseWriter, _ *http.Request) {
 	if err := s.Reload(); err != nil {
 		admin.WriteError(w, http.StatusBadRequest, err.Error())
@@ -306,6 +328,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.gw.Close()
 	}()
 
+	if addr := s.gw.Config().Admin.DebugListenAddress; addr != "" {
+		dln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("admin.debug_listen_address: %w", err)
+		}
+		dsrv := &http.Server{Handler: s.debug, ReadHeaderTimeout: srv.ReadHeaderTimeout}
+		go func() { _ = dsrv.Serve(dln) }()
+		defer dsrv.Close()
+		s.logger.Info("debug endpoints listening", "address", dln.Addr().String())
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
