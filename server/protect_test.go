@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Regression (issue 11): 32 connections announcing a 39 MB body and sending
@@ -142,4 +144,69 @@ func TestDebugListenAddress(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+}
+
+// Regression (issue 11): with a hanging downstream, SIGTERM exited 1 after
+// 30 s and the in-flight requests got no answer. Now the grace period ends
+// by cancelling their forwards: each is answered 503 (its sender retries)
+// and Serve returns nil.
+func TestShutdownAnswersRequestsStuckOnTheDownstream(t *testing.T) {
+	d, _ := newBlockingDownstream(t)
+	cfg := writeConfig(t, t.TempDir(), d.URL, "")
+	cfg = rewriteTimeout(t, cfg, "60s")
+	s, err := New(Options{ConfigFile: cfg, Registry: prometheus.NewRegistry(), ShutdownTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Gateway().Close)
+	base, cancel, sv := startServe(t, s)
+	eventually(t, "/-/ready 200", func() bool { return readyStatus(base) == http.StatusOK })
+	const inflight = 3
+	codes := make(chan int, inflight)
+	for i := range inflight {
+		body := encodeWrite(t, sample{labels: []string{"__name__", "stuck", "i", fmt.Sprint(i)}, value: 1, ts: 5})
+		go func() {
+			code, _ := postWrite(base, body)
+			codes <- code
+		}()
+	}
+	for range inflight {
+		select {
+		case <-d.arrived:
+		case <-time.After(waitFor):
+			t.Fatal("the writes never reached the downstream")
+		}
+	}
+	start := time.Now()
+	cancel()
+	for range inflight {
+		select {
+		case code := <-codes:
+			if code != http.StatusServiceUnavailable {
+				t.Errorf("in-flight request answered %d, want 503", code)
+			}
+		case <-time.After(waitFor):
+			t.Fatal("an in-flight request was never answered")
+		}
+	}
+	if err := sv.wait(t); err != nil {
+		t.Fatalf("Serve = %v, want nil", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("shutdown took %v with a 300ms grace period", took)
+	}
+}
+
+// rewriteTimeout sets downstream.timeout in a config written by writeConfig.
+func rewriteTimeout(t *testing.T, path, timeout string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), "  max_retries: 0\n", "  max_retries: 0\n  timeout: "+timeout+"\n", 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

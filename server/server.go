@@ -40,7 +40,10 @@ type Options struct {
 	// Registry receives Cardinal's own metrics and is served on /metrics.
 	// nil means a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
-	// ShutdownTimeout bounds how long Run waits for in-flight requests.
+	// ShutdownTimeout bounds how long Run lets in-flight requests forward
+	// after shutdown begins; then their forwards are cancelled and they are
+	// answered 503, so their senders retry. 0 means downstream.timeout, the
+	// longest a forward can take.
 	ShutdownTimeout time.Duration
 	// NewSender replaces the downstream sender (tests, demo).
 	NewSender func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (gateway.Sender, error)
@@ -70,9 +73,6 @@ func New(opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
-	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = 30 * time.Second
 	}
 	cfg, err := config.Load(opts.ConfigFile)
 	if err != nil {
@@ -300,13 +300,26 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on an existing listener.
+// shutdownMargin is how long in-flight requests get, after their forwards
+// were cancelled, to write their 503.
+const shutdownMargin = 5 * time.Second
+
+// Serve is Run on an existing listener. On shutdown (ctx ends) it turns
+// not-ready, stops accepting, lets in-flight requests finish their forwards
+// for ShutdownTimeout, then cancels what is left, which answers 503 so
+// that the senders retry; then it flushes the merged series a last time and
+// releases the downstream. It returns nil once every request was answered.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	rc := s.gw.Config().Receive
+	// Requests run with a context the shutdown can cancel: a forward stuck
+	// on a hanging downstream then ends, and its request is answered.
+	reqCtx, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: time.Duration(rc.HeaderTimeout),
 		IdleTimeout:       time.Duration(rc.IdleTimeout),
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
 	s.logger.Info("listening", "address", ln.Addr().String())
 	probeCtx, stopProbe := context.WithCancel(ctx)
@@ -345,15 +358,30 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	s.logger.Info("shutting down: not ready, finishing in-flight requests")
+	grace := s.opts.ShutdownTimeout
+	if grace <= 0 {
+		grace = time.Duration(s.gw.Config().Downstream.Timeout)
+	}
+	s.logger.Info("shutting down: not ready, finishing in-flight requests", "grace", grace)
 	s.shuttingDown.Store(true)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace+shutdownMargin)
 	defer cancel()
+	cut := time.AfterFunc(grace, func() {
+		s.logger.Warn("shutdown grace period over: cancelling the forwards still in flight; their senders get 503 and retry")
+		cancelRequests()
+	})
+	defer cut.Stop()
 	err := srv.Shutdown(shutdownCtx)
 	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
 		err = serveErr
 	}
-	return err
+	if err != nil {
+		// A handler that ignored its cancelled context: its connection is
+		// closed unanswered.
+		_ = srv.Close()
+		return fmt.Errorf("requests still in flight after %s: %w", grace+shutdownMargin, err)
+	}
+	return nil
 }
 
 // probeDownstream marks the server ready once the downstream has accepted

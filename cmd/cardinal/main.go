@@ -95,6 +95,15 @@ func serve(args []string, stderr io.Writer) int {
 			_ = srv.Reload() // logged by Reload
 		}
 	}()
+	// A second SIGTERM or SIGINT during the graceful shutdown exits at once.
+	go func() {
+		<-ctx.Done()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGTERM, syscall.SIGINT)
+		<-again
+		logger.Error("second signal during shutdown: exiting at once; requests in flight are not answered")
+		os.Exit(1)
+	}()
 	logger.Info("starting cardinal", "version", buildVersion(), "config", *configFile)
 	if err := srv.Run(ctx); err != nil {
 		logger.Error("server stopped with an error", "err", err)
