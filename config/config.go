@@ -87,6 +87,17 @@ type ReceiveConfig struct {
 	// request is answered 408 and the connection closed.
 	BodyStallTimeout model.Duration `yaml:"body_stall_timeout,omitempty"`
 	BodyTimeout      model.Duration `yaml:"body_timeout,omitempty"`
+	// MemoryLimit is the memory Cardinal may use, in bytes; 0 means the
+	// container's limit, read from its cgroup. It sets the Go memory limit
+	// (80 %, unless GOMEMLIMIT is set) and the admission bounds.
+	MemoryLimit int64 `yaml:"memory_limit,omitempty"`
+	// MaxInflightRequests and MaxInflightBytes bound the requests processed
+	// at once and the bytes they hold; past them new requests are answered
+	// 503 with a short Retry-After. 0 means derived: 8 per core (at least
+	// 16), and 30 % of the memory limit (no byte bound without one). Read
+	// at start.
+	MaxInflightRequests int   `yaml:"max_inflight_requests,omitempty"`
+	MaxInflightBytes    int64 `yaml:"max_inflight_bytes,omitempty"`
 }
 
 // Defaults of the receive section.
@@ -440,6 +451,9 @@ func (c *Config) Validate() error {
 		if d.v <= 0 {
 			return fmt.Errorf("receive.%s must be positive", d.key)
 		}
+	}
+	if c.Receive.MemoryLimit < 0 || c.Receive.MaxInflightRequests < 0 || c.Receive.MaxInflightBytes < 0 {
+		return errors.New("receive.memory_limit, receive.max_inflight_requests and receive.max_inflight_bytes must not be negative")
 	}
 	for i, rc := range c.RelabelConfigs {
 		if rc == nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/cardinal-gateway/cardinal/admission"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/gateway"
@@ -57,7 +58,10 @@ type BodyTimeouts interface {
 
 // Options configure a Handler.
 type Options struct {
-	Processor  Processor
+	Processor Processor
+	// Admission, when set, bounds the requests processed at once; past it
+	// they are answered 503 before their body is read.
+	Admission  *admission.Controller
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -65,6 +69,8 @@ type Options struct {
 // Handler serves remote-write requests. It is safe for concurrent use.
 type Handler struct {
 	proc     Processor
+	adm      *admission.Controller
+	shed     prometheus.Counter
 	logger   *slog.Logger
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -76,6 +82,7 @@ type workspace struct {
 	body []byte
 	raw  []byte
 	req  wire.Request
+	cost int64 // bytes reserved with the admission controller
 }
 
 // Buffers larger than this are dropped instead of pooled, so that one
@@ -101,7 +108,12 @@ func New(opts Options) *Handler {
 	f := promauto.With(opts.Registerer)
 	h := &Handler{
 		proc:   opts.Processor,
+		adm:    opts.Admission,
 		logger: opts.Logger,
+		shed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardinal_rejected_requests_total",
+			Help: "Remote-write requests answered 503 before their body was read, by reason: overload (requests or bytes in flight, or memory, at their bounds).",
+		}, []string{"reason"}).WithLabelValues("overload"),
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardinal_received_requests_total",
 			Help: "Remote-write requests received, by the status code Cardinal answered.",
@@ -173,6 +185,13 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	if r.ContentLength > int64(maxBody) {
 		return errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, maxBody)
 	}
+	if h.adm != nil {
+		ws.cost = estimateCost(r.ContentLength, limit)
+		if reason := h.adm.Acquire(ws.cost); reason != admission.Admitted {
+			return h.overloaded(reason)
+		}
+		defer func() { h.adm.Release(ws.cost) }()
+	}
 	// The buffer grows with the bytes that actually arrive, never from the
 	// announced Content-Length: a client announcing 39 MB and sending 12
 	// bytes must not make Cardinal allocate 39 MB.
@@ -199,6 +218,13 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	// allocate it.
 	if n > limit {
 		return errorf(http.StatusBadRequest, "decompressed size of %d bytes exceeds receive.max_request_bytes (%d)", n, limit)
+	}
+	if h.adm != nil {
+		cost := admission.Cost(len(ws.body), n)
+		if !h.adm.Resize(ws.cost, cost) {
+			return h.overloaded(admission.TooManyBytes)
+		}
+		ws.cost = cost
 	}
 	if cap(ws.raw) < n {
 		ws.raw = make([]byte, n)
@@ -229,6 +255,33 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 			rejected, res.Rejected.Samples, res.Rejected.Reason, res.Rejected.Detail)
 	}
 	return nil
+}
+
+// overloadRetryAfter is what a shed sender is told to wait: short, because
+// the load that shed it is usually gone in a second, and Prometheus backs
+// off on its own as well.
+const overloadRetryAfter = time.Second
+
+// overloaded answers a request that the admission controller shed.
+func (h *Handler) overloaded(reason admission.Reason) *httpError {
+	h.shed.Inc()
+	return &httpError{status: http.StatusServiceUnavailable, retryAfter: overloadRetryAfter, msg: overloadMessages[reason]}
+}
+
+var overloadMessages = [...]string{
+	admission.TooManyRequests: "overloaded: too many requests in flight (receive.max_inflight_requests); retry",
+	admission.TooManyBytes:    "overloaded: too many bytes in flight (receive.max_inflight_bytes); retry",
+	admission.HeapFull:        "overloaded: memory near its limit (receive.memory_limit); retry",
+}
+
+// estimateCost is what a request is reserved before its body is read:
+// remote write compresses about 8 to 13 times, and a body without a length
+// is taken as a mid-sized one.
+func estimateCost(contentLength int64, limit int) int64 {
+	if contentLength <= 0 {
+		return admission.Cost(0, min(1<<20, limit))
+	}
+	return admission.Cost(int(contentLength), int(min(contentLength*8, int64(limit))))
 }
 
 // statusFor maps a pipeline error to the answer for the sender. It is the one

@@ -22,7 +22,7 @@ import (
 // is answered 408 and its connection closed.
 func TestStalledBodiesAreCutAndCostNothing(t *testing.T) {
 	ds := newDownstream(t)
-	s, _ := newServer(t, writeConfig(t, t.TempDir(), ds.URL, "receive:\n  body_stall_timeout: 300ms\n  body_timeout: 2s\n"))
+	s, _ := newServer(t, writeConfig(t, t.TempDir(), ds.URL, "receive:\n  body_stall_timeout: 300ms\n  body_timeout: 2s\n  max_inflight_requests: 64\n"))
 	base, _, _ := startServe(t, s)
 	addr := strings.TrimPrefix(base, "http://")
 
@@ -209,4 +209,55 @@ func rewriteTimeout(t *testing.T, path, timeout string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Admission control (issue 11): past receive.max_inflight_requests new
+// requests are answered 503 with a short Retry-After before their body is
+// read, counted, and the admitted ones are served; once the load drops,
+// writes go through again.
+func TestOverloadIsShedWith503(t *testing.T) {
+	d, release := newBlockingDownstream(t)
+	s, reg := newServer(t, writeConfig(t, t.TempDir(), d.URL, "receive:\n  max_inflight_requests: 2\n"))
+	base, _, _ := startServe(t, s)
+	eventually(t, "/-/ready 200", func() bool { return readyStatus(base) == http.StatusOK })
+	held := make(chan int, 2)
+	for i := range 2 {
+		body := encodeWrite(t, sample{labels: []string{"__name__", "held", "i", fmt.Sprint(i)}, value: 1, ts: 5})
+		go func() {
+			code, _ := postWrite(base, body)
+			held <- code
+		}()
+	}
+	for range 2 {
+		select {
+		case <-d.arrived:
+		case <-time.After(waitFor):
+			t.Fatal("the held writes never reached the downstream")
+		}
+	}
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/write", strings.NewReader(string(encodeWrite(t, sample{labels: []string{"__name__", "shed"}, value: 1, ts: int64(i)}))))
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("Content-Encoding", "snappy")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+			t.Fatalf("write %d over the bound: %d Retry-After %q, want 503 and 1", i, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	if v := metricValue(gather(t, reg), "cardinal_rejected_requests_total", "reason", "overload"); v != 3 {
+		t.Fatalf("cardinal_rejected_requests_total{reason=overload} = %v, want 3", v)
+	}
+	release()
+	for range 2 {
+		if code := <-held; code != http.StatusNoContent {
+			t.Fatalf("an admitted write answered %d", code)
+		}
+	}
+	if code, body := remoteWrite(t, base, sample{labels: []string{"__name__", "after"}, value: 1, ts: 9}); code != http.StatusNoContent {
+		t.Fatalf("write after the load dropped: %d %s", code, body)
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cardinal-gateway/cardinal/admin"
+	"github.com/cardinal-gateway/cardinal/admission"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/gateway"
 	"github.com/cardinal-gateway/cardinal/ingest"
@@ -45,6 +48,11 @@ type Options struct {
 	// answered 503, so their senders retry. 0 means downstream.timeout, the
 	// longest a forward can take.
 	ShutdownTimeout time.Duration
+	// SetMemoryLimit lets the server set the Go runtime's memory limit from
+	// the memory limit it finds (receive.memory_limit or the container's),
+	// unless GOMEMLIMIT is set. It is process-wide: the cardinal command
+	// sets it, tests and the demo do not.
+	SetMemoryLimit bool
 	// NewSender replaces the downstream sender (tests, demo).
 	NewSender func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (gateway.Sender, error)
 }
@@ -56,6 +64,9 @@ type Server struct {
 	gw      *gateway.Gateway
 	handler http.Handler
 	debug   chi.Router // /debug/, on the write port or its own
+
+	admission   *admission.Controller
+	memoryLimit int64 // 0: none known
 
 	reloadMu   sync.Mutex
 	adminToken atomic.Pointer[[]byte] // nil: mutating admin calls refused
@@ -102,7 +113,8 @@ func New(opts Options) (*Server, error) {
 	}, []string{"result"})
 	opts.Registry.MustRegister(s.reloads)
 
-	ing := ingest.New(ingest.Options{Processor: s.gw, Registerer: opts.Registry, Logger: opts.Logger})
+	s.admission = s.newAdmission(cfg)
+	ing := ingest.New(ingest.Options{Processor: s.gw, Admission: s.admission, Registerer: opts.Registry, Logger: opts.Logger})
 	r := chi.NewRouter()
 	r.Handle("/api/v1/write", ing)
 	r.Handle("/metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
@@ -131,6 +143,62 @@ func New(opts Options) (*Server, error) {
 	})
 	s.handler = r
 	return s, nil
+}
+
+// MemoryLimitEnv names the environment variable that gives the memory
+// limit in bytes when receive.memory_limit does not; the Helm chart sets
+// it from the container's limit.
+const MemoryLimitEnv = "CARDINAL_MEMORY_LIMIT"
+
+// newAdmission builds the admission controller from the memory limit
+// (receive.memory_limit, else the container's) and the receive bounds, and
+// registers its gauges.
+func (s *Server) newAdmission(cfg *config.Config) *admission.Controller {
+	rc := cfg.Receive
+	limit, source := rc.MemoryLimit, "receive.memory_limit"
+	if env := os.Getenv(MemoryLimitEnv); limit == 0 && env != "" {
+		if v, err := strconv.ParseInt(env, 10, 64); err == nil && v > 0 {
+			limit, source = v, MemoryLimitEnv
+		} else {
+			s.logger.Warn("ignoring an invalid memory limit", "env", MemoryLimitEnv, "value", env)
+		}
+	}
+	if limit == 0 {
+		limit, source = admission.DetectLimit()
+	}
+	ao := admission.Options{MaxRequests: rc.MaxInflightRequests, MaxBytes: rc.MaxInflightBytes}
+	if ao.MaxRequests == 0 {
+		ao.MaxRequests = admission.DefaultMaxRequests()
+	}
+	if limit > 0 {
+		b := admission.BudgetFor(limit)
+		if ao.MaxBytes == 0 {
+			ao.MaxBytes = b.MaxBytes
+		}
+		ao.HeapLimit = b.HeapLimit
+		if s.opts.SetMemoryLimit && os.Getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(b.GoMemLimit)
+		}
+		s.memoryLimit = limit
+	}
+	s.logger.Info("admission bounds", "memory_limit", limit, "from", source, "go_memory_limit", debug.SetMemoryLimit(-1),
+		"max_inflight_requests", ao.MaxRequests, "max_inflight_bytes", ao.MaxBytes, "shed_above_heap", ao.HeapLimit)
+	c := admission.New(ao)
+	s.opts.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cardinal_inflight_requests",
+			Help: "Remote-write requests being processed (bound: receive.max_inflight_requests).",
+		}, func() float64 { n, _ := c.InFlight(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cardinal_inflight_bytes",
+			Help: "Bytes the requests being processed hold, as reserved with the admission controller (bound: receive.max_inflight_bytes).",
+		}, func() float64 { _, b := c.InFlight(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cardinal_memory_limit_bytes",
+			Help: "The memory limit Cardinal budgets for (receive.memory_limit or the container's); 0 when none is known.",
+		}, func() float64 { return float64(s.memoryLimit) }),
+	)
+	return c
 }
 
 // Check does everything New does with a config file except serving: it
@@ -325,6 +393,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	go s.probeDownstream(probeCtx)
+	go s.admission.Watch(probeCtx, 50*time.Millisecond)
 	// The merger outlives the HTTP server: it flushes a last time after
 	// the in-flight requests have finished.
 	mergeCtx, stopMerge := context.WithCancel(context.Background())

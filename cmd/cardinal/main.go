@@ -81,7 +81,7 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
-	srv, err := server.New(server.Options{ConfigFile: *configFile, ListenAddress: *listen, Logger: logger})
+	srv, err := server.New(server.Options{ConfigFile: *configFile, ListenAddress: *listen, Logger: logger, SetMemoryLimit: true})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1

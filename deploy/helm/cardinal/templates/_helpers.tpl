@@ -109,8 +109,10 @@ Call with (dict "root" $ "sidecar" true|false).
       containerPort: 9091
       protocol: TCP
   env:
-    # Lets the Go runtime collect harder before the container's memory limit.
-    - name: GOMEMLIMIT
+    # Cardinal budgets for the container's memory limit: the Go runtime
+    # gets 80 % of it (GOMEMLIMIT), requests are shed with 503 before the
+    # rest is reached (see the README's Limits and protection).
+    - name: CARDINAL_MEMORY_LIMIT
       valueFrom:
         resourceFieldRef:
           containerName: cardinal
