@@ -152,8 +152,9 @@ type MergeConfig struct {
 	// Types force a metric's kind (counter or gauge) by name, overriding
 	// name suffixes and the sender's metadata.
 	Types []TypeRule `yaml:"types,omitempty"`
-	// StateFile remembers which outputs were merged, so that a restart does
-	// not send the downstream samples older than merged ones it has.
+	// StateFile keeps the merged outputs and their inputs' state across
+	// restarts, so that merged series continue exactly and the downstream
+	// never gets samples older than merged ones it has.
 	StateFile string `yaml:"state_file,omitempty"`
 }
 

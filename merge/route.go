@@ -65,8 +65,12 @@ type merged struct {
 	everQueued  bool
 	// scale doubles the data time between points per step, after the
 	// queue was thinned (see queue); back to 0 once it drains.
-	scale    uint8
-	lastTs   int64
+	scale  uint8
+	lastTs int64
+	// lastV is the newest counter value queued: a counter never goes back
+	// below it (a float sum of the same inputs in another order can differ
+	// in its last bit, which rate() would read as a reset).
+	lastV    float64
 	points   []point
 	exemplar *ownedExemplar // newest exemplar absorbed, not yet in a point
 	spareEx  *ownedExemplar // one delivered point's, for reuse

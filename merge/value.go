@@ -28,6 +28,9 @@ func (m *Merger) snapshot(mg *merged, nowMs int64) {
 		mg.dirty = false
 		return
 	}
+	if mg.kind == Counter && p.hasV {
+		p.v = max(p.v, mg.lastV)
+	}
 	if mg.exemplar != nil {
 		p.ex, mg.exemplar = mg.exemplar, nil
 		p.ex.Timestamp = min(p.ex.Timestamp, p.ts)
@@ -76,6 +79,9 @@ func (m *Merger) queue(mg *merged, p point) {
 		m.pending.Add(1)
 	}
 	mg.lastTs = p.ts
+	if mg.kind == Counter && p.hasV && !p.stale {
+		mg.lastV = p.v
+	}
 	mg.dirty = false
 	mg.ended = p.stale
 	mg.everQueued = true
