@@ -41,6 +41,27 @@ type Options struct {
 }
 
 // DefaultOptions runs in a few seconds on a laptop.
+// Bounds of Options that Validate enforces: the demo runs in one process
+// and holds every series it sends.
+const (
+	MaxWorkloads = 2000
+	MaxScrapes   = 100
+)
+
+// Validate reports whether the demo can run with o.
+func (o Options) Validate() error {
+	switch {
+	case o.Workloads < 1 || o.Workloads > MaxWorkloads:
+		return fmt.Errorf("--workloads=%d: want 1 to %d", o.Workloads, MaxWorkloads)
+	case o.Scrapes < 1 || o.Scrapes > MaxScrapes:
+		return fmt.Errorf("--scrapes=%d: want 1 to %d (the receiver's counters are compared with the last scrape sent)", o.Scrapes, MaxScrapes)
+	case o.PodsPerWorkload < 1, o.SeriesPerRequest < 1:
+		return fmt.Errorf("pods per workload and series per request must be positive")
+	}
+	return nil
+}
+
+// DefaultOptions returns the demo's defaults.
 func DefaultOptions() Options {
 	return Options{Workloads: 60, PodsPerWorkload: 3, Scrapes: 3, SeriesPerRequest: 2000, Seed: 1}
 }
@@ -104,6 +125,9 @@ func Run(ctx context.Context, opts Options, w io.Writer) error {
 
 // Execute runs the demo and returns its measurements.
 func Execute(ctx context.Context, opts Options) (*Report, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	recv := newReceiver()
 	recvSrv, recvURL, err := serveLoopback(recv)

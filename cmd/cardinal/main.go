@@ -4,8 +4,9 @@
 //
 //	cardinal serve --config.file=cardinal.yml [--web.listen-address=:9091] [--log.level=info]
 //	cardinal check config cardinal.yml
-//	cardinal demo
-//	cardinal version
+//	cardinal demo [--workloads=N] [--scrapes=N]
+//	cardinal version | --version
+//	cardinal help [COMMAND] | --help | COMMAND --help
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/cardinal-gateway/cardinal/demo"
@@ -31,47 +33,146 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `usage:
-  cardinal serve --config.file=cardinal.yml [--web.listen-address=:9091] [--log.level=info]
-  cardinal check config cardinal.yml
-  cardinal demo [--workloads=N] [--scrapes=N]
-  cardinal version
+// command is one subcommand: its one-line summary, its help text and what
+// it runs. run returns the exit code: 0 success, 1 failure, 2 usage error.
+type command struct {
+	name, args, summary, help string
+	run                       func(args []string, stdout, stderr io.Writer) int
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"serve", "[flags]", "run the gateway", `Runs the remote-write gateway: receives remote write on /api/v1/write, applies the
+configuration's rules, caps and merging, and forwards to downstream.url. SIGTERM or
+SIGINT shuts it down gracefully, SIGHUP or POST /-/reload reloads the configuration.`, serve},
+		{"check", "config FILE", "validate a configuration and explain what it does", `Loads and compiles FILE exactly as serve would, prints the effective configuration
+with its defaults and what each section will do, and warns about rules that are
+probably mistakes. Exit 0 when serve would accept it, 1 otherwise.`, check},
+		{"demo", "[flags]", "show the gateway working end to end, no external service", `Starts a real Cardinal server and a receiver on 127.0.0.1, sends it Istio, Envoy
+and Linkerd traffic with injected request ids, trace ids, user agents and paths,
+and prints what changed and whether every merged counter is exact.`, runDemo},
+		{"version", "", "print the version", "Prints the version Cardinal was built from.", func(_ []string, stdout, _ io.Writer) int {
+			fmt.Fprintf(stdout, "cardinal %s\n", buildVersion())
+			return 0
+		}},
+		{"help", "[COMMAND]", "show help for a command", "Shows the commands, or the help of one.", help},
+	}
+}
+
+const intro = `Cardinal is a Prometheus remote-write proxy that keeps metric cardinality under control:
+it drops the labels that explode it, turns trace ids into exemplars, caps series per
+workload and merges the series that collapse, so that totals stay right.
 `
+
+// writeUsage prints the commands.
+func writeUsage(w io.Writer) {
+	fmt.Fprint(w, intro)
+	fmt.Fprintf(w, "\nusage: cardinal COMMAND [ARGS]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %-12s %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintf(w, "\nflags:\n  --help, -h    show this help\n  --version     print the version\n\nRun 'cardinal help COMMAND' or 'cardinal COMMAND --help' for a command's flags.\n")
+}
+
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// flagSet returns a FlagSet for a command; errors go to stderr, without
+// the whole help (parseFlags adds a hint).
+func flagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {}
+	return fs
+}
+
+// commandHelp prints a command's description and flags.
+func commandHelp(fs *flag.FlagSet, w io.Writer) {
+	c := lookup(fs.Name())
+	fmt.Fprintf(w, "usage: cardinal %s %s\n\n%s\n", c.name, c.args, c.help)
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			fmt.Fprintf(w, "\nflags:\n")
+			first = false
+		}
+		fmt.Fprintf(w, "  --%s=%s\n      %s\n", f.Name, f.DefValue, f.Usage)
+	})
+}
+
+// parseFlags parses args; on --help (anywhere, also after the positional
+// arguments) it prints the help to stdout and reports exit 0, on a bad flag
+// the error, a hint and exit 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			commandHelp(fs, stdout)
+			return 0, false
+		}
+		if a == "--" {
+			break
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "run 'cardinal %s --help' for the flags\n", fs.Name())
+		return 2, false
+	}
+	return 0, true
+}
+
+func help(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		writeUsage(stdout)
+		return 0
+	}
+	c := lookup(args[0])
+	if c == nil || len(args) > 1 {
+		fmt.Fprintf(stderr, "cardinal help: unknown command %q\n\n", strings.Join(args, " "))
+		writeUsage(stderr)
+		return 2
+	}
+	return c.run([]string{"--help"}, stdout, stderr)
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		writeUsage(stderr)
 		return 2
 	}
 	switch args[0] {
-	case "serve":
-		return serve(args[1:], stderr)
-	case "check":
-		if len(args) != 3 || args[1] != "config" {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		return checkConfig(args[2], stdout, stderr)
-	case "demo":
-		return runDemo(args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintf(stdout, "cardinal %s\n", buildVersion())
+	case "-h", "--help", "-help":
+		writeUsage(stdout)
 		return 0
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
+	case "--version", "-version":
+		return lookup("version").run(nil, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "unknown command %q\n%s", args[0], usage)
-	return 2
+	c := lookup(args[0])
+	if c == nil {
+		fmt.Fprintf(stderr, "cardinal: unknown command %q\n\n", args[0])
+		writeUsage(stderr)
+		return 2
+	}
+	return c.run(args[1:], stdout, stderr)
 }
 
-func serve(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flagSet("serve", stderr)
 	configFile := fs.String("config.file", "cardinal.yml", "configuration file")
 	listen := fs.String("web.listen-address", ":9091", "address for the remote-write receiver, metrics and admin API")
 	level := fs.String("log.level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "cardinal serve: unexpected argument %q\nrun 'cardinal serve --help' for the flags\n", fs.Arg(0))
 		return 2
 	}
 	var lvl slog.Level
@@ -113,6 +214,18 @@ func serve(args []string, stderr io.Writer) int {
 	return 0
 }
 
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flagSet("check", stderr)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if fs.NArg() != 2 || fs.Arg(0) != "config" {
+		fmt.Fprintf(stderr, "usage: cardinal check config FILE\nrun 'cardinal check --help' for more\n")
+		return 2
+	}
+	return checkConfig(fs.Arg(1), stdout, stderr)
+}
+
 func checkConfig(path string, stdout, stderr io.Writer) int {
 	cfg, err := server.Check(path)
 	if err != nil {
@@ -132,12 +245,19 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flagSet("demo", stderr)
 	opts := demo.DefaultOptions()
-	fs.IntVar(&opts.Workloads, "workloads", opts.Workloads, "mesh workloads to simulate")
-	fs.IntVar(&opts.Scrapes, "scrapes", opts.Scrapes, "scrape rounds to send through the gateway")
-	if err := fs.Parse(args); err != nil {
+	fs.IntVar(&opts.Workloads, "workloads", opts.Workloads, fmt.Sprintf("mesh workloads to simulate (1 to %d)", demo.MaxWorkloads))
+	fs.IntVar(&opts.Scrapes, "scrapes", opts.Scrapes, fmt.Sprintf("scrape rounds to send through the gateway (1 to %d)", demo.MaxScrapes))
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "cardinal demo: unexpected argument %q\nrun 'cardinal demo --help' for the flags\n", fs.Arg(0))
+		return 2
+	}
+	if err := opts.Validate(); err != nil {
+		fmt.Fprintf(stderr, "cardinal demo: %v\nrun 'cardinal demo --help' for the flags\n", err)
 		return 2
 	}
 	if err := demo.Run(context.Background(), opts, stdout); err != nil {
