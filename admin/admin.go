@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -49,8 +50,12 @@ func Mount(r chi.Router, opts Options) {
 	}
 	a := &api{opts: opts}
 	r.Get("/api/v1/limits", a.getLimits)
-	r.Put("/api/v1/limits/{workload}", opts.RequireAdmin(a.putLimit))
-	r.Delete("/api/v1/limits/{workload}", opts.RequireAdmin(a.deleteLimit))
+	// A workload holds a "/" (namespace/app): it may come path-escaped
+	// (payments%2Fcheckout) or not (payments/checkout), so the rest of the
+	// path is the workload.
+	r.Get("/api/v1/limits/*", a.getLimit)
+	r.Put("/api/v1/limits/*", opts.RequireAdmin(a.putLimit))
+	r.Delete("/api/v1/limits/*", opts.RequireAdmin(a.deleteLimit))
 	r.Get("/api/v1/cardinality", a.getCardinality)
 }
 
@@ -66,6 +71,29 @@ type limitsResponse struct {
 func (a *api) getLimits(w http.ResponseWriter, _ *http.Request) {
 	l := a.opts.Limiter
 	WriteJSON(w, http.StatusOK, limitsResponse{Default: l.Settings().Default, Overrides: l.Overrides()})
+}
+
+type limitResponse struct {
+	Workload  string `json:"workload"`
+	MaxSeries int    `json:"max_series"`
+	// Source says where the cap comes from: api, config or default.
+	Source string `json:"source"`
+}
+
+func (a *api) getLimit(w http.ResponseWriter, r *http.Request) {
+	workload, err := workloadParam(r)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	l := a.opts.Limiter
+	source := "default"
+	if _, ok := l.APIOverrides()[workload]; ok {
+		source = "api"
+	} else if _, ok := l.Settings().Overrides[workload]; ok {
+		source = "config"
+	}
+	WriteJSON(w, http.StatusOK, limitResponse{Workload: workload, MaxSeries: l.Limit(workload), Source: source})
 }
 
 type putRequest struct {
@@ -109,7 +137,7 @@ func parseLimit(body []byte) (int, error) {
 	dec.DisallowUnknownFields()
 	var req putRequest
 	if err := dec.Decode(&req); err != nil {
-		return 0, fmt.Errorf(`body must be {"max_series": N}: %w`, err)
+		return 0, fmt.Errorf(`body must be {"max_series": N}: %s`, jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return 0, errors.New("body holds more than one JSON value")
@@ -165,8 +193,35 @@ func (a *api) persist(overrides map[string]int) error {
 	return SaveState(path, overrides)
 }
 
+// jsonProblem describes a decoding error in the API's terms, without the
+// Go types encoding/json names.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return fmt.Sprintf("got a JSON %s, want an object", typeErr.Value)
+		}
+		return fmt.Sprintf("%s must be a non-negative integer, got a JSON %s", field, typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("invalid JSON at byte %d", syntaxErr.Offset)
+	case errors.Is(err, io.EOF):
+		return "the body is empty"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON ends early"
+	}
+	// json: unknown field "x", and the like, name no Go type.
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "json: "); ok {
+		return rest
+	}
+	return msg
+}
+
 func workloadParam(r *http.Request) (string, error) {
-	w := chi.URLParam(r, "workload")
+	w := chi.URLParam(r, "*")
 	// chi routes on RawPath when the request path had escapes (such as the
 	// %2F of "ns%2Fapp"); only then is the parameter still escaped.
 	if r.URL.RawPath != "" {

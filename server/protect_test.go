@@ -2,7 +2,9 @@ package server
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -259,5 +261,73 @@ func TestOverloadIsShedWith503(t *testing.T) {
 	}
 	if code, body := remoteWrite(t, base, sample{labels: []string{"__name__", "after"}, value: 1, ts: 9}); code != http.StatusNoContent {
 		t.Fatalf("write after the load dropped: %d %s", code, body)
+	}
+}
+
+// Admin API polish (issue 12): JSON errors everywhere (404, 405 with Allow),
+// unescaped workload paths, GET on a limit, [] for empty lists, no Go type
+// names, GET / lists the endpoints.
+func TestAdminAPIAnswersInJSON(t *testing.T) {
+	ds := newDownstream(t)
+	dir := t.TempDir()
+	tokenFile := dir + "/token"
+	if err := os.WriteFile(tokenFile, []byte("tok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newServer(t, writeConfig(t, dir, ds.URL, "limits:\n  workload_labels: [namespace, app]\n  max_series_per_workload: 10\nadmin:\n  bearer_token_file: "+tokenFile+"\n"))
+	base := serveHandler(t, s)
+	call := func(method, path, body string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+	isJSONError := func(what, body string) {
+		t.Helper()
+		var e struct{ Error string }
+		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+			t.Errorf("%s: body %q is not a JSON error", what, body)
+		}
+		if strings.Contains(body, "Go struct") || strings.Contains(body, "putRequest") || strings.Contains(body, "int64") {
+			t.Errorf("%s: %q names Go types", what, body)
+		}
+	}
+	code, _, body := call(http.MethodGet, "/nope", "")
+	if code != 404 {
+		t.Errorf("GET /nope: %d", code)
+	}
+	isJSONError("404", body)
+	code, hdr, body := call(http.MethodPost, "/api/v1/limits", "")
+	if code != 405 || !strings.Contains(hdr.Get("Allow"), "GET") {
+		t.Errorf("POST /api/v1/limits: %d Allow %q", code, hdr.Get("Allow"))
+	}
+	isJSONError("405", body)
+	if code, _, body := call(http.MethodPut, "/api/v1/limits/shop/cart", `{"max_series": 5}`); code != 200 {
+		t.Errorf("PUT with an unescaped workload: %d %s", code, body)
+	}
+	code, _, body = call(http.MethodGet, "/api/v1/limits/shop%2Fcart", "")
+	if code != 200 || !strings.Contains(body, `"max_series":5`) || !strings.Contains(body, `"source":"api"`) {
+		t.Errorf("GET a limit: %d %s", code, body)
+	}
+	code, _, body = call(http.MethodPut, "/api/v1/limits/shop%2Fcart", `{"max_series": "many"}`)
+	if code != 400 || !strings.Contains(body, "max_series must be a non-negative integer") {
+		t.Errorf("PUT a string: %d %s", code, body)
+	}
+	isJSONError("400", body)
+	if code, _, body := call(http.MethodGet, "/api/v1/collisions", ""); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("empty collisions: %d %q, want []", code, body)
+	}
+	if code, _, body := call(http.MethodGet, "/api/v1/cardinality", ""); code != 200 || strings.TrimSpace(body) == "null" {
+		t.Errorf("empty cardinality: %d %q", code, body)
+	}
+	code, _, body = call(http.MethodGet, "/", "")
+	if code != 200 || !strings.Contains(body, "/api/v1/write") || !strings.Contains(body, "/api/v1/limits/{workload}") {
+		t.Errorf("GET /: %d %s", code, body)
 	}
 }

@@ -141,8 +141,50 @@ func New(opts Options) (*Server, error) {
 		RequireAdmin: s.requireAdmin,
 		Logger:       opts.Logger,
 	})
+	r.Get("/", serveIndex)
+	// Errors are JSON everywhere, with the allowed methods on a 405.
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		admin.WriteError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s; GET / lists them", r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
+			if r.Match(chi.NewRouteContext(), m, req.URL.Path) {
+				allowed = append(allowed, m)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		admin.WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s; allowed: %s", req.Method, req.URL.Path, strings.Join(allowed, ", ")))
+	})
 	s.handler = r
 	return s, nil
+}
+
+// Endpoint is one line of GET /.
+type Endpoint struct {
+	Method      string `json:"method"`
+	Path        string `json:"path"`
+	Description string `json:"description"`
+}
+
+// Endpoints lists Cardinal's HTTP endpoints, as GET / serves them.
+var Endpoints = []Endpoint{
+	{"POST", "/api/v1/write", "remote-write receiver"},
+	{"GET", "/metrics", "Cardinal's own metrics"},
+	{"GET", "/-/healthy", "liveness"},
+	{"GET", "/-/ready", "readiness: the config is loaded and the downstream was reached"},
+	{"POST", "/-/reload", "reload the config file (admin token)"},
+	{"GET", "/api/v1/collisions?top=N", "merged outputs with the most inputs and the labels that collapsed them"},
+	{"GET", "/api/v1/limits", "the series caps in force"},
+	{"GET", "/api/v1/limits/{workload}", "one workload's cap and where it comes from"},
+	{"PUT", "/api/v1/limits/{workload}", `set a workload's cap, body {"max_series": N} (admin token)`},
+	{"DELETE", "/api/v1/limits/{workload}", "remove a workload's API override (admin token)"},
+	{"GET", "/api/v1/cardinality?top=N", "active and folded series per workload"},
+	{"GET", "/debug/pprof/", "Go's profiler (admin token when one is configured)"},
+}
+
+func serveIndex(w http.ResponseWriter, _ *http.Request) {
+	admin.WriteJSON(w, http.StatusOK, map[string]any{"service": "cardinal", "endpoints": Endpoints})
 }
 
 // MemoryLimitEnv names the environment variable that gives the memory
