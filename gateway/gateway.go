@@ -35,6 +35,17 @@ const (
 	ReasonInvalid       = "invalid"
 	ReasonMergeCapacity = "merge_capacity"
 	ReasonLimit         = "limit"
+	// ReasonMerged: absorbed into a merged output, which the merger emits
+	// (cardinal_forwarded_samples_total{path="merged"}).
+	ReasonMerged = "merged"
+	// ReasonRejected: the downstream refused the series on its own.
+	ReasonRejected = "rejected"
+)
+
+// Paths of cardinal_forwarded_samples_total.
+const (
+	PathPassthrough = "passthrough"
+	PathMerged      = "merged"
 )
 
 // Sender delivers an encoded, snappy-compressed remote-write 1.0 body. The
@@ -87,8 +98,11 @@ type state struct {
 
 type metrics struct {
 	received       prometheus.Counter
-	forwarded      prometheus.Counter
-	droppedRelabel prometheus.Counter
+	forwarded       prometheus.Counter
+	forwardedMerged prometheus.Counter
+	droppedMerged   prometheus.Counter
+	droppedRejected prometheus.Counter
+	droppedRelabel  prometheus.Counter
 	droppedInvalid prometheus.Counter
 	droppedMerge   prometheus.Counter
 	droppedLimit   prometheus.Counter
@@ -174,17 +188,21 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	f := promauto.With(opts.Registerer)
 	dropped := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardinal_dropped_samples_total",
-		Help: "Samples Cardinal dropped on purpose, by reason.",
+		Help: "Received samples not forwarded as they came, by reason: relabel (rules), invalid (no receiver accepts them), limit (folded into an overflow series), merge_capacity (merge.max_inputs reached), merged (absorbed into a merged output), rejected (the downstream refused them). received = forwarded{path=\"passthrough\"} + the sum of these.",
 	}, []string{"reason"})
+	forwarded := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardinal_forwarded_samples_total",
+		Help: "Samples the downstream acknowledged, by path: passthrough (forwarded as they came) or merged (emitted by the merger).",
+	}, []string{"path"})
 	g.metrics = metrics{
 		received: f.NewCounter(prometheus.CounterOpts{
 			Name: "cardinal_received_samples_total",
 			Help: "Samples (float and histogram) received from senders in decodable requests.",
 		}),
-		forwarded: f.NewCounter(prometheus.CounterOpts{
-			Name: "cardinal_forwarded_samples_total",
-			Help: "Samples the downstream acknowledged with 2xx.",
-		}),
+		forwarded:       forwarded.WithLabelValues(PathPassthrough),
+		forwardedMerged: forwarded.WithLabelValues(PathMerged),
+		droppedMerged:   dropped.WithLabelValues(ReasonMerged),
+		droppedRejected: dropped.WithLabelValues(ReasonRejected),
 		droppedRelabel: dropped.WithLabelValues(ReasonRelabel),
 		droppedInvalid: dropped.WithLabelValues(ReasonInvalid),
 		droppedMerge:   dropped.WithLabelValues(ReasonMergeCapacity),
@@ -425,11 +443,12 @@ func (g *Gateway) Run(ctx context.Context) {
 // the downstream timeout, and a batch the downstream refuses is split to
 // isolate the series it refuses.
 func (g *Gateway) deliverMerged(ctx context.Context, req *wire.Request, onReject func(int, string, error)) error {
-	_, err := g.delivery.Deliver(ctx, g.state.Load().sender, req, &g.flushScratch, func(r forward.Rejection) {
+	rep, err := g.delivery.Deliver(ctx, g.state.Load().sender, req, &g.flushScratch, func(r forward.Rejection) {
 		if r.Series >= 0 {
 			onReject(r.Series, r.Err.Reason, r.Err)
 		}
 	})
+	g.metrics.forwardedMerged.Add(float64(rep.DeliveredSamples))
 	return err
 }
 
@@ -486,6 +505,7 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	g.metrics.droppedRelabel.Add(float64(res.DroppedByRelabel))
 	g.metrics.droppedMerge.Add(float64(res.DroppedByMerge))
 	g.metrics.droppedLimit.Add(float64(res.Folded))
+	g.metrics.droppedMerged.Add(float64(res.Merged - res.Folded))
 
 	if len(req.Series) == 0 && len(req.Metadata) == 0 {
 		return res, nil
@@ -495,6 +515,7 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	res.Forwarded = rep.DeliveredSamples
 	res.Rejected = ws.rejected
 	g.metrics.forwarded.Add(float64(res.Forwarded))
+	g.metrics.droppedRejected.Add(float64(res.Rejected.Samples))
 	return res, err
 }
 

@@ -559,7 +559,7 @@ relabel_configs:
 		{"cardinal_dropped_samples_total", "reason", "relabel", 2},
 		{"cardinal_dropped_samples_total", "reason", "invalid", 0},
 		{"cardinal_received_samples_total", "", "", 3},
-		{"cardinal_forwarded_samples_total", "", "", 1},
+		{"cardinal_forwarded_samples_total", "path", "passthrough", 1},
 		{"cardinal_forward_duration_seconds", "", "", 1}, // histogram: count
 		{"cardinal_config_reloads_total", "result", "success", 1},
 	} {
