@@ -589,6 +589,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			continue
 		case merge.Dropped:
 			res.DroppedByMerge += n
+			if folded {
+				res.Folded -= n // dropped, not folded: counted once
+			}
 			continue
 		}
 		out = append(out, s)

@@ -141,7 +141,7 @@ func TestProcessRelabelsAndForwards(t *testing.T) {
 			t.Errorf("dropped{reason=%q} = %v, want %v", reason, got, want)
 		}
 	}
-	if got := metricValue(t, reg, "cardinal_forwarded_samples_total", ""); got != 2 {
+	if got := metricValue(t, reg, "cardinal_forwarded_samples_total", PathPassthrough); got != 2 {
 		t.Errorf("forwarded = %v, want 2", got)
 	}
 }
@@ -202,7 +202,7 @@ func TestProcessReturnsSenderError(t *testing.T) {
 	if !errors.Is(err, want) {
 		t.Fatalf("err = %v, want %v", err, want)
 	}
-	if n := metricValue(t, reg, "cardinal_forwarded_samples_total", ""); n != 0 {
+	if n := metricValue(t, reg, "cardinal_forwarded_samples_total", PathPassthrough); n != 0 {
 		t.Fatalf("forwarded = %v after a failed send", n)
 	}
 }
