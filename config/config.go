@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
 	"go.yaml.in/yaml/v2"
+
+	"github.com/cardinal-gateway/cardinal/internal/selector"
 )
 
 // Defaults, as documented in the README.
@@ -42,7 +44,11 @@ const (
 
 // Config is the whole configuration file.
 type Config struct {
-	Downstream     DownstreamConfig  `yaml:"downstream"`
+	Downstream DownstreamConfig `yaml:"downstream"`
+	// Scope, when set, limits relabel_configs, trace_sampling and limits
+	// to the series matching any of these PromQL series selectors; every
+	// other series passes through untouched and unlimited.
+	Scope          []string          `yaml:"scope,omitempty"`
 	Receive        ReceiveConfig     `yaml:"receive,omitempty"`
 	RelabelConfigs []*relabel.Config `yaml:"relabel_configs,omitempty"`
 	Merge          MergeConfig       `yaml:"merge,omitempty"`
@@ -460,6 +466,9 @@ func (c *Config) Validate() error {
 		if rc == nil {
 			return fmt.Errorf("relabel_configs[%d] is empty", i)
 		}
+	}
+	if _, err := selector.Parse(c.Scope); err != nil {
+		return fmt.Errorf("scope%w", err)
 	}
 	if err := c.Limits.validate(); err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/internal/freelist"
+	"github.com/cardinal-gateway/cardinal/internal/selector"
 	"github.com/cardinal-gateway/cardinal/limiter"
 	"github.com/cardinal-gateway/cardinal/merge"
 	"github.com/cardinal-gateway/cardinal/relabel"
@@ -93,19 +94,22 @@ type state struct {
 	relabel *relabel.Program
 	rules   merge.Rules
 	trace   *traceRules // nil: trace sampling off
-	sender  Sender
+	// scope, when set, is what the rules, trace sampling and limits apply
+	// to; other series pass through untouched.
+	scope  *selector.Set
+	sender Sender
 }
 
 type metrics struct {
-	received       prometheus.Counter
+	received        prometheus.Counter
 	forwarded       prometheus.Counter
 	forwardedMerged prometheus.Counter
 	droppedMerged   prometheus.Counter
 	droppedRejected prometheus.Counter
 	droppedRelabel  prometheus.Counter
-	droppedInvalid prometheus.Counter
-	droppedMerge   prometheus.Counter
-	droppedLimit   prometheus.Counter
+	droppedInvalid  prometheus.Counter
+	droppedMerge    prometheus.Counter
+	droppedLimit    prometheus.Counter
 }
 
 // workspace is the per-request memory of the pipeline, pooled.
@@ -203,10 +207,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		forwardedMerged: forwarded.WithLabelValues(PathMerged),
 		droppedMerged:   dropped.WithLabelValues(ReasonMerged),
 		droppedRejected: dropped.WithLabelValues(ReasonRejected),
-		droppedRelabel: dropped.WithLabelValues(ReasonRelabel),
-		droppedInvalid: dropped.WithLabelValues(ReasonInvalid),
-		droppedMerge:   dropped.WithLabelValues(ReasonMergeCapacity),
-		droppedLimit:   dropped.WithLabelValues(ReasonLimit),
+		droppedRelabel:  dropped.WithLabelValues(ReasonRelabel),
+		droppedInvalid:  dropped.WithLabelValues(ReasonInvalid),
+		droppedMerge:    dropped.WithLabelValues(ReasonMergeCapacity),
+		droppedLimit:    dropped.WithLabelValues(ReasonLimit),
 	}
 	exemplars := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardinal_exemplars_added_total",
@@ -375,6 +379,9 @@ func Compile(cfg *config.Config) (*relabel.Program, error) {
 	if _, err := compileTrace(cfg.TraceSampling); err != nil {
 		return nil, err
 	}
+	if _, err := selector.Parse(cfg.Scope); err != nil {
+		return nil, fmt.Errorf("scope%w", err)
+	}
 	return prog, nil
 }
 
@@ -393,13 +400,20 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	scope, err := selector.Parse(cfg.Scope)
+	if err != nil {
+		return fmt.Errorf("scope%w", err)
+	}
+	if scope.Empty() {
+		scope = nil
+	}
 	sender, err := g.opts.NewSender(cfg.Downstream, g.opts.Registerer, g.logger)
 	if err != nil {
 		return fmt.Errorf("downstream: %w", err)
 	}
 	g.merger.SetRules(rules)
 	g.limiter.SetSettings(limiterSettings(cfg.Limits))
-	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: prog, rules: rules, trace: trace, sender: sender})
+	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: prog, rules: rules, trace: trace, scope: scope, sender: sender})
 	// Routes of the old rules are dead (their gen no longer matches); free
 	// their memory.
 	g.routes.clear()
@@ -524,9 +538,9 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
 	prog, trace := st.relabel, st.trace
 	limits := g.limiter.Settings().Enabled()
-	if prog.Len() == 0 && !limits && trace == nil {
+	if prog.Len() == 0 && !limits && trace == nil && !g.merger.HasMerged() {
 		// Without rules, caps or trace labels no two series can collapse
-		// into one.
+		// into one. (Outputs merged under earlier rules still must be.)
 		return
 	}
 	nowMs := g.now().UnixMilli()
@@ -544,6 +558,22 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		in, ws.hashBuf = s.InputHash(ws.hashBuf)
 		// Fast path: an input the merger already absorbs.
 		if g.routeKnown(st, ws, in, &s, n, nowSec, nowMs, res) {
+			continue
+		}
+		if st.scope != nil && !st.scope.Matches(s.Labels) {
+			// Out of scope: untouched and unlimited. The merger still
+			// sees it, so that an in-scope output rewritten to the same
+			// labels is merged rather than sent twice.
+			outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, s.Labels)
+			switch g.merger.Route(tk, in, outHash, s.Labels, &s, nowMs, false) {
+			case merge.Absorbed:
+				res.Merged += n
+				continue
+			case merge.Dropped:
+				res.DroppedByMerge += n
+				continue
+			}
+			out = append(out, s)
 			continue
 		}
 		// Slow path. Apply may overwrite s.Labels; the merger needs the

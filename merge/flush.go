@@ -149,6 +149,7 @@ func (m *Merger) collect(f *flusher, final bool) {
 			if len(mg.inputs) == 0 && len(mg.retired) == 0 && len(mg.points) == 0 && nowMs-o.seen > stale {
 				delete(sh.outputs, key)
 				m.metrics.mergedSeries.Dec()
+				m.merged.Add(-1)
 				continue
 			}
 			if len(mg.points) == 0 || (!final && mg.since >= oldest) {

@@ -218,6 +218,7 @@ type Merger struct {
 	rules   atomic.Pointer[Rules]
 	shards  [numShards]shard
 	tracked atomic.Int64 // live inputs, single and merged
+	merged  atomic.Int64 // merged outputs
 	retired atomic.Int64 // retired inputs remembered
 	pending atomic.Int64 // points queued for delivery
 	tickets tickets
@@ -349,6 +350,10 @@ func (m *Merger) SetRules(r Rules) {
 	r.withDefaults()
 	m.rules.Store(&r)
 }
+
+// HasMerged reports whether the merger holds any merged output: then every
+// series must be routed, even under rules that cannot collapse any.
+func (m *Merger) HasMerged() bool { return m.merged.Load() > 0 }
 
 // Rules returns the rules in force, with defaults applied.
 func (m *Merger) Rules() Rules { return *m.rules.Load() }

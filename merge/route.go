@@ -269,6 +269,7 @@ func (m *Merger) newMerged(out []wire.Label, floor int64) *merged {
 		mg.learn(m, out)
 	}
 	m.metrics.mergedSeries.Inc()
+	m.merged.Add(1)
 	return mg
 }
 

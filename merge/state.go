@@ -113,6 +113,14 @@ func (m *Merger) writeState(w io.Writer) (int, error) {
 func appendOutput(b []byte, key uint64, o *output) []byte {
 	mg := o.m
 	b = binary.LittleEndian.AppendUint64(b, key)
+	var flags uint64
+	if mg.everQueued {
+		flags |= outputEmitted
+	}
+	if mg.ended {
+		flags |= outputEnded
+	}
+	b = binary.AppendUvarint(b, flags)
 	b = binary.AppendVarint(b, max(mg.lastTs, o.passTs))
 	b = appendFloat(b, mg.lastV)
 	b = binary.AppendVarint(b, mg.dataTs)
@@ -133,6 +141,12 @@ func appendOutput(b []byte, key uint64, o *output) []byte {
 	}
 	return b
 }
+
+// Flags of an output record.
+const (
+	outputEmitted = 1 << iota // a point was queued: it needs a stale marker when it ends
+	outputEnded               // its last point is a stale marker
+)
 
 const (
 	flagHas = 1 << iota
@@ -317,14 +331,17 @@ func (m *Merger) loadV2(path string, s *stateReader) (int, error) {
 			return n, nil
 		}
 		key := s.u64()
+		flags := s.uvarint()
 		floor := s.varint()
-		mg := &merged{inputs: map[uint64]*input{}, lastTs: floor}
+		mg := &merged{inputs: map[uint64]*input{}, lastTs: floor,
+			everQueued: flags&outputEmitted != 0, ended: flags&outputEnded != 0}
 		mg.lastV = s.float()
 		mg.dataTs = s.varint()
 		mg.base = s.float()
 		mg.baseHist = s.histogram()
 		enc := s.bytes(maxStateLabels)
-		newest := floor
+		// newest is wall-clock time: the inputs' last samples' arrival.
+		newest := int64(math.MinInt64)
 		nIn := s.uvarint()
 		if nIn > maxStateInputs {
 			s.fail("%d inputs in one output", nIn)
@@ -355,8 +372,11 @@ func (m *Merger) loadV2(path string, s *stateReader) (int, error) {
 		if s.err != nil {
 			return n, fmt.Errorf("merge state file %s: output %d: %w", path, n, s.err)
 		}
-		if newest < oldest {
+		if newest < oldest && newest != math.MinInt64 {
 			continue
+		}
+		if newest == math.MinInt64 {
+			newest = nowMs // no input: live for a staleness period
 		}
 		if len(enc) > 0 {
 			ls, err := wire.DecodeLabels(enc)
@@ -365,31 +385,28 @@ func (m *Merger) loadV2(path string, s *stateReader) (int, error) {
 			}
 			mg.learn(m, ls)
 		}
-		if m.restore(key, mg) {
+		if m.restore(key, mg, newest) {
 			n++
 		}
 	}
 }
 
 // restore installs a merged output read from the state file, unless one is
-// there already, and accounts for its inputs.
-func (m *Merger) restore(key uint64, mg *merged) bool {
+// there already, and accounts for its inputs. seen is the wall-clock time
+// of its inputs' last sample.
+func (m *Merger) restore(key uint64, mg *merged, seen int64) bool {
 	sh := &m.shards[key%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.outputs[key] != nil {
 		return false
 	}
-	seen := mg.lastTs
-	for _, ip := range mg.inputs {
-		seen = max(seen, ip.seen)
-	}
 	sh.outputs[key] = &output{seen: seen, m: mg}
 	m.metrics.mergedSeries.Inc()
+	m.merged.Add(1)
 	m.tracked.Add(int64(len(mg.inputs)))
 	m.metrics.mergeInputs.Add(float64(len(mg.inputs)))
 	m.retired.Add(int64(len(mg.retired)))
-	mg.everQueued = mg.lastTs > 0
 	return true
 }
 

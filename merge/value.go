@@ -223,7 +223,15 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 }
 
 // decodeHistogramInto decodes an encoded prometheus.Histogram into fh,
-// reusing its memory.
+// reusing its memory. A schema above 8 (9 to 52, which Prometheus accepts
+// and reduces on receipt) is reduced to 8 as Prometheus does: its
+// arithmetic only knows the schemas up to 8.
 func decodeHistogramInto(data []byte, fh *histogram.FloatHistogram) error {
-	return wire.DecodeFloatHistogram(data, fh)
+	if err := wire.DecodeFloatHistogram(data, fh); err != nil {
+		return err
+	}
+	if fh.Schema > histogram.ExponentialSchemaMax && !fh.UsesCustomBuckets() {
+		return fh.ReduceResolution(histogram.ExponentialSchemaMax)
+	}
+	return nil
 }

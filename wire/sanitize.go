@@ -18,6 +18,7 @@ const (
 	InvalidEmptyLabelName
 	InvalidDuplicateLabel
 	InvalidHistogram
+	InvalidUTF8
 	numInvalidReasons
 )
 
@@ -26,6 +27,7 @@ var invalidReasonText = [numInvalidReasons]string{
 	InvalidEmptyLabelName: "empty label name",
 	InvalidDuplicateLabel: "duplicate label name",
 	InvalidHistogram:      "invalid native histogram",
+	InvalidUTF8:           "label name or value not valid UTF-8",
 }
 
 func (r InvalidReason) String() string { return invalidReasonText[r] }
@@ -162,6 +164,11 @@ func checkSorted(ls []Label) (reason InvalidReason, ok, fine bool) {
 		}
 		if len(name) == 0 {
 			return InvalidEmptyLabelName, false, true
+		}
+		// Prometheus' receiver drops a series whose label names or values
+		// are not valid UTF-8. utf8.Valid skips ASCII eight bytes at a time.
+		if !utf8.Valid(name) || !utf8.Valid(ls[i].Value) {
+			return InvalidUTF8, false, true
 		}
 		if i > 0 {
 			prev := ls[i-1].Name
