@@ -385,8 +385,14 @@ func Load(path string) (*Config, error) {
 func Parse(data []byte) (*Config, error) {
 	// Sections the file may leave out entirely keep their defaults.
 	cfg := &Config{Receive: defaultReceive(), Merge: defaultMerge(), Limits: defaultLimits()}
+	// The walk finds unknown keys and bad relabel rules with their paths;
+	// the decoder has the last word, its errors rewritten in the same terms.
+	d := diagnose(data)
+	if d.problem != nil {
+		return nil, fmt.Errorf("cannot parse config: %w", d.problem)
+	}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
-		return nil, fmt.Errorf("cannot parse config: %w", err)
+		return nil, fmt.Errorf("cannot parse config: %w", d.explainDecodeError(err))
 	}
 	// yaml.v2 does not call UnmarshalYAML for a key without a value
 	// ("receive:" with every setting commented out); such a section means

@@ -21,12 +21,12 @@ var badFiles = map[string]string{
 	"empty.bad.yml":                      "downstream.url is required",
 	"bad_scheme.bad.yml":                 `scheme must be http or https, not "ftp"`,
 	"missing_host.bad.yml":               "downstream.url: host is missing",
-	"unknown_top_key.bad.yml":            "field relabel_config not found",
-	"unknown_downstream_key.bad.yml":     "field max_retry not found",
-	"unknown_tls_key.bad.yml":            "field ca_fil not found",
-	"unknown_relabel_key.bad.yml":        "field regexp not found",
-	"unknown_receive_key.bad.yml":        "field max_bytes not found",
-	"unknown_admin_key.bad.yml":          "field token_file not found",
+	"unknown_top_key.bad.yml":            "relabel_config: unknown key, did you mean relabel_configs?",
+	"unknown_downstream_key.bad.yml":     "downstream.max_retry: unknown key, did you mean max_retries?",
+	"unknown_tls_key.bad.yml":            "downstream.tls_config.ca_fil: unknown key, did you mean ca_file?",
+	"unknown_relabel_key.bad.yml":        "relabel_configs[0].regexp: unknown key, did you mean regex?",
+	"unknown_receive_key.bad.yml":        "receive.max_bytes: unknown key",
+	"unknown_admin_key.bad.yml":          "admin.token_file: unknown key, did you mean bearer_token_file?",
 	"relabel_action_typo.bad.yml":        `unknown relabel action "labeldorp"`,
 	"relabel_empty_rule.bad.yml":         "relabel_configs[0] is empty",
 	"invalid_regex.bad.yml":              "error parsing regexp",
@@ -42,7 +42,7 @@ var badFiles = map[string]string{
 	"two_auth_methods.bad.yml":           "at most one of basic_auth, oauth2 & authorization",
 	"cert_without_key.bad.yml":           "key or key_file must be configured",
 	"not_yaml.bad.yml":                   "cannot parse config",
-	"wrong_type.bad.yml":                 "cannot unmarshal !!str `three` into int",
+	"wrong_type.bad.yml":                 `downstream.max_retries: got the string "three", want an integer`,
 }
 
 func TestLoadBad(t *testing.T) {
@@ -344,7 +344,7 @@ func TestParseValidate(t *testing.T) {
 	f(u+"}\nrelabel_configs: [{action: hashmod, source_labels: [a], target_label: b}]", "")
 	f(u+"}\nrelabel_configs: [{action: Drop, regex: x}]", "")
 	f(u+"}\nrelabel_configs: [{action: dropp, regex: x}]", `unknown relabel action "dropp"`)
-	f(u+"}\nunknown: 1", "field unknown not found")
+	f(u+"}\nunknown: 1", "unknown: unknown key (known here: admin, downstream")
 }
 
 func TestParseDefaultsPerSection(t *testing.T) {
@@ -381,4 +381,26 @@ func TestEmptySectionsKeepDefaults(t *testing.T) {
 	if cfg.Merge.Staleness != model.Duration(DefaultStaleness) || cfg.Merge.MaxInputs != DefaultMaxInputs {
 		t.Errorf("merge = %+v, want the defaults", cfg.Merge)
 	}
+}
+
+// Issue 12: errors name their path, suggest what was meant, and name no Go
+// types; a relabel error names its rule.
+func TestErrorsNamePaths(t *testing.T) {
+	f := func(yml, want string) {
+		t.Helper()
+		_, err := Parse([]byte("downstream: {url: 'http://127.0.0.1:1/w'}\n" + yml))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want it to contain %q", yml, err, want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "config.plain") || strings.Contains(err.Error(), "!!") || strings.Contains(err.Error(), "type ")) {
+			t.Errorf("%q: error %q names Go or YAML internals", yml, err)
+		}
+	}
+	f("merge:\n  flush_intervall: 5s\n", "merge.flush_intervall: unknown key, did you mean flush_interval?")
+	f("limits:\n  max_series_per_workload: lots\n", `limits.max_series_per_workload: got the string "lots", want an integer`)
+	f("merge:\n  staleness: soon\n", "merge.staleness")
+	f("relabel_configs:\n  - {action: keep, source_labels: [a], regex: 'x'}\n  - {action: keep, source_labels: [a], regex: '('}\n", "relabel_configs[1].regex")
+	f("relabel_configs:\n  - {action: replace, source_labels: [a], regex: 'x'}\n  - {action: drop, source_labels: [a], regexx: 'x'}\n", "relabel_configs[1].regexx: unknown key, did you mean regex?")
+	f("downstream_:\n  url: x\n", "downstream_: unknown key, did you mean downstream?")
+	f("limits:\n  overrides: {\"a/b\": many}\n", `limits.overrides["a/b"]: got the string "many", want an integer`)
 }
