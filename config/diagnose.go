@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	yaml3 "go.yaml.in/yaml/v3"
 	"go.yaml.in/yaml/v2"
+	yaml3 "go.yaml.in/yaml/v3"
 
 	"github.com/prometheus/prometheus/model/relabel"
 )
