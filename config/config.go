@@ -21,25 +21,29 @@ import (
 	"github.com/prometheus/prometheus/model/relabel"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/internal/selector"
+	"github.com/cardinal-gateway/cardinal/merge"
 )
 
-// Defaults, as documented in the README.
+// Defaults, as documented in the README (its defaults table is checked
+// against these). Those of a package that runs the setting are that
+// package's: one place for each.
 const (
-	DefaultTimeout         = 30 * time.Second
-	DefaultMinBackoff      = 30 * time.Millisecond
-	DefaultMaxBackoff      = 5 * time.Second
-	DefaultMaxRetries      = 3
-	DefaultMaxRetryAfter   = 5 * time.Minute
+	DefaultTimeout         = forward.DefaultTimeout
+	DefaultMinBackoff      = forward.DefaultMinBackoff
+	DefaultMaxBackoff      = forward.DefaultMaxBackoff
+	DefaultMaxRetries      = forward.DefaultMaxRetries
+	DefaultMaxRetryAfter   = forward.DefaultMaxRetryAfter
 	DefaultMaxRequestBytes = 32 << 20
-	DefaultStaleness       = 10 * time.Minute
+	DefaultStaleness       = merge.DefaultStaleness
 	DefaultMaxInputs       = 5_000_000
-	DefaultFlushInterval   = 15 * time.Second
-	DefaultForgetAfter     = time.Hour
-	DefaultMaxRetired      = 1_000_000
-	DefaultSamplesPerSend  = 2000
-	DefaultBytesPerSend    = 4 << 20
-	DefaultMaxAhead        = time.Minute
+	DefaultFlushInterval   = merge.DefaultFlushInterval
+	DefaultForgetAfter     = merge.DefaultForgetAfter
+	DefaultMaxRetired      = merge.DefaultMaxRetired
+	DefaultSamplesPerSend  = merge.DefaultMaxSamplesPerSend
+	DefaultBytesPerSend    = merge.DefaultMaxBytesPerSend
+	DefaultMaxAhead        = merge.DefaultMaxAhead
 )
 
 // Config is the whole configuration file.

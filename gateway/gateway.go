@@ -366,54 +366,56 @@ func (s *deadlineSender) Send(ctx context.Context, body []byte) error {
 	return s.Client.Send(ctx, body)
 }
 
-// Compile checks that cfg can be turned into a running pipeline, without
-// touching any running one. `cardinal check config` uses it.
-func Compile(cfg *config.Config) (*relabel.Program, error) {
-	prog, err := relabel.Compile(cfg.RelabelConfigs)
-	if err != nil {
+// Compiled is a configuration compiled into what the pipeline runs: the
+// one compile path of serve, reload and `cardinal check config`.
+type Compiled struct {
+	Config  *config.Config
+	Relabel *relabel.Program
+	Merge   merge.Rules
+	Limits  limiter.Settings
+	// Trace is nil when trace sampling is off; Scope nil when every series
+	// is in scope.
+	Trace *traceRules
+	Scope *selector.Set
+}
+
+// Compile turns cfg into the pipeline's program, without touching any
+// running one.
+func Compile(cfg *config.Config) (*Compiled, error) {
+	c := &Compiled{Config: cfg, Limits: limiterSettings(cfg.Limits)}
+	var err error
+	if c.Relabel, err = relabel.Compile(cfg.RelabelConfigs); err != nil {
 		return nil, fmt.Errorf("relabel_configs: %w", err)
 	}
-	if _, err := mergeRules(cfg); err != nil {
+	if c.Merge, err = mergeRules(cfg); err != nil {
 		return nil, err
 	}
-	if _, err := compileTrace(cfg.TraceSampling); err != nil {
+	if c.Trace, err = compileTrace(cfg.TraceSampling); err != nil {
 		return nil, err
 	}
-	if _, err := selector.Parse(cfg.Scope); err != nil {
+	if c.Scope, err = selector.Parse(cfg.Scope); err != nil {
 		return nil, fmt.Errorf("scope%w", err)
 	}
-	return prog, nil
+	if c.Scope.Empty() {
+		c.Scope = nil
+	}
+	return c, nil
 }
 
 // Apply compiles cfg and swaps it in atomically. On error the running
 // configuration stays as it was.
 func (g *Gateway) Apply(cfg *config.Config) error {
-	prog, err := Compile(cfg)
+	c, err := Compile(cfg)
 	if err != nil {
 		return err
-	}
-	rules, err := mergeRules(cfg)
-	if err != nil {
-		return err
-	}
-	trace, err := compileTrace(cfg.TraceSampling)
-	if err != nil {
-		return err
-	}
-	scope, err := selector.Parse(cfg.Scope)
-	if err != nil {
-		return fmt.Errorf("scope%w", err)
-	}
-	if scope.Empty() {
-		scope = nil
 	}
 	sender, err := g.opts.NewSender(cfg.Downstream, g.opts.Registerer, g.logger)
 	if err != nil {
 		return fmt.Errorf("downstream: %w", err)
 	}
-	g.merger.SetRules(rules)
-	g.limiter.SetSettings(limiterSettings(cfg.Limits))
-	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: prog, rules: rules, trace: trace, scope: scope, sender: sender})
+	g.merger.SetRules(c.Merge)
+	g.limiter.SetSettings(c.Limits)
+	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: c.Relabel, rules: c.Merge, trace: c.Trace, scope: c.Scope, sender: sender})
 	// Routes of the old rules are dead (their gen no longer matches); free
 	// their memory.
 	g.routes.clear()

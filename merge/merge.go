@@ -118,7 +118,7 @@ type TypeRule struct {
 // Defaults of Rules, applied by SetRules to zero fields.
 const (
 	DefaultStaleness         = 10 * time.Minute
-	DefaultFlushInterval     = 10 * time.Second
+	DefaultFlushInterval     = 15 * time.Second
 	DefaultForgetAfter       = time.Hour
 	DefaultMaxRetired        = 1_000_000
 	DefaultMaxSamplesPerSend = 2000

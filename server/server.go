@@ -247,12 +247,13 @@ func (s *Server) newAdmission(cfg *config.Config) *admission.Controller {
 // loads and compiles the config, reads the admin token and builds the
 // downstream client (reading TLS files and credentials). `cardinal check
 // config` uses it, so that a config it accepts also starts.
-func Check(configFile string) (*config.Config, error) {
+func Check(configFile string) (*gateway.Compiled, error) {
 	cfg, err := config.Load(configFile)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := gateway.Compile(cfg); err != nil {
+	compiled, err := gateway.Compile(cfg)
+	if err != nil {
 		return nil, err
 	}
 	if _, err := readToken(cfg); err != nil {
@@ -268,7 +269,7 @@ func Check(configFile string) (*config.Config, error) {
 		return nil, fmt.Errorf("downstream: %w", err)
 	}
 	sender.Close()
-	return cfg, nil
+	return compiled, nil
 }
 
 // Handler returns the HTTP handler of all endpoints.

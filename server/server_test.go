@@ -284,7 +284,7 @@ func TestNewErrors(t *testing.T) {
 		name, extra, want string
 		setup             func(dir string)
 	}{
-		{name: "bad config", extra: "bogus: 1\n", want: "field bogus not found"},
+		{name: "bad config", extra: "bogus: 1\n", want: "bogus: unknown key"},
 		{name: "rule fails to compile", extra: "relabel_configs:\n  - {action: hashmod, source_labels: [a], target_label: b, modulus: 0}\n", want: "relabel_configs"},
 		{name: "missing token file", extra: "admin:\n  bearer_token_file: token\n", want: "admin.bearer_token_file"},
 		{
@@ -433,7 +433,7 @@ func TestReload(t *testing.T) {
 
 	// Broken files are refused with a JSON error; the running rules stay.
 	for _, tc := range []struct{ name, extra, want string }{
-		{"unknown key", rules("zone") + "bogus: true\n", "field bogus not found"},
+		{"unknown key", rules("zone") + "bogus: true\n", "bogus: unknown key"},
 		{"bad regex", rules(`"(["`), "error parsing regexp"},
 		{"rule fails to compile", admin + "relabel_configs:\n  - {action: hashmod, source_labels: [a], target_label: b}\n", "modulus"},
 		{"token file gone", "admin:\n  bearer_token_file: nope\n", "admin.bearer_token_file"},

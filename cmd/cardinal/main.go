@@ -227,20 +227,24 @@ func check(args []string, stdout, stderr io.Writer) int {
 }
 
 func checkConfig(path string, stdout, stderr io.Writer) int {
-	cfg, err := server.Check(path)
+	compiled, err := server.Check(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "FAILED: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: OK\n", path)
-	fmt.Fprintf(stdout, "  downstream:          %s (timeout %s, %d retries)\n", cfg.Downstream.URL, cfg.Downstream.Timeout, cfg.Downstream.MaxRetries)
-	fmt.Fprintf(stdout, "  max_request_bytes:   %d\n", cfg.Receive.MaxRequestBytes)
-	fmt.Fprintf(stdout, "  relabel_configs:     %d rules\n", len(cfg.RelabelConfigs))
-	admin := "disabled (no admin.bearer_token_file)"
-	if cfg.Admin.BearerTokenFile != "" {
-		admin = "token from " + cfg.Admin.BearerTokenFile
+	effective, err := compiled.EffectiveYAML()
+	if err != nil {
+		fmt.Fprintf(stderr, "FAILED: %v\n", err)
+		return 1
 	}
-	fmt.Fprintf(stdout, "  admin mutations:     %s\n", admin)
+	fmt.Fprintf(stdout, "%s: OK\n\n# The effective configuration, every default filled in:\n%s\n# What it does:\n", path, effective)
+	compiled.Explain(stdout)
+	if warnings := compiled.Warnings(); len(warnings) > 0 {
+		fmt.Fprintf(stdout, "\n# Warnings:\n")
+		for _, w := range warnings {
+			fmt.Fprintf(stdout, "WARNING: %s\n", w)
+		}
+	}
 	return 0
 }
 

@@ -122,11 +122,15 @@ admin:
 	}
 	for _, want := range []string{
 		good + ": OK",
-		"http://127.0.0.1:9090/api/v1/write (timeout 7s, 2 retries)",
-		"max_request_bytes:   4096",
-		"relabel_configs:     2 rules",
+		"# The effective configuration, every default filled in:",
+		"  timeout: 7s",
+		"  body_stall_timeout: 15s", // a default filled in
+		"downstream: forward to http://127.0.0.1:9090/api/v1/write; a forward may take 7s with up to 2 retries",
+		"requests up to 4096 bytes decompressed",
+		"relabel_configs[0]: remove the labels matching pod",
+		"relabel_configs[1]: drop series whose __name__ matches junk_.*",
 		// The token file is shown resolved against the config's directory.
-		"token from " + filepath.Join(filepath.Dir(good), "admin-token"),
+		"mutating calls need the token in " + filepath.Join(filepath.Dir(good), "admin-token"),
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout does not contain %q:\n%s", want, stdout)
@@ -138,8 +142,18 @@ admin:
 
 	minimal := writeFile(t, "minimal.yml", "downstream: {url: 'https://mimir:443/api/v1/push'}\n")
 	code, stdout, _ = runCLI("check", "config", minimal)
-	if code != 0 || !strings.Contains(stdout, "OK") || !strings.Contains(stdout, "disabled") || !strings.Contains(stdout, "33554432") {
+	if code != 0 || !strings.Contains(stdout, "OK") || !strings.Contains(stdout, "mutating calls disabled") || !strings.Contains(stdout, "33554432") || strings.Contains(stdout, "WARNING") {
 		t.Errorf("check config minimal = %d, stdout:\n%s", code, stdout)
+	}
+}
+
+// A rule that drops __name__ passes the check, with a warning naming it.
+func TestCheckConfigWarns(t *testing.T) {
+	t.Parallel()
+	path := writeFile(t, "warn.yml", "downstream: {url: 'http://127.0.0.1:1/w'}\nrelabel_configs:\n  - {action: labelkeep, regex: 'app|job'}\n")
+	code, stdout, _ := runCLI("check", "config", path)
+	if code != 0 || !strings.Contains(stdout, "WARNING: relabel_configs[0] removes __name__") {
+		t.Errorf("check config = %d, stdout:\n%s", code, stdout)
 	}
 }
 
@@ -149,7 +163,7 @@ func TestCheckConfigFails(t *testing.T) {
 		name, content, want string
 	}{
 		{"missing url", "downstream: {timeout: 5s}\n", "downstream.url is required"},
-		{"unknown key", "downstream: {url: 'http://127.0.0.1:1/w'}\nrelabel_config: []\n", "field relabel_config not found"},
+		{"unknown key", "downstream: {url: 'http://127.0.0.1:1/w'}\nrelabel_config: []\n", "relabel_config: unknown key, did you mean relabel_configs?"},
 		{"negative retries", "downstream: {url: 'http://127.0.0.1:1/w', max_retries: -1}\n", "max_retries must not be negative"},
 		// Valid YAML that only the relabel compiler rejects.
 		{"hashmod modulus 0", "downstream: {url: 'http://127.0.0.1:1/w'}\nrelabel_configs:\n  - {action: hashmod, source_labels: [pod], target_label: shard, modulus: 0}\n", "relabel_configs"},
