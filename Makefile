@@ -11,15 +11,23 @@ HELM        ?= $(shell command -v helm 2>/dev/null || echo $$($(GO) env GOPATH)/
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test deps fmt-check vet staticcheck static-build helm-lint unit allocs e2e bench fuzz clean
+.PHONY: all build test test-steps deps fmt-check vet staticcheck static-build helm-lint unit allocs e2e bench fuzz clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cardinal ./cmd/cardinal
 
-## test: everything CI checks, in order of cost.
-test: deps fmt-check vet staticcheck static-build unit allocs
+## test: everything CI checks, in order of cost, with a one-line verdict.
+test:
+	@start=$$(date +%s); \
+	if $(MAKE) --no-print-directory test-steps; then \
+		echo ">> make test: PASS in $$(( $$(date +%s) - start ))s"; \
+	else \
+		echo ">> make test: FAIL after $$(( $$(date +%s) - start ))s (the first failing step is above)"; exit 1; \
+	fi
+
+test-steps: deps fmt-check vet staticcheck static-build unit allocs
 
 # The end-to-end tests start real Prometheus 2.42 processes (Debian package
 # `prometheus`), bench/load's smoke test runs vmagent (`victoria-metrics`), the
@@ -42,14 +50,17 @@ deps:
 	@$(HELM) version --short
 
 fmt-check:
+	@echo ">> gofmt"
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 vet:
-	$(GO) vet ./...
+	@echo ">> go vet"
+	@$(GO) vet ./...
 
 staticcheck:
-	$(STATICCHECK) ./...
+	@echo ">> staticcheck"
+	@$(STATICCHECK) ./...
 
 # static-build: the Dockerfile's build, checked without Docker: no cgo, no
 # program interpreter or shared libraries, version stamped.
@@ -73,6 +84,7 @@ helm-lint:
 	$(HELM) lint --strict deploy/helm/cardinal --set mode=sidecar --set sidecar.prometheusDeployment.enabled=true
 
 unit:
+	@echo ">> go test -race ./... (unit and end-to-end tests, a few minutes)"
 	CARDINAL_E2E=require $(GO) test -race -count=1 -timeout 30m ./...
 
 # allocs: the race detector allocates, so every AllocsPerRun proof skips
@@ -81,7 +93,8 @@ unit:
 # none and already ran.)
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /deploy/ -e /bench/load -e /internal/promtest)
 allocs:
-	$(GO) test -count=1 $(UNIT_PKGS)
+	@echo ">> go test without -race (allocation proofs)"
+	@$(GO) test -count=1 $(UNIT_PKGS)
 
 ## e2e: only the end-to-end tests against real Prometheus.
 e2e: deps

@@ -59,3 +59,27 @@ func TestREADMEDefaults(t *testing.T) {
 		t.Fatalf("only %d rows read from the defaults table", rows)
 	}
 }
+
+// TestREADMEFilesExist: every file or directory of the repository the
+// README names exists (it once pointed to a DESIGN.md that did not).
+func TestREADMEFilesExist(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := regexp.MustCompile("`((?:cmd|wire|ingest|relabel|gateway|merge|limiter|admin|admission|tracesample|forward|server|config|demo|bench|internal|e2e|deploy|reliability|docs|\\.ci)/[A-Za-z0-9_./-]*|[A-Z]+\\.md|Makefile|Dockerfile|LICENSE)`")
+	seen := 0
+	for _, m := range ref.FindAllStringSubmatch(string(raw), -1) {
+		path := strings.TrimSuffix(m[1], "/")
+		if strings.ContainsAny(path, "*") {
+			continue
+		}
+		seen++
+		if _, err := os.Stat("../" + path); err != nil {
+			t.Errorf("the README names %s, which does not exist", path)
+		}
+	}
+	if seen < 10 {
+		t.Fatalf("only %d paths found in the README", seen)
+	}
+}
