@@ -97,6 +97,9 @@ func (d *diagnosis) walk(n *yaml3.Node, t reflect.Type, path string) {
 			d.lines[k.Line] = child
 			ft, ok := fields[k.Value]
 			if !ok {
+				ft, ok = fields[""] // an inline map takes any key
+			}
+			if !ok || k.Value == "" {
 				d.problem = &PathError{Path: child, Msg: unknownKey(k.Value, fields)}
 				return
 			}
@@ -147,7 +150,8 @@ func join(path, key string) string {
 }
 
 // yamlFields returns the YAML keys of a struct type and their types,
-// inline fields included.
+// inline fields included. An inline map (any key allowed at that level) is
+// returned under the key "" with the map's element type.
 func yamlFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	for i := range t.NumField() {
@@ -161,6 +165,10 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 			ft := f.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Map {
+				out[""] = ft.Elem()
+				continue
 			}
 			for k, v := range yamlFields(ft) {
 				out[k] = v
@@ -183,7 +191,9 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 func unknownKey(key string, fields map[string]reflect.Type) string {
 	names := make([]string, 0, len(fields))
 	for k := range fields {
-		names = append(names, k)
+		if k != "" {
+			names = append(names, k)
+		}
 	}
 	slices.Sort(names)
 	// The closest key within a third of the key's length (at least 2

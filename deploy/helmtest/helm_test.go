@@ -130,7 +130,7 @@ func chartCases() []chartCase {
 			name:   "sidecar",
 			values: []string{filepath.Join(helmExDir, "sidecar.values.yaml")},
 			set:    []string{"admin.token=0123456789abcdef0123456789abcdef"},
-			kinds:  []string{"ConfigMap/cardinal", "Secret/cardinal-admin"},
+			kinds:  []string{"ConfigMap/cardinal", "Secret/cardinal-admin", "PodMonitor/cardinal"},
 			golden: true, sidecar: true,
 		},
 		{
@@ -138,7 +138,7 @@ func chartCases() []chartCase {
 			values: []string{filepath.Join(helmExDir, "sidecar.values.yaml")},
 			set:    []string{"admin.token=0123456789abcdef0123456789abcdef", "sidecar.prometheusDeployment.enabled=true"},
 			kinds: []string{"ConfigMap/cardinal", "Secret/cardinal-admin", "ConfigMap/cardinal-prometheus",
-				"Deployment/cardinal-prometheus", "Service/cardinal-prometheus"},
+				"Deployment/cardinal-prometheus", "Service/cardinal-prometheus", "PodMonitor/cardinal"},
 			golden: true, sidecar: true,
 		},
 		{
@@ -226,6 +226,22 @@ func TestHelmSchemaRejects(t *testing.T) {
 	f("resources.limits.memory=512Mi,resources.bogus=1", "resources")
 	f("podDisruptionBudget.minAvailable=half", "minAvailable")
 	f("tpyo=1", "tpyo")
+	// The config parser's own keys: a typo under config fails here, not
+	// in a crash-looping pod.
+	f("config.downstream.timout=5s", "timout")
+	f("config.merge.flush_intervall=5s", "flush_intervall")
+	f("config.limits.max_series_per_workload=lots", "max_series_per_workload")
+}
+
+// Issue 12: with a helm built by go install (which assumes Kubernetes
+// 1.20), `helm template` failed on the chart's kubeVersion constraint.
+func TestHelmTemplateWithoutKubeVersion(t *testing.T) {
+	helm := helmBinary(t)
+	cmd := exec.Command(helm, "template", releaseName, chartDir)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(t.TempDir(), "kubeconfig"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helm template without --kube-version: %v\n%s", err, out)
+	}
 }
 
 // TestHelmPresetsInChart renders the chart with each mesh preset as its

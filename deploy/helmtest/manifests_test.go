@@ -44,6 +44,24 @@ type serviceMonitor struct {
 	} `json:"spec"`
 }
 
+// podMonitor is the part of monitoring.coreos.com/v1 PodMonitor the chart
+// renders in sidecar mode.
+type podMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector          metav1.LabelSelector `json:"selector"`
+		NamespaceSelector struct {
+			MatchNames []string `json:"matchNames"`
+		} `json:"namespaceSelector"`
+		PodMetricsEndpoints []struct {
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
 // newObject returns an empty object of the API type for apiVersion and kind.
 func newObject(apiVersion, kind string) any {
 	switch apiVersion + "/" + kind {
@@ -65,6 +83,8 @@ func newObject(apiVersion, kind string) any {
 		return &autoscalingv2.HorizontalPodAutoscaler{}
 	case "monitoring.coreos.com/v1/ServiceMonitor":
 		return &serviceMonitor{}
+	case "monitoring.coreos.com/v1/PodMonitor":
+		return &podMonitor{}
 	}
 	return nil
 }
@@ -174,6 +194,12 @@ func checkCommon(t *testing.T, objs []object) {
 		case *autoscalingv2.HorizontalPodAutoscaler:
 			if v.Spec.ScaleTargetRef.Kind != "Deployment" || v.Spec.ScaleTargetRef.Name != releaseName || len(v.Spec.Metrics) == 0 {
 				t.Errorf("HorizontalPodAutoscaler %s: target %+v, %d metrics", v.Name, v.Spec.ScaleTargetRef, len(v.Spec.Metrics))
+			}
+		case *podMonitor:
+			// The sidecar's own /metrics, on the container port the
+			// sidecar container declares.
+			if len(v.Spec.PodMetricsEndpoints) != 1 || v.Spec.PodMetricsEndpoints[0].Port != "cardinal" || v.Spec.PodMetricsEndpoints[0].Path != "/metrics" {
+				t.Errorf("PodMonitor %s: endpoints %+v, want port cardinal, path /metrics", v.Name, v.Spec.PodMetricsEndpoints)
 			}
 		case *serviceMonitor:
 			if len(v.Spec.Endpoints) != 1 || v.Spec.Endpoints[0].Port != "http" || v.Spec.Endpoints[0].Path != "/metrics" {
