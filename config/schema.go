@@ -78,4 +78,3 @@ func schemaOf(t reflect.Type) map[string]any {
 	}
 	return map[string]any{}
 }
-
