@@ -40,7 +40,6 @@ type Options struct {
 	Seed             uint64
 }
 
-// DefaultOptions runs in a few seconds on a laptop.
 // Bounds of Options that Validate enforces: the demo runs in one process
 // and holds every series it sends.
 const (

@@ -253,6 +253,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	opts := demo.DefaultOptions()
 	fs.IntVar(&opts.Workloads, "workloads", opts.Workloads, fmt.Sprintf("mesh workloads to simulate (1 to %d)", demo.MaxWorkloads))
 	fs.IntVar(&opts.Scrapes, "scrapes", opts.Scrapes, fmt.Sprintf("scrape rounds to send through the gateway (1 to %d)", demo.MaxScrapes))
+	serveAddr := fs.String("serve", "", "instead of the demo, serve its mesh traffic for a Prometheus to scrape on this address (host:port), one step further every scrape, until interrupted")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -263,6 +264,20 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if err := opts.Validate(); err != nil {
 		fmt.Fprintf(stderr, "cardinal demo: %v\nrun 'cardinal demo --help' for the flags\n", err)
 		return 2
+	}
+	if *serveAddr != "" {
+		exp, err := demo.NewExporter(opts)
+		if err != nil {
+			fmt.Fprintf(stderr, "cardinal demo: %v\n", err)
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		if err := exp.Serve(ctx, *serveAddr, slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+			fmt.Fprintf(stderr, "cardinal demo: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if err := demo.Run(context.Background(), opts, stdout); err != nil {
 		if !errors.Is(err, context.Canceled) {
