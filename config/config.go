@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	commoncfg "github.com/prometheus/common/config"
@@ -171,13 +172,13 @@ type MergeConfig struct {
 // GaugeRule is one entry of merge.gauges.
 type GaugeRule struct {
 	Match  string `yaml:"match"`
-	Policy string `yaml:"policy"`
+	Policy Policy `yaml:"policy"`
 }
 
 // TypeRule is one entry of merge.types.
 type TypeRule struct {
-	Match string `yaml:"match"`
-	Type  string `yaml:"type"`
+	Match string     `yaml:"match"`
+	Type  MetricType `yaml:"type"`
 }
 
 // UnmarshalYAML applies the defaults before decoding.
@@ -211,7 +212,7 @@ type LimitsConfig struct {
 	Window model.Duration `yaml:"window,omitempty"`
 	// Mode is "enforce" (fold new series over the cap into an overflow
 	// series) or "dry_run" (count only).
-	Mode string `yaml:"mode,omitempty"`
+	Mode Mode `yaml:"mode,omitempty"`
 	// Overrides are per-workload caps; those set through the admin API are
 	// kept in admin.state_file and win over these.
 	Overrides map[string]int `yaml:"overrides,omitempty"`
@@ -222,8 +223,8 @@ type LimitsConfig struct {
 
 // Limiter modes.
 const (
-	ModeEnforce = "enforce"
-	ModeDryRun  = "dry_run"
+	ModeEnforce Mode = "enforce"
+	ModeDryRun  Mode = "dry_run"
 )
 
 // Defaults of the limits section.
@@ -535,6 +536,47 @@ func (c *MergeConfig) validate() error {
 		}
 	}
 	return nil
+}
+
+// The config's enums are typed and checked when the YAML is read, so that
+// an error names the key (diagnose parses such a value alone).
+
+// Mode is limits.mode.
+type Mode string
+
+// UnmarshalYAML accepts enforce and dry_run.
+func (m *Mode) UnmarshalYAML(unmarshal func(any) error) error {
+	return unmarshalEnum(unmarshal, (*string)(m), "enforce", "dry_run")
+}
+
+// Policy combines merged gauges or quantiles: sum, max, min or last.
+type Policy string
+
+// UnmarshalYAML accepts sum, max, min and last.
+func (p *Policy) UnmarshalYAML(unmarshal func(any) error) error {
+	return unmarshalEnum(unmarshal, (*string)(p), "sum", "max", "min", "last")
+}
+
+// MetricType is a merge.types type: counter or gauge.
+type MetricType string
+
+// UnmarshalYAML accepts counter and gauge.
+func (t *MetricType) UnmarshalYAML(unmarshal func(any) error) error {
+	return unmarshalEnum(unmarshal, (*string)(t), "counter", "gauge")
+}
+
+func unmarshalEnum(unmarshal func(any) error, dst *string, values ...string) error {
+	var s string
+	if err := unmarshal(&s); err != nil {
+		return err
+	}
+	for _, v := range values {
+		if s == v {
+			*dst = s
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", s, strings.Join(values, ", "))
 }
 
 // Dir returns the directory relative paths were resolved against, or "" for a

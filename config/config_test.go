@@ -403,4 +403,8 @@ func TestErrorsNamePaths(t *testing.T) {
 	f("relabel_configs:\n  - {action: replace, source_labels: [a], regex: 'x'}\n  - {action: drop, source_labels: [a], regexx: 'x'}\n", "relabel_configs[1].regexx: unknown key, did you mean regex?")
 	f("downstream_:\n  url: x\n", "downstream_: unknown key, did you mean downstream?")
 	f("limits:\n  overrides: {\"a/b\": many}\n", `limits.overrides["a/b"]: got the string "many", want an integer`)
+	// Enums are checked when the YAML is read, with their path.
+	f("limits:\n  mode: enforcing\n", `limits.mode: "enforcing" is not one of enforce, dry_run`)
+	f("merge:\n  gauges: [{match: x, policy: avg}]\n", `merge.gauges[0].policy: "avg" is not one of sum, max, min, last`)
+	f("merge:\n  types: [{match: x, type: histogram}]\n", `merge.types[0].type: "histogram" is not one of counter, gauge`)
 }

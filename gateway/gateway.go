@@ -292,7 +292,7 @@ func mergeRules(cfg *config.Config) (merge.Rules, error) {
 			if err != nil {
 				return nil, fmt.Errorf("merge.%s[%d]: %w", key, i, err)
 			}
-			p, err := merge.ParsePolicy(g.Policy)
+			p, err := merge.ParsePolicy(string(g.Policy))
 			if err != nil {
 				return nil, fmt.Errorf("merge.%s[%d]: %w", key, i, err)
 			}
