@@ -11,7 +11,7 @@ HELM        ?= $(shell command -v helm 2>/dev/null || echo $$($(GO) env GOPATH)/
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-steps deps fmt-check vet staticcheck static-build helm-lint unit allocs e2e bench fuzz clean
+.PHONY: all build test test-steps reliability deps fmt-check vet staticcheck static-build helm-lint unit allocs e2e bench fuzz clean
 
 all: build
 
@@ -91,10 +91,16 @@ unit:
 # under -race; this step runs the unit tests again without it, so that the
 # allocation budgets are checked. (The e2e, chart and load-tool tests have
 # none and already ran.)
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /deploy/ -e /bench/load -e /internal/promtest)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /deploy/ -e /bench/load -e /internal/promtest -e /reliability)
 allocs:
 	@echo ">> go test without -race (allocation proofs)"
 	@$(GO) test -count=1 $(UNIT_PKGS)
+
+## reliability: the whole reliability suite (reliability/README.md): every
+## downstream fault, overload and slow bodies with their RSS figures, kill -9
+## with a real Prometheus. About ten minutes; its quick part runs in make test.
+reliability: deps
+	CARDINAL_RELIABILITY=full CARDINAL_E2E=require $(GO) test -count=1 -v -timeout 40m ./reliability/
 
 ## e2e: only the end-to-end tests against real Prometheus.
 e2e: deps

@@ -126,9 +126,11 @@ func (c *Controller) InFlight() (requests, bytes int64) {
 // Heap returns the live heap last sampled.
 func (c *Controller) Heap() uint64 { return c.heap.Load() }
 
-// heapMetric is the runtime's count of bytes in live and unswept heap
-// objects, which grows between collections and includes the merger's state.
-const heapMetric = "/memory/classes/heap/objects:bytes"
+// heapMetric is the heap that the last collection found live: the
+// merger's and the limiter's state and the requests in flight, without the
+// garbage that accumulates between collections (shedding on it would shed
+// for memory the collector is about to return).
+const heapMetric = "/gc/heap/live:bytes"
 
 // Watch samples the heap every interval until ctx ends. Reading it costs a
 // few microseconds, so it is sampled, not read per request.

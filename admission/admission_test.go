@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +50,7 @@ func TestAcquireBounds(t *testing.T) {
 
 func TestHeapLimitSheds(t *testing.T) {
 	c := New(Options{HeapLimit: 1})
+	runtime.GC() // the live heap is known after a collection
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { c.Watch(ctx, time.Millisecond) })

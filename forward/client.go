@@ -303,7 +303,11 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 			return c.unavailable(&res, wait,
 				fmt.Sprintf("downstream unavailable after %d attempts", attempt+1))
 		}
-		if deadline, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(deadline) {
+		// The wait must leave time for the attempt it waits for: a
+		// Retry-After that nearly fills the deadline would end in an
+		// attempt cut short, and the sender would resend what the
+		// downstream may have stored.
+		if deadline, ok := ctx.Deadline(); ok && time.Now().Add(wait+minAttemptTime(c.timeout)).After(deadline) {
 			if res.hasRetryAfter {
 				return c.unavailable(&res, wait,
 					fmt.Sprintf("downstream asked to retry after %s, past the request deadline, after %d attempts", wait, attempt+1))
@@ -316,6 +320,10 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 		}
 	}
 }
+
+// minAttemptTime is the least time worth starting an attempt with: a
+// quarter of the attempt timeout, at most a second.
+func minAttemptTime(timeout time.Duration) time.Duration { return min(timeout/4, time.Second) }
 
 // attempt makes one request. It always drains and closes the response body.
 func (c *Client) attempt(ctx context.Context, guard *bodyGuard, buf **[maxErrorBody]byte) attemptResult {

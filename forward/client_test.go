@@ -904,3 +904,26 @@ func TestRetryAfterPassedOnIsCapped(t *testing.T) {
 		}
 	}
 }
+
+// Regression (issue 11, reliability suite): a Retry-After that nearly
+// filled the deadline was waited out, and the attempt after it was cut by
+// the deadline; the downstream may have stored what the sender then
+// resent. Now the wait must leave time for an attempt.
+func TestRetryAfterLeavesTimeForTheAttempt(t *testing.T) {
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Retry-After", "2")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	c, _ := newClient(t, Options{URL: srv.URL, MaxRetries: 5, Timeout: 2 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 2300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := c.Send(ctx, testBody)
+	var e *Error
+	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable {
+		t.Fatalf("err %v, want a 503", err)
+	}
+	if srv.attempts.Load() != 1 || ctx.Err() != nil {
+		t.Fatalf("%d attempts, ctx %v after %v: the Retry-After was waited out", srv.attempts.Load(), ctx.Err(), time.Since(start))
+	}
+}

@@ -43,6 +43,16 @@ const (
 	ReasonRejected = "rejected"
 )
 
+// errMergedUndeliverable answers a request whose samples were absorbed into
+// merged outputs while the merger cannot deliver them: acknowledged, they
+// would live in memory only. The sender retries; its retry's samples are
+// recognised by their timestamps and add nothing.
+var errMergedUndeliverable = &forward.Error{
+	Status:     503,
+	RetryAfter: time.Second,
+	Msg:        "merged series cannot be delivered downstream right now; retry",
+}
+
 // Paths of cardinal_forwarded_samples_total.
 const (
 	PathPassthrough = "passthrough"
@@ -443,7 +453,9 @@ func (g *Gateway) BodyTimeouts() (stall, total time.Duration) {
 // downstream is reachable and accepts Cardinal's credentials.
 func (g *Gateway) Probe(ctx context.Context) error {
 	// snappy's encoding of zero bytes: an empty WriteRequest.
-	return g.state.Load().sender.Send(ctx, []byte{0})
+	err := g.state.Load().sender.Send(ctx, []byte{0})
+	g.merger.NoteDelivery(err == nil)
+	return err
 }
 
 // Run emits merged series until ctx ends, then flushes them a last time.
@@ -524,6 +536,9 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	g.metrics.droppedMerged.Add(float64(res.Merged - res.Folded))
 
 	if len(req.Series) == 0 && len(req.Metadata) == 0 {
+		if res.Merged > 0 && g.merger.DeliveryFailing() {
+			return res, errMergedUndeliverable
+		}
 		return res, nil
 	}
 	ws.rejected = Rejected{}
@@ -532,6 +547,10 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	res.Rejected = ws.rejected
 	g.metrics.forwarded.Add(float64(res.Forwarded))
 	g.metrics.droppedRejected.Add(float64(res.Rejected.Samples))
+	g.merger.NoteDelivery(err == nil)
+	if err == nil && res.Merged > 0 && g.merger.DeliveryFailing() {
+		err = errMergedUndeliverable
+	}
 	return res, err
 }
 

@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/wire"
 )
 
 // Issue 12: with the Istio preset, Prometheus' and Cardinal's own metrics
@@ -57,5 +60,36 @@ limits:
 		if k == labelsString(series("istio_requests_total", "app", "a", "namespace", "n", "pod", "0").Labels) {
 			t.Errorf("an in-scope series kept its pod label: %s", k)
 		}
+	}
+}
+
+// Regression (issue 11, reliability suite): with a downstream refusing
+// every request (401), requests whose series were all merged were still
+// answered 204: their samples lived in memory only. While the merger
+// cannot deliver, such requests are answered 503 so the sender keeps them;
+// its retry adds nothing (the samples are known by their timestamps).
+func TestMergedSamplesAreNotAcknowledgedWhileUndeliverable(t *testing.T) {
+	g, _ := newTestGateway(t, "downstream: {url: 'http://127.0.0.1:1/w'}\nrelabel_configs:\n  - {action: labeldrop, regex: pod}\n", &recordingSender{})
+	req := func(v float64, ts int64) *prompb.WriteRequest {
+		pb := &prompb.WriteRequest{}
+		for _, pod := range []string{"a", "b"} {
+			s := series("req_total", "pod", pod)
+			s.Samples[0].Value, s.Samples[0].Timestamp = v, ts
+			pb.Timeseries = append(pb.Timeseries, s)
+		}
+		return pb
+	}
+	ctx := context.Background()
+	if _, err := g.Process(ctx, decode(t, req(1, 1000))); err != nil {
+		t.Fatal(err)
+	}
+	down := func(context.Context, *wire.Request, func(int, string, error)) error { return errors.New("401") }
+	g.merger.Flush(ctx, down, true)
+	if _, err := g.Process(ctx, decode(t, req(2, 2000))); err == nil {
+		t.Fatal("merged samples acknowledged while the merger cannot deliver")
+	}
+	g.merger.Flush(ctx, discardDelivery, true)
+	if _, err := g.Process(ctx, decode(t, req(3, 3000))); err != nil {
+		t.Fatalf("after a delivery: %v", err)
 	}
 }

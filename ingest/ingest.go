@@ -276,12 +276,16 @@ var overloadMessages = [...]string{
 
 // estimateCost is what a request is reserved before its body is read:
 // remote write compresses about 8 to 13 times, and a body without a length
-// is taken as a mid-sized one.
+// is taken as a mid-sized one. The announced length counts up to 1 MiB
+// only: the reservation is corrected to the real size once the body is in,
+// and a client announcing 39 MB and sending nothing must not hold most of
+// the byte budget while it stalls.
 func estimateCost(contentLength int64, limit int) int64 {
 	if contentLength <= 0 {
-		return admission.Cost(0, min(1<<20, limit))
+		contentLength = 1 << 20
 	}
-	return admission.Cost(int(contentLength), int(min(contentLength*8, int64(limit))))
+	cl := min(contentLength, 1<<20)
+	return admission.Cost(int(cl), int(min(cl*8, int64(limit))))
 }
 
 // statusFor maps a pipeline error to the answer for the sender. It is the one

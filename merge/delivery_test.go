@@ -565,3 +565,66 @@ func TestMergedCounterNeverDecreases(t *testing.T) {
 		}
 	}
 }
+
+// Regression (issue 11, found by the reliability suite's kill -9 test):
+// the state a crashed process left was up to a minute old, so after the
+// restart the first inputs to report made a sum below what the killed
+// process had emitted (a counter going down), stamped at or before its last
+// timestamps (the receiver refused them as duplicates). Restored from a
+// save that was not the last, an output waits for its inputs to report
+// again and emits after the restart's time.
+func TestCrashRestoreWaitsForItsInputs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "merge.state")
+	m, c, s := newTestMerger(t, Rules{StateFile: path, FlushInterval: time.Second})
+	now := c.Now().UnixMilli()
+	for i, pod := range []string{"a", "b", "c"} {
+		feed(m, "x_total", pod, float64(100*(i+1)), now)
+	}
+	c.Add(time.Second)
+	flush(m, s)
+	m.saveState(false) // the periodic save
+	// The process goes on for a while after it: absorbs and emits more.
+	for step := int64(1); step <= 5; step++ {
+		for i, pod := range []string{"a", "b", "c"} {
+			feed(m, "x_total", pod, float64(100*(i+1))+float64(step), now+step*1000)
+		}
+		c.Add(time.Second)
+		flush(m, s)
+	}
+	vals, ts := emitted(s, "x_total")
+	lastV, lastT := vals[len(vals)-1], ts[len(ts)-1]
+	// kill -9; the restarted process reads the old save.
+	c.Add(3 * time.Second)
+	m2 := New(Options{Rules: Rules{MaxInputs: 100, Staleness: time.Minute, StateFile: path, FlushInterval: time.Second}, Now: c.Now})
+	if n, err := m2.LoadState(path); n != 1 || err != nil {
+		t.Fatalf("LoadState = %d, %v", n, err)
+	}
+	s2 := &sink{}
+	// a's next sample arrives first: no partial sum.
+	feed(m2, "x_total", "a", 107, now+7000)
+	c.Add(time.Second)
+	flush(m2, s2)
+	if got, _ := emitted(s2, "x_total"); len(got) != 0 {
+		t.Fatalf("emitted %v before every restored input reported", got)
+	}
+	feed(m2, "x_total", "b", 207, now+7000)
+	feed(m2, "x_total", "c", 307, now+7000)
+	c.Add(time.Second)
+	flush(m2, s2)
+	vals2, ts2 := emitted(s2, "x_total")
+	if len(vals2) != 1 || vals2[0] < lastV || ts2[0] <= lastT || vals2[0] != 621 {
+		t.Fatalf("after the crash emitted %v at %v; want 621 (107+207+307), not below %v, after %d", vals2, ts2, lastV, lastT)
+	}
+	// An input that never reports again does not hold the output forever.
+	m3 := New(Options{Rules: Rules{MaxInputs: 100, Staleness: time.Hour, StateFile: path, FlushInterval: time.Second}, Now: c.Now})
+	if _, err := m3.LoadState(path); err != nil {
+		t.Fatal(err)
+	}
+	s3 := &sink{}
+	feed(m3, "x_total", "a", 108, c.Now().UnixMilli())
+	c.Add(3 * time.Minute)
+	flush(m3, s3)
+	if got, _ := emitted(s3, "x_total"); len(got) != 1 {
+		t.Fatalf("after the restore grace emitted %v, want one point", got)
+	}
+}

@@ -63,13 +63,13 @@ func (m *Merger) Run(ctx context.Context, deliver Deliverer) {
 			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			m.Flush(final, deliver, true)
 			cancel()
-			m.saveState()
+			m.saveState(true)
 			return
 		case <-ticker.C:
 		}
 		m.Flush(deliveries, deliver, false)
 		if m.now().Sub(lastSave) >= stateSaveInterval {
-			m.saveState()
+			m.saveState(false)
 			lastSave = m.now()
 		}
 		if next := m.rules.Load().FlushInterval; next != interval {
@@ -82,12 +82,14 @@ func (m *Merger) Run(ctx context.Context, deliver Deliverer) {
 // stateSaveInterval bounds what a crash forgets of the merged outputs.
 const stateSaveInterval = time.Minute
 
-func (m *Merger) saveState() {
+// saveState saves the state file; clean says that it is the last save of
+// a process that delivered what it could and stops (see LoadState).
+func (m *Merger) saveState(clean bool) {
 	path := m.rules.Load().StateFile
 	if path == "" {
 		return
 	}
-	if err := m.SaveState(path); err != nil {
+	if err := m.saveStateFile(path, clean); err != nil {
 		m.logger.Error("cannot save merge state", "err", err)
 	}
 }
@@ -137,6 +139,14 @@ func (m *Merger) collect(f *flusher, final bool) {
 				continue
 			}
 			mg := o.m
+			if mg.pendingUntil != 0 && nowMs > mg.pendingUntil {
+				// Restored inputs that never reported again: their saved
+				// values stand.
+				for _, ip := range mg.inputs {
+					ip.pending = false
+				}
+				mg.pendingUntil = 0
+			}
 			m.expire(mg, nowMs, r)
 			if mg.enc != nil {
 				if mg.dirty {
@@ -253,6 +263,7 @@ func (m *Merger) forget(mg *merged, v float64, has bool, h, offset *histogram.Fl
 // every batch was delivered.
 func (m *Merger) deliverAll(ctx context.Context, f *flusher, deliver Deliverer, final bool) bool {
 	if len(f.entries) == 0 {
+		m.failing.Store(false)
 		return true
 	}
 	r := m.rules.Load()
@@ -278,6 +289,7 @@ func (m *Merger) deliverAll(ctx context.Context, f *flusher, deliver Deliverer, 
 			}
 		})
 		if err != nil {
+			m.failing.Store(true)
 			m.metrics.flushes.WithLabelValues("failure").Inc()
 			if ok, suppressed := m.rejectLog.allow(m.now()); ok {
 				m.logger.Warn("cannot deliver merged series; they stay pending for the next flush",
@@ -294,6 +306,7 @@ func (m *Merger) deliverAll(ctx context.Context, f *flusher, deliver Deliverer, 
 		m.metrics.emitted.Add(float64(delivered))
 		start = end
 	}
+	m.failing.Store(false)
 	m.metrics.flushes.WithLabelValues("success").Inc()
 	return true
 }

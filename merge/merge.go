@@ -233,6 +233,8 @@ type Merger struct {
 	// stopping is set when Run's context ends: a regular flush stops
 	// between batches and leaves the rest to the final one.
 	stopping atomic.Bool
+	// failing: the last flush could not deliver (see DeliveryFailing).
+	failing atomic.Bool
 
 	rejectLog logLimiter
 
@@ -350,6 +352,16 @@ func (m *Merger) SetRules(r Rules) {
 	r.withDefaults()
 	m.rules.Store(&r)
 }
+
+// DeliveryFailing reports whether the last flush could not deliver what
+// was queued: merged samples absorbed now are held in memory only, and the
+// gateway tells their senders to retry rather than acknowledge them.
+func (m *Merger) DeliveryFailing() bool { return m.failing.Load() }
+
+// NoteDelivery records the outcome of a delivery to the same downstream
+// outside the merger (pass-through data, the readiness probe): a failing
+// downstream is known before the next flush finds it.
+func (m *Merger) NoteDelivery(ok bool) { m.failing.Store(!ok) }
 
 // HasMerged reports whether the merger holds any merged output: then every
 // series must be routed, even under rules that cannot collapse any.

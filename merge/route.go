@@ -63,6 +63,10 @@ type merged struct {
 	dirty       bool
 	ended       bool
 	everQueued  bool
+	// pendingUntil: the output was restored from a state file saved before
+	// a crash, its inputs are pending until they report again or this
+	// wall-clock time passes (see LoadState).
+	pendingUntil int64
 	// scale doubles the data time between points per step, after the
 	// queue was thinned (see queue); back to 0 once it drains.
 	scale  uint8
@@ -325,7 +329,9 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 	limit := nowMs + r.MaxAhead.Milliseconds()
 	window := r.FlushInterval.Milliseconds()
 	ip.seen = nowMs
-	ip.pending = false
+	// pending ends with the first sample newer than what the input's state
+	// holds: a resent older one says nothing new of its value.
+	took := false
 	for _, smp := range s.Samples {
 		ts := smp.Timestamp
 		if ts > limit {
@@ -337,6 +343,7 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 		if (ip.has || ip.stale) && ts <= ip.ts {
 			continue // already seen: a sender retry, or out of order
 		}
+		took = true
 		m.advance(mg, ts, window, nowMs)
 		if value.IsStaleNaN(smp.Value) {
 			// The input disappeared from its target, perhaps for one
@@ -375,6 +382,7 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 			m.metrics.histogramError.Inc()
 			continue
 		}
+		took = true
 		m.advance(mg, ts, window, nowMs)
 		if value.IsStaleNaN(fh.Sum) {
 			sh.spareHist = fh
@@ -392,6 +400,9 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 		ip.hist, ip.histTs, ip.histStale = fh, ts, false
 		sh.spareHist = old
 		mg.ended = false
+	}
+	if took {
+		ip.pending = false
 	}
 	for i := range s.Exemplars {
 		e := &s.Exemplars[i]

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
@@ -48,9 +49,20 @@ const (
 	maxStateInputs    = 1 << 24
 )
 
+// Header flags of the state file.
+const (
+	// stateClean: saved by a process that flushed and stopped, so that it
+	// holds exactly what the process last emitted.
+	stateClean = 1 << iota
+)
+
 // SaveState writes the merged outputs to path atomically (temporary file,
-// fsync, rename).
-func (m *Merger) SaveState(path string) error {
+// fsync, rename), as a clean state: call it when nothing is absorbed any
+// more (at shutdown). Run saves every minute too, marking those saves as
+// what a crash may leave behind.
+func (m *Merger) SaveState(path string) error { return m.saveStateFile(path, true) }
+
+func (m *Merger) saveStateFile(path string, clean bool) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -59,7 +71,7 @@ func (m *Merger) SaveState(path string) error {
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after the rename
 	w := bufio.NewWriterSize(f, 1<<20)
-	n, err := m.writeState(w)
+	n, err := m.writeState(w, clean)
 	if err == nil {
 		err = w.Flush()
 	}
@@ -79,8 +91,12 @@ func (m *Merger) SaveState(path string) error {
 	return nil
 }
 
-func (m *Merger) writeState(w io.Writer) (int, error) {
-	if _, err := io.WriteString(w, stateMagic); err != nil {
+func (m *Merger) writeState(w io.Writer, clean bool) (int, error) {
+	var header uint64
+	if clean {
+		header |= stateClean
+	}
+	if _, err := w.Write(binary.AppendUvarint([]byte(stateMagic), header)); err != nil {
 		return 0, err
 	}
 	n := 0
@@ -312,14 +328,28 @@ func (m *Merger) readState(path string, r *bufio.Reader) (int, error) {
 	}
 	switch string(magic) {
 	case stateMagic:
-		return m.loadV2(path, &stateReader{r: r})
+		s := &stateReader{r: r}
+		header := s.uvarint()
+		if s.err != nil {
+			return 0, fmt.Errorf("merge state file %s: truncated: %w", path, s.err)
+		}
+		return m.loadV2(path, s, header&stateClean != 0)
 	case stateMagicV1:
 		return m.loadV1(path, r)
 	}
 	return 0, fmt.Errorf("merge state file %s: not a Cardinal merge state file", path)
 }
 
-func (m *Merger) loadV2(path string, s *stateReader) (int, error) {
+// A state saved by a process that crashed is up to a minute old: the
+// process went on absorbing and emitting after it. Its emitted timestamps
+// are at most the wall clock of the crash, so restored outputs emit only
+// after the restart's time; and its inputs' saved values may be behind what
+// it emitted, so restored inputs are pending until they report again (their
+// next samples carry their cumulative values) or restoreGrace passes, lest
+// a partial sum make the counter go down.
+func restoreGrace(r *Rules) time.Duration { return max(2*r.FlushInterval, 2*time.Minute) }
+
+func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 	rules := m.rules.Load()
 	nowMs := m.now().UnixMilli()
 	oldest := nowMs - rules.ForgetAfter.Milliseconds()
@@ -384,6 +414,13 @@ func (m *Merger) loadV2(path string, s *stateReader) (int, error) {
 				return n, fmt.Errorf("merge state file %s: output %d: bad labels", path, n)
 			}
 			mg.learn(m, ls)
+		}
+		if !clean {
+			mg.lastTs = max(mg.lastTs, nowMs)
+			for _, ip := range mg.inputs {
+				ip.pending = true
+			}
+			mg.pendingUntil = nowMs + restoreGrace(rules).Milliseconds()
 		}
 		if m.restore(key, mg, newest) {
 			n++
