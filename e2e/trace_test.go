@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/cardinal-gateway/cardinal/internal/promtest"
 	"github.com/cardinal-gateway/cardinal/tracesample"
 )
@@ -470,17 +468,4 @@ merge:
 		}
 	}
 	t.Logf("done in %s", time.Since(testStart).Round(time.Millisecond))
-}
-
-// traceMetricOf sums every series of a counter family.
-func traceMetricOf(fams map[string]*dto.MetricFamily, name string) float64 {
-	f, ok := fams[name]
-	if !ok {
-		return 0
-	}
-	var sum float64
-	for _, m := range f.GetMetric() {
-		sum += m.GetCounter().GetValue()
-	}
-	return sum
 }
