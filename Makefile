@@ -110,16 +110,19 @@ e2e: deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./wire/ ./relabel/ ./gateway/ ./ingest/
 
-## fuzz: every fuzz target for FUZZTIME each (make fuzz FUZZTIME=10m).
+## fuzz: every fuzz target for FUZZTIME each (make fuzz FUZZTIME=10m), with
+## FUZZPARALLEL workers (default: one per core).
 FUZZTIME ?= 60s
-FUZZ_TARGETS = wire:FuzzUnmarshal wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler \
+FUZZPARALLEL ?= 0
+FUZZ_TARGETS ?= wire:FuzzUnmarshal wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler \
 	gateway:FuzzGateway tracesample:FuzzParse config:FuzzParse admin:FuzzParseLimit \
-	admin:FuzzLoadState merge:FuzzLoadState
+	admin:FuzzLoadState merge:FuzzLoadState internal/rematch:FuzzMatch
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
 		echo ">> $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
+		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) \
+			$$( [ "$(FUZZPARALLEL)" = 0 ] || echo -parallel $(FUZZPARALLEL) ) || exit 1; \
 	done
 
 clean:

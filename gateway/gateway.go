@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/internal/freelist"
+	"github.com/cardinal-gateway/cardinal/internal/rematch"
 	"github.com/cardinal-gateway/cardinal/internal/selector"
 	"github.com/cardinal-gateway/cardinal/limiter"
 	"github.com/cardinal-gateway/cardinal/merge"
@@ -298,7 +298,7 @@ func mergeRules(cfg *config.Config) (merge.Rules, error) {
 	policyRules := func(key string, list []config.GaugeRule) ([]merge.GaugeRule, error) {
 		var out []merge.GaugeRule
 		for i, g := range list {
-			re, err := regexp.Compile(config.Anchor(g.Match))
+			re, err := rematch.Compile(config.Anchor(g.Match))
 			if err != nil {
 				return nil, fmt.Errorf("merge.%s[%d]: %w", key, i, err)
 			}
@@ -321,7 +321,7 @@ func mergeRules(cfg *config.Config) (merge.Rules, error) {
 		r.ForgetAfter = max(r.ForgetAfter, time.Duration(cfg.Limits.Window))
 	}
 	for i, t := range c.Types {
-		re, err := regexp.Compile(config.Anchor(t.Match))
+		re, err := rematch.Compile(config.Anchor(t.Match))
 		if err != nil {
 			return r, fmt.Errorf("merge.types[%d]: %w", i, err)
 		}

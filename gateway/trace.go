@@ -3,12 +3,12 @@ package gateway
 import (
 	"fmt"
 	"math"
-	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/internal/bytesconv"
+	"github.com/cardinal-gateway/cardinal/internal/rematch"
 	"github.com/cardinal-gateway/cardinal/tracesample"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
@@ -34,7 +34,7 @@ type traceRules struct {
 
 type traceMatcher struct {
 	label  string
-	re     *regexp.Regexp
+	re     *rematch.Matcher
 	negate bool
 }
 
@@ -59,7 +59,7 @@ func compileTrace(c config.TraceConfig) (*traceRules, error) {
 		if m.NotRegex != "" {
 			expr, negate = m.NotRegex, true
 		}
-		re, err := regexp.Compile(config.Anchor(expr))
+		re, err := rematch.Compile(config.Anchor(expr))
 		if err != nil {
 			return nil, fmt.Errorf("trace_sampling.always_keep[%d]: %w", i, err)
 		}

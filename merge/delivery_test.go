@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/wire"
+
+	"github.com/cardinal-gateway/cardinal/internal/rematch"
 )
 
 // newMetricMerger is newTestMerger with a registry to read metrics from.
@@ -498,7 +499,7 @@ type contextT = context.Context
 
 func bg() context.Context { return context.Background() }
 
-func mustAnchored(re string) *regexp.Regexp { return regexp.MustCompile("^(?:" + re + ")$") }
+func mustAnchored(re string) *rematch.Matcher { return rematch.MustCompile("^(?:" + re + ")$") }
 
 // Regression (issue 10, found by TestE2ESenderOutage): a restart restored
 // merged outputs without their inputs, so the first inputs to report after

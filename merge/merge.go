@@ -28,7 +28,6 @@ package merge
 import (
 	"fmt"
 	"log/slog"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +37,7 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 
 	"github.com/cardinal-gateway/cardinal/internal/bytesconv"
+	"github.com/cardinal-gateway/cardinal/internal/rematch"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
@@ -104,14 +104,14 @@ func ParsePolicy(s string) (Policy, error) {
 // GaugeRule picks the policy of the gauges (or quantiles) whose metric name
 // matches.
 type GaugeRule struct {
-	Match  *regexp.Regexp // fully anchored
+	Match  *rematch.Matcher // fully anchored
 	Policy Policy
 }
 
 // TypeRule forces the kind of the metrics whose name matches, overriding
 // name suffixes and metadata.
 type TypeRule struct {
-	Match *regexp.Regexp // fully anchored
+	Match *rematch.Matcher // fully anchored
 	Kind  Kind
 }
 

@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/wire"
+
+	"github.com/cardinal-gateway/cardinal/internal/rematch"
 )
 
 // clock is a settable test clock.
@@ -251,7 +252,7 @@ func TestStaleStateExpires(t *testing.T) {
 func TestGaugePolicies(t *testing.T) {
 	f := func(policy Policy, want float64) {
 		t.Helper()
-		m, c, s := newTestMerger(t, Rules{Gauges: []GaugeRule{{Match: regexp.MustCompile("^conns$"), Policy: policy}}})
+		m, c, s := newTestMerger(t, Rules{Gauges: []GaugeRule{{Match: rematch.MustCompile("^conns$"), Policy: policy}}})
 		feed(m, "conns", "a", 3, 1000)
 		feed(m, "conns", "b", 7, 1002)
 		feed(m, "conns", "c", 5, 1001)
@@ -446,7 +447,7 @@ func TestMaxInputs(t *testing.T) {
 }
 
 func TestKindOf(t *testing.T) {
-	m, _, _ := newTestMerger(t, Rules{Types: []TypeRule{{Match: regexp.MustCompile("^envoy_.*_cx_active$"), Kind: Gauge}}})
+	m, _, _ := newTestMerger(t, Rules{Types: []TypeRule{{Match: rematch.MustCompile("^envoy_.*_cx_active$"), Kind: Gauge}}})
 	m.ObserveMetadata([]wire.Metadata{{Type: 1, FamilyName: []byte("http_requests")}, {Type: 2, FamilyName: []byte("queue_total")}})
 	f := func(name string, want Kind) {
 		t.Helper()

@@ -178,23 +178,11 @@ func (st *applier) value(r *rule) (val []byte, stable bool) {
 // filter implements labelkeep (keep == true) and labeldrop in place.
 func (st *applier) filter(r *rule, keep bool) {
 	out := st.ls[:0]
-	if r.m.literal && r.m.set != nil {
-		// Fast path: a set of literal names, such as an allowlist.
-		for _, l := range st.ls {
-			if r.m.set.has(l.Name) == keep {
-				out = append(out, l)
-			} else if st.track {
-				st.forget(l.Name)
-			}
-		}
-	} else {
-		// Slow path: a single literal, prefixes or a real regex.
-		for _, l := range st.ls {
-			if r.m.match(l.Name) == keep {
-				out = append(out, l)
-			} else if st.track {
-				st.forget(l.Name)
-			}
+	for _, l := range st.ls {
+		if r.m.match(l.Name) == keep {
+			out = append(out, l)
+		} else if st.track {
+			st.forget(l.Name)
 		}
 	}
 	// Drop the references the filter left behind in the tail.

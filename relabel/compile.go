@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/grafana/regexp"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/cardinal-gateway/cardinal/internal/rematch"
 )
 
 // Program is a compiled list of relabel rules. It is immutable and safe for
@@ -192,161 +193,18 @@ func compileRule(cfg relabel.Config) (rule, error) {
 	return r, nil
 }
 
-// captureKind says whether a regex is a literal prefix followed by a single
-// capture of everything that follows.
-type captureKind uint8
-
-const (
-	captureNone captureKind = iota
-	captureStar             // prefix(.*)
-	capturePlus             // prefix(.+)
-)
-
-// matcher matches a fully anchored relabel regex against bytes.
+// matcher matches a fully anchored relabel regex against bytes. The
+// decision between fast paths and the engine is rematch's, made on the
+// regex's syntax tree.
 type matcher struct {
-	re *regexp.Regexp
-	// Fast path: the regex is a literal alternation such as
-	// "__name__|job|instance"; one holds the single literal, set the
-	// alternatives when there are several.
-	literal bool
-	one     []byte
-	set     *nameSet
-	// Fast path: the regex is an alternation of literals and literal
-	// prefixes followed by ".*", such as "go_.*|process_.*|up"; set holds
-	// the literals.
-	prefixes [][]byte
-	// Fast path: the regex is prefix(.*) or prefix(.+) with a literal prefix,
-	// the shape of "(.*)" (the default) and "__meta_kubernetes_pod_label_(.+)".
-	capture   captureKind
-	prefix    []byte
+	re        *regexp.Regexp
+	m         *rematch.Matcher
 	numSubexp int
 }
 
 func newMatcher(rx relabel.Regexp) (matcher, error) {
-	m := matcher{re: rx.Regexp, numSubexp: rx.NumSubexp()}
-	// relabel.Regexp.String strips the "^(?s:" and ")$" that NewRegexp
-	// wrapped around the configured expression; check they are there, so that
-	// a Regexp built some other way is never mistaken for a literal.
-	full := rx.Regexp.String()
-	src, ok := strings.CutPrefix(full, "^(?s:")
-	if ok {
-		src, ok = strings.CutSuffix(src, ")$")
+	if rx.Regexp == nil {
+		return matcher{}, errors.New("regex is not set")
 	}
-	if !ok {
-		return m, nil // Slow path only.
-	}
-	if exact, prefixes, ok := literalAlternatives(src); ok && m.numSubexp == 0 {
-		// Belt and braces: each literal must match its own regex.
-		for _, a := range exact {
-			if !m.re.MatchString(a) {
-				return matcher{}, fmt.Errorf("internal error: literal %q does not match regex %q", a, src)
-			}
-		}
-		for _, a := range prefixes {
-			if !m.re.MatchString(a) || !m.re.MatchString(a+"\n\xff") {
-				return matcher{}, fmt.Errorf("internal error: prefix %q does not match regex %q", a, src)
-			}
-		}
-		m.literal = len(prefixes) == 0
-		if m.literal && len(exact) == 1 {
-			m.one = []byte(exact[0])
-		} else if len(exact) > 0 {
-			m.set = newNameSet(exact)
-		}
-		for _, a := range prefixes {
-			m.prefixes = append(m.prefixes, []byte(a))
-		}
-		return m, nil
-	}
-	for _, c := range []struct {
-		suffix string
-		kind   captureKind
-	}{{"(.*)", captureStar}, {"(.+)", capturePlus}} {
-		prefix, ok := strings.CutSuffix(src, c.suffix)
-		if !ok {
-			continue
-		}
-		alts, ok := literalAlternation(prefix)
-		if !ok || len(alts) != 1 || m.numSubexp != 1 {
-			continue
-		}
-		m.capture = c.kind
-		m.prefix = []byte(alts[0])
-		if !m.re.MatchString(alts[0]+"x") || (c.kind == captureStar) != m.re.MatchString(alts[0]) {
-			return matcher{}, fmt.Errorf("internal error: regex %q is not a prefix capture", src)
-		}
-		break
-	}
-	return m, nil
-}
-
-// literalAlternation splits a regex source into its alternatives if it is a
-// '|'-separated list of literals, and reports whether it is.
-func literalAlternation(src string) ([]string, bool) {
-	exact, prefixes, ok := literalAlternatives(src)
-	return exact, ok && len(prefixes) == 0
-}
-
-// literalAlternatives splits a regex source into its alternatives if each
-// is a literal or a literal followed by ".*", and reports whether they are.
-// exact holds the literals and prefixes the literals before ".*".
-//
-// It accepts plain characters and backslash-escaped ASCII punctuation, which
-// Go's regexp/syntax always reads as the character itself. It refuses every
-// other metacharacter, so groups, classes, other repetitions, anchors, flags
-// and escapes such as \d or \Q fall back to the regex. It also refuses
-// U+FFFD: the regexp engine decodes each invalid UTF-8 byte of the input as
-// U+FFFD, so "\uFFFD" matches "\xff" while a byte comparison does not.
-//
-// Inside the "^(?s:...)$" that Prometheus wraps around every relabel regex,
-// a literal matches exactly itself and "lit.*" exactly the strings that
-// start with lit: (?s) lets '.' match any character, newlines and the
-// U+FFFD of invalid UTF-8 included.
-func literalAlternatives(src string) (exact, prefixes []string, ok bool) {
-	var cur []byte
-	for i := 0; ; {
-		if i == len(src) || src[i] == '|' {
-			exact = append(exact, string(cur))
-			cur = cur[:0]
-			if i == len(src) {
-				return exact, prefixes, true
-			}
-			i++
-			continue
-		}
-		c := src[i]
-		switch {
-		case c == '.' && strings.HasPrefix(src[i:], ".*") && (i+2 == len(src) || src[i+2] == '|'):
-			prefixes = append(prefixes, string(cur))
-			cur = cur[:0]
-			i += 2
-			if i == len(src) {
-				return exact, prefixes, true
-			}
-			i++ // Skip the '|'.
-		case c == '\\':
-			if i+1 >= len(src) {
-				return nil, nil, false
-			}
-			e := src[i+1]
-			if e >= utf8.RuneSelf || isAlnum(e) {
-				return nil, nil, false
-			}
-			cur = append(cur, e)
-			i += 2
-		case strings.IndexByte(`.+*?()[]{}^$`, c) >= 0:
-			return nil, nil, false
-		default:
-			r, size := utf8.DecodeRuneInString(src[i:])
-			if r == utf8.RuneError {
-				return nil, nil, false
-			}
-			cur = append(cur, src[i:i+size]...)
-			i += size
-		}
-	}
-}
-
-func isAlnum(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+	return matcher{re: rx.Regexp, m: rematch.New(rx.Regexp), numSubexp: rx.NumSubexp()}, nil
 }

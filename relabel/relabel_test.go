@@ -416,87 +416,45 @@ func TestCompileCopies(t *testing.T) {
 	}
 }
 
-func TestLiteralAlternation(t *testing.T) {
-	f := func(src string, want ...string) {
-		t.Helper()
-		got, ok := literalAlternation(src)
-		if want == nil {
-			if ok {
-				t.Fatalf("%q: got literals %q, want none", src, got)
-			}
-			return
-		}
-		if !ok || strings.Join(got, "\x00") != strings.Join(want, "\x00") {
-			t.Fatalf("%q: got %q (%v), want %q", src, got, ok, want)
-		}
-	}
-	f("a", "a")
-	f("", "")
-	f("__name__|job|instance", "__name__", "job", "instance")
-	f(`foo\.bar|a\|b`, "foo.bar", "a|b")
-	f("a||b|", "a", "", "b", "")
-	f("ñ|日本", "ñ", "日本")
-	f("a.b")
-	f("a*")
-	f("(a)")
-	f("[ab]")
-	f(`\d`)
-	f(`\Qa\E`)
-	f(`a\`)
-	f("^a")
-	f("a$")
-	f("a{2}")
-	f("(?i)a")
-	f("\uFFFD")
-	f("\xff")
-	f("go_.*")
-}
-
-func TestLiteralAlternatives(t *testing.T) {
-	f := func(src string, ok bool, exact, prefixes string) {
-		t.Helper()
-		e, p, gotOK := literalAlternatives(src)
-		if gotOK != ok || ok && (fmt.Sprintf("%q", e) != exact || fmt.Sprintf("%q", p) != prefixes) {
-			t.Fatalf("%q: got %q %q %v, want %s %s %v", src, e, p, gotOK, exact, prefixes, ok)
-		}
-	}
-	f("go_.*|process_.*|up", true, `["up"]`, `["go_" "process_"]`)
-	f(".*", true, `[]`, `[""]`)
-	f("a.*|", true, `[""]`, `["a"]`)
-	f(`a\..*`, true, `[]`, `["a."]`)
-	f("a|b", true, `["a" "b"]`, `[]`)
-	f("a.*b", false, "", "")
-	f("a.**", false, "", "")
-	f("a.+", false, "", "")
-	f(`a\.*`, false, "", "")
-	f("(a).*", false, "", "")
-}
-
+// The relabel matcher must take rematch's fast paths for the shapes that
+// relabel configs use, and the submatch shortcuts must agree with the
+// engine's indexes.
 func TestMatcherShapes(t *testing.T) {
-	f := func(regex string, literal bool, capture captureKind, prefix string) {
+	f := func(regex string, fast bool) {
 		t.Helper()
 		m, err := newMatcher(relabel.MustNewRegexp(regex))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.literal != literal || m.capture != capture || string(m.prefix) != prefix {
-			t.Fatalf("%q: literal=%v capture=%v prefix=%q, want %v %v %q",
-				regex, m.literal, m.capture, m.prefix, literal, capture, prefix)
+		if m.m.Fast() != fast {
+			t.Fatalf("%q: fast = %v (%s), want %v", regex, m.m.Fast(), m.m.Describe(), fast)
+		}
+		var s Scratch
+		for _, in := range []string{"", "a", "b", "go_x", "up", "__meta_pod_label_app", "a.b", "a\\x", "x\nb", "\xff"} {
+			got := m.submatch(&s, []byte(in))
+			want := m.re.FindSubmatchIndex([]byte(in))
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%q on %q: submatch %v, engine %v", regex, in, got, want)
+			}
 		}
 	}
-	f("a|b", true, captureNone, "")
-	f("go_.*|up", false, captureNone, "")
-	f("(.*)", false, captureStar, "")
-	f("(.+)", false, capturePlus, "")
-	f(`__meta_pod_label_(.+)`, false, capturePlus, "__meta_pod_label_")
-	f(`a\.(.*)`, false, captureStar, "a.")
-	f(`a|b(.*)`, false, captureNone, "")
-	f(`a\\(.*)`, false, captureStar, `a\`)
-	f(`(.*)(.*)`, false, captureNone, "")
-	f(`x(.*?)`, false, captureNone, "")
-	// A Regexp not made by relabel.NewRegexp is never taken apart.
+	f("a|b", true)
+	f("(a|b)", true)
+	f("(?:__name__|(job|instance))", true)
+	f("go_.*|up", true)
+	f("(.*)", true)
+	f("(.+)", true)
+	f(`__meta_pod_label_(.+)`, true)
+	f(`a\.(.*)`, true)
+	f(`a|b(.*)`, true)
+	f(`a\\(.*)`, true)
+	f(`(.*)(.*)`, true)
+	f(`x(.*?)`, true)
+	f(`([a-z]+)_(\d+)`, false)
+	// A Regexp not made by relabel.NewRegexp is analysed as what it is: an
+	// unanchored search.
 	m, err := newMatcher(relabel.Regexp{Regexp: regexp.MustCompile("a|b")})
-	if err != nil || m.literal {
-		t.Fatalf("unanchored regex taken as literal: %+v %v", m, err)
+	if err != nil || !m.match([]byte("xax")) {
+		t.Fatalf("unanchored regex matched as anchored: %+v %v", m, err)
 	}
 }

@@ -1,0 +1,5 @@
+//go:build race
+
+package rematch
+
+const raceEnabled = true
