@@ -11,7 +11,7 @@ HELM        ?= $(shell command -v helm 2>/dev/null || echo $$($(GO) env GOPATH)/
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-steps reliability deps fmt-check vet staticcheck static-build helm-lint unit allocs e2e bench fuzz clean
+.PHONY: peer all build test test-steps reliability deps fmt-check vet staticcheck static-build helm-lint unit allocs e2e bench fuzz clean
 
 all: build
 
@@ -124,6 +124,11 @@ fuzz:
 		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) \
 			$$( [ "$(FUZZPARALLEL)" = 0 ] || echo -parallel $(FUZZPARALLEL) ) || exit 1; \
 	done
+
+## peer: the vmagent release the benchmark compares with, into bin/peer.
+peer: bin/peer/vmagent
+bin/peer/vmagent:
+	GOBIN=$(CURDIR)/bin/peer $(GO) install github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent@v1.151.0
 
 clean:
 	rm -rf bin

@@ -28,7 +28,7 @@ import (
 
 // Config describes one run against one target.
 type Config struct {
-	Target   string    // TargetCardinal or TargetVMAgent
+	Target   string    // TargetCardinal, TargetVMAgent or TargetVMAgentDebian
 	Workload *Workload // pre-encoded traffic (see NewWorkload)
 	// Senders is the number of concurrent senders (default 4, like
 	// Prometheus shards). Request index i always goes through sender
@@ -48,8 +48,10 @@ type Config struct {
 	FlushInterval time.Duration
 
 	CardinalBinary string // built by BuildCardinal
-	VMAgentBinary  string // default DefaultVMAgent
-	VMAgentQueues  int    // -remoteWrite.queues; 0 keeps vmagent's default
+	VMAgentBinary  string // TargetVMAgent's binary, default DefaultVMAgent
+	// DebianVMAgentBinary is TargetVMAgentDebian's, default DebianVMAgent.
+	DebianVMAgentBinary string
+	VMAgentQueues       int // -remoteWrite.queues; 0 keeps vmagent's default
 	// VMAgentRules is RulesLabelKeep (default, the rules cardinal runs) or
 	// RulesLabelDrop (equivalent on meshgen's output, a smaller regex).
 	VMAgentRules string
@@ -92,9 +94,6 @@ type Result struct {
 	// At the receiver.
 	Recv  ReceiverStats
 	Check Check
-	// ValuesComparable is false when injected values churn, in which case
-	// the expected sums of the last step are not what a merger delivers.
-	ValuesComparable bool
 }
 
 // Run starts a receiver and the target, sends cfg.Workload through it and
@@ -117,6 +116,9 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	if cfg.VMAgentBinary == "" {
 		cfg.VMAgentBinary = DefaultVMAgent
+	}
+	if cfg.DebianVMAgentBinary == "" {
+		cfg.DebianVMAgentBinary = DebianVMAgent
 	}
 	logw := cfg.Log
 	if logw == nil {
@@ -145,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		dir: dir, downstream: "http://" + ln.Addr().String() + "/api/v1/write",
 		cardinal: cfg.CardinalBinary, vmagent: cfg.VMAgentBinary,
 		flush: cfg.FlushInterval, queues: cfg.VMAgentQueues, ready: 30 * time.Second,
-		rules: cfg.VMAgentRules, denied: w.Denied(),
+		rules: cfg.VMAgentRules, denied: w.Denied(), allowlist: w.Allowlist(), name: cfg.Target,
 	}
 	var p *process
 	switch cfg.Target {
@@ -156,8 +158,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		p, err = startCardinal(ctx, so)
 	case TargetVMAgent:
 		p, err = startVMAgent(ctx, so)
+	case TargetVMAgentDebian:
+		so.vmagent = cfg.DebianVMAgentBinary
+		p, err = startVMAgent(ctx, so)
 	default:
-		return res, fmt.Errorf("unknown target %q: want %s or %s", cfg.Target, TargetCardinal, TargetVMAgent)
+		return res, fmt.Errorf("unknown target %q: want %s, %s or %s", cfg.Target, TargetCardinal, TargetVMAgent, TargetVMAgentDebian)
 	}
 	if err != nil {
 		return res, err
@@ -232,18 +237,14 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 
 	// What the receiver must end up with. Computed while the target drains.
 	truth := w.Truth(sr.lastStep)
-	res.ValuesComparable = !w.Config().Mesh.Churn
 	delivered := func() bool {
 		st := recv.Stats()
-		switch cfg.Target {
-		case TargetVMAgent:
+		switch {
+		case IsVMAgent(cfg.Target):
 			// vmagent forwards every kept sample, collisions included.
 			return st.Samples >= res.ExpectedForwarded
 		default:
 			c := recv.Compare(truth)
-			if !res.ValuesComparable {
-				return c.Arrived == c.Expected
-			}
 			return c.Arrived == c.Expected && c.Exact == c.Counters
 		}
 	}
@@ -397,15 +398,12 @@ func send(ctx context.Context, cfg Config, url string) sendResult {
 }
 
 // Correct reports whether the run delivered everything expected, with
-// exact counter sums when they are comparable, no denied label and no
-// duplicate or out-of-order sample.
+// exact counter sums, no denied label and no duplicate or out-of-order
+// sample.
 func (r Result) Correct() bool {
 	c := r.Check
-	ok := c.Arrived == c.Expected && len(r.Recv.DeniedNames) == 0 && r.Recv.Duplicates == 0 && r.Recv.OutOfOrder == 0 && !r.DeliveryTimedOut
-	if r.ValuesComparable {
-		ok = ok && c.Exact == c.Counters
-	}
-	return ok
+	return c.Arrived == c.Expected && c.Exact == c.Counters && len(r.Recv.DeniedNames) == 0 &&
+		r.Recv.Duplicates == 0 && r.Recv.OutOfOrder == 0 && !r.DeliveryTimedOut
 }
 
 // fetchProfile writes the profile served at url, which takes d to produce,

@@ -63,9 +63,7 @@ func PrintRuns(w io.Writer, results []Result) {
 func (r Result) Correctness() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "series %d/%d", r.Check.Arrived, r.Check.Expected)
-	if r.ValuesComparable {
-		fmt.Fprintf(&b, ", counters exact %d/%d (within 1%%: %d)", r.Check.Exact, r.Check.Counters, r.Check.Within1pc)
-	}
+	fmt.Fprintf(&b, ", counters exact %d/%d (within 1%%: %d)", r.Check.Exact, r.Check.Counters, r.Check.Within1pc)
 	if len(r.Recv.DeniedNames) == 0 {
 		b.WriteString(", denied labels none")
 	} else {
@@ -99,7 +97,7 @@ func PrintSummary(w io.Writer, targets []string, results []Result) {
 	for _, t := range targets {
 		fmt.Fprintf(w, " %16s", fmt.Sprintf("%s (n=%d)", t, len(by[t])))
 	}
-	if len(targets) == 2 {
+	if len(targets) >= 2 {
 		fmt.Fprintf(w, " %16s", targets[0]+"/"+targets[1])
 	}
 	fmt.Fprintln(w)
@@ -111,7 +109,7 @@ func PrintSummary(w io.Writer, targets []string, results []Result) {
 			vals = append(vals, v)
 			fmt.Fprintf(w, " %16s", fmt.Sprintf(format, v))
 		}
-		if len(vals) == 2 {
+		if len(vals) >= 2 {
 			ratio := "-"
 			if vals[1] != 0 && !math.IsNaN(vals[0]) && !math.IsNaN(vals[1]) {
 				ratio = fmt.Sprintf("%.2fx", vals[0]/vals[1])

@@ -3,6 +3,7 @@ package load
 import (
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
@@ -14,21 +15,36 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/cardinal-gateway/cardinal/bench/meshgen"
 )
 
 // Target names.
 const (
 	TargetCardinal = "cardinal"
-	TargetVMAgent  = "vmagent"
+	// TargetVMAgent is the vmagent a user would pick today (PeerVMAgent).
+	TargetVMAgent = "vmagent"
+	// TargetVMAgentDebian is the vmagent Debian ships (1.79.5, from 2022).
+	TargetVMAgentDebian = "vmagent-debian"
 )
 
-// DefaultVMAgent is where the Debian package victoria-metrics installs vmagent.
-const DefaultVMAgent = "/usr/bin/vmagent"
+// PeerVMAgentVersion is the vmagent release Cardinal is compared with.
+const PeerVMAgentVersion = "v1.151.0"
 
-// VMAgentInstallHint says how to get vmagent when it is missing.
-const VMAgentInstallHint = "install it with: sudo apt-get install victoria-metrics (Debian/Ubuntu), or pass --vmagent=PATH"
+// DefaultVMAgent is where `make peer` builds PeerVMAgentVersion, relative to
+// the repository root.
+const DefaultVMAgent = "bin/peer/vmagent"
+
+// DebianVMAgent is where the Debian package victoria-metrics installs vmagent.
+const DebianVMAgent = "/usr/bin/vmagent"
+
+// VMAgentInstallHint says how to get the peer vmagent when it is missing.
+const VMAgentInstallHint = "build it with: make peer (GOBIN=$PWD/bin/peer go install github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent@" +
+	PeerVMAgentVersion + "), or pass --vmagent=PATH"
+
+// DebianVMAgentInstallHint says how to get Debian's vmagent.
+const DebianVMAgentInstallHint = "install it with: apt-get install victoria-metrics, or pass --vmagent-debian=PATH"
+
+// IsVMAgent reports whether target is one of the vmagent targets.
+func IsVMAgent(target string) bool { return target == TargetVMAgent || target == TargetVMAgentDebian }
 
 // process is a system under test running as a child process on 127.0.0.1.
 type process struct {
@@ -165,7 +181,7 @@ const (
 )
 
 // relabelRules returns the relabel_configs list of the rule set.
-func relabelRules(indent, rules string, denied []string) string {
+func relabelRules(indent, rules, allowlist string, denied []string) string {
 	s := indent + "- action: drop\n" +
 		indent + "  source_labels: [__name__]\n" +
 		indent + "  regex: " + DroppedMetricsRegex + "\n"
@@ -174,16 +190,16 @@ func relabelRules(indent, rules string, denied []string) string {
 			indent + "  regex: " + strings.Join(denied, "|") + "\n"
 	}
 	return s + indent + "- action: labelkeep\n" +
-		indent + "  regex: " + meshgen.DefaultAllowlist + "\n"
+		indent + "  regex: '" + allowlist + "'\n"
 }
 
 // CardinalConfig returns the production-shaped configuration (as
 // gateway/bench_test.go's fullConfig) forwarding to downstream.
-func CardinalConfig(downstream string, flush time.Duration) string {
+func CardinalConfig(downstream, allowlist string, flush time.Duration) string {
 	return "downstream:\n" +
 		"  url: " + downstream + "\n" +
 		"  timeout: 30s\n" +
-		"relabel_configs:\n" + relabelRules("  ", RulesLabelKeep, nil) +
+		"relabel_configs:\n" + relabelRules("  ", RulesLabelKeep, allowlist, nil) +
 		"merge:\n" +
 		"  flush_interval: " + flush.String() + "\n" +
 		"trace_sampling:\n" +
@@ -195,9 +211,9 @@ func CardinalConfig(downstream string, flush time.Duration) string {
 		"  max_series_per_workload: 1000000\n"
 }
 
-// BuildCardinal builds ./cmd/cardinal of the module that contains the
-// working directory into dir and returns the binary's path.
-func BuildCardinal(ctx context.Context, dir string) (string, error) {
+// ModuleRoot returns the directory of the module that contains the working
+// directory.
+func ModuleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("cannot find the module: go env GOMOD: %w", err)
@@ -206,9 +222,19 @@ func BuildCardinal(ctx context.Context, dir string) (string, error) {
 	if gomod == "" || gomod == os.DevNull {
 		return "", errors.New("cannot find the module: run inside the cardinal repository")
 	}
+	return filepath.Dir(gomod), nil
+}
+
+// BuildCardinal builds ./cmd/cardinal of the module that contains the
+// working directory into dir and returns the binary's path.
+func BuildCardinal(ctx context.Context, dir string) (string, error) {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
 	bin := filepath.Join(dir, "cardinal")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cardinal")
-	cmd.Dir = filepath.Dir(gomod)
+	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
@@ -227,12 +253,14 @@ type startOptions struct {
 	queues     int      // vmagent -remoteWrite.queues (0: its default)
 	rules      string   // vmagent rule set: RulesLabelKeep or RulesLabelDrop
 	denied     []string // label names RulesLabelDrop drops
+	allowlist  string   // the labelkeep regex
+	name       string   // the target's name
 	ready      time.Duration
 }
 
 func startCardinal(ctx context.Context, o startOptions) (*process, error) {
 	cfgPath := filepath.Join(o.dir, "cardinal.yml")
-	if err := os.WriteFile(cfgPath, []byte(CardinalConfig(o.downstream, o.flush)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(CardinalConfig(o.downstream, o.allowlist, o.flush)), 0o600); err != nil {
 		return nil, err
 	}
 	addr, err := freeAddr()
@@ -260,7 +288,7 @@ func startVMAgent(ctx context.Context, o startOptions) (*process, error) {
 		return nil, fmt.Errorf("vmagent not found at %s; %s", o.vmagent, VMAgentInstallHint)
 	}
 	rules := filepath.Join(o.dir, "vmagent-relabel.yml")
-	if err := os.WriteFile(rules, []byte(relabelRules("", o.rules, o.denied)), 0o600); err != nil {
+	if err := os.WriteFile(rules, []byte(relabelRules("", o.rules, o.allowlist, o.denied)), 0o600); err != nil {
 		return nil, err
 	}
 	addr, err := freeAddr()
@@ -280,7 +308,12 @@ func startVMAgent(ctx context.Context, o startOptions) (*process, error) {
 	if o.queues > 0 {
 		args = append(args, fmt.Sprintf("-remoteWrite.queues=%d", o.queues))
 	}
-	p, err := start(TargetVMAgent, o.vmagent, args, filepath.Join(o.dir, "vmagent.log"))
+	if hasFlag(o.vmagent, "remoteWrite.forcePromProto") {
+		// Newer releases probe the receiver for VictoriaMetrics' own
+		// protocol first; the receiver speaks Prometheus remote write.
+		args = append(args, "-remoteWrite.forcePromProto")
+	}
+	p, err := start(o.name, o.vmagent, args, filepath.Join(o.dir, "vmagent.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -293,15 +326,22 @@ func startVMAgent(ctx context.Context, o startOptions) (*process, error) {
 	return p, nil
 }
 
-// VMAgentVersion returns vmagent's version string, falling back to the
-// Debian package version when the binary reports none.
+// VMAgentVersion returns vmagent's version: the module version recorded in
+// a binary built with go install, else the Debian package's version.
 func VMAgentVersion(bin string) string {
-	out, _ := exec.Command(bin, "-version").CombinedOutput()
-	if v := strings.TrimSpace(string(out)); v != "" {
-		return v
+	if info, err := buildinfo.ReadFile(bin); err == nil {
+		if v := info.Main.Version; v != "" && v != "(devel)" {
+			return info.Main.Path + " " + v
+		}
 	}
 	if out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", "victoria-metrics").Output(); err == nil && len(out) > 0 {
 		return "victoria-metrics " + string(out) + " (Debian package; the binary prints no version)"
 	}
 	return "unknown"
+}
+
+// hasFlag reports whether the vmagent binary knows -name.
+func hasFlag(bin, name string) bool {
+	out, _ := exec.Command(bin, "-help").CombinedOutput()
+	return bytes.Contains(out, []byte("-"+name+" "))
 }

@@ -21,6 +21,9 @@ type WorkloadConfig struct {
 	Steps            int           // scrapes; each one is every series once, counters advance
 	SeriesPerRequest int           // series per remote-write request
 	StepInterval     time.Duration // timestamp distance between steps (default 15s)
+	// KeepPods adds the per-pod labels (pod, instance, target_addr) to the
+	// allowlist, so that no two series collide: the no-collision workload.
+	KeepPods bool
 }
 
 // Workload is the traffic of a run, encoded before anything is measured: the
@@ -109,7 +112,21 @@ func (w *Workload) RequestsPerStep() int { return len(w.Samples) }
 
 // Denied returns the label names that must not reach the downstream: the
 // injected ones and the per-pod labels the allowlist drops.
-func (w *Workload) Denied() []string { return meshgen.DroppedByDefault(w.gen.Config().InjectedLabels) }
+func (w *Workload) Denied() []string {
+	if w.cfg.KeepPods {
+		return w.gen.Config().InjectedLabels
+	}
+	return meshgen.DroppedByDefault(w.gen.Config().InjectedLabels)
+}
+
+// Allowlist returns the labelkeep regex both targets run, written as people
+// paste it: inside parentheses.
+func (w *Workload) Allowlist() string {
+	if w.cfg.KeepPods {
+		return "(" + meshgen.DefaultAllowlist + "|pod|instance|target_addr)"
+	}
+	return "(" + meshgen.DefaultAllowlist + ")"
+}
 
 func keptSamples(ts []prompb.TimeSeries) int {
 	n := 0
@@ -135,23 +152,53 @@ func droppedMetric(ls []prompb.Label) bool {
 // after the inputs of request i were last accepted at step lastStep[i] (-1:
 // never): the kept series, allowlist applied, values of collapsing inputs
 // summed (meshgen.SumBy), keyed like labels.Labels.String.
+//
+// Every input series counts with the last value it was sent with. Without
+// churn that is the one of request i's last step; with churn, series whose
+// injected values changed also stay inputs of their output (a merger
+// forgets an input only after merge.staleness, far longer than a run) with
+// the values of the step that last carried them.
 func (w *Workload) Truth(lastStep []int) map[string]float64 {
-	byStep := map[int][]int{}
-	for i, s := range lastStep {
-		if s >= 0 {
-			byStep[s] = append(byStep[s], i)
-		}
+	churn := w.cfg.Mesh.Churn
+	maxStep := -1
+	for _, s := range lastStep {
+		maxStep = max(maxStep, s)
 	}
-	var in []prompb.TimeSeries
-	for step, idx := range byStep {
-		reqs := w.gen.WriteRequests(step, w.ts(step), w.cfg.SeriesPerRequest)
-		for _, i := range idx {
+	latest := map[string]prompb.TimeSeries{}
+	var key []byte
+	for step := 0; step <= maxStep; step++ {
+		var reqs []*prompb.WriteRequest
+		for i, last := range lastStep {
+			if last < step || (!churn && last != step) {
+				continue
+			}
+			if reqs == nil {
+				reqs = w.gen.WriteRequests(step, w.ts(step), w.cfg.SeriesPerRequest)
+			}
 			for _, ts := range reqs[i].Timeseries {
-				if !droppedMetric(ts.Labels) {
-					in = append(in, ts)
+				if droppedMetric(ts.Labels) {
+					continue
 				}
+				key = key[:0]
+				for _, l := range ts.Labels {
+					key = append(append(append(append(key, l.Name...), 0xff), l.Value...), 0xff)
+				}
+				// The generator may reuse its buffers from call to call.
+				c := prompb.TimeSeries{
+					Labels:  append([]prompb.Label(nil), ts.Labels...),
+					Samples: append([]prompb.Sample(nil), ts.Samples...),
+				}
+				for j := range c.Labels {
+					c.Labels[j].Name = strings.Clone(c.Labels[j].Name)
+					c.Labels[j].Value = strings.Clone(c.Labels[j].Value)
+				}
+				latest[string(key)] = c
 			}
 		}
+	}
+	in := make([]prompb.TimeSeries, 0, len(latest))
+	for _, ts := range latest {
+		in = append(in, ts)
 	}
 	return meshgen.SumBy(in, w.Denied())
 }

@@ -3,7 +3,8 @@
 // per million accepted samples, peak RSS, latency, throughput and whether
 // what reached the downstream is correct. See package bench/load.
 //
-//	go run ./bench/cmd/cardinal-load --target both --runs 3
+//	make peer   # builds vmagent v1.151.0 into bin/peer
+//	go run ./bench/cmd/cardinal-load --target both --runs 3 --churn
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -33,12 +35,13 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cardinal-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	target := fs.String("target", "both", "system under test: cardinal, vmagent or both (runs alternate)")
+	target := fs.String("target", "both", "systems under test, comma-separated: cardinal, vmagent ("+load.PeerVMAgentVersion+"), vmagent-debian; both = cardinal,vmagent; all = the three (runs alternate)")
 	runs := fs.Int("runs", 3, "runs per target")
 	workloads := fs.Int("workloads", meshgen.DefaultWorkloads, "mesh workloads (Deployments)")
 	pods := fs.Int("pods", meshgen.DefaultPodsPerWorkload, "pods per workload")
 	share := fs.Float64("high-card-share", meshgen.DefaultHighCardShare, "share of series with injected request_id/trace_id/user_agent/path labels (negative: none)")
-	churn := fs.Bool("churn", false, "new injected label values every step (then counter values are not compared)")
+	churn := fs.Bool("churn", false, "fresh injected label values (request ids, trace ids) every step, as real traffic has")
+	noColl := fs.Bool("no-collisions", false, "keep pod, instance and target_addr and inject nothing: no two series collide")
 	seed := fs.Uint64("seed", 1, "meshgen seed")
 	steps := fs.Int("steps", 10, "scrapes to pre-generate; counters advance from step to step")
 	spr := fs.Int("series-per-request", 2000, "series per remote-write request")
@@ -46,9 +49,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	maxReq := fs.Int("max-requests", 0, "requests per run (0: every pre-generated request)")
 	maxDur := fs.Duration("max-duration", 2*time.Minute, "bound on one run's send phase")
 	rate := fs.Float64("rate", 0, "requests per second over all senders (0: as fast as answered)")
-	flush := fs.Duration("flush-interval", 5*time.Second, "cardinal merge.flush_interval")
+	flush := fs.Duration("flush-interval", 2*time.Second, "cardinal merge.flush_interval")
 	delivery := fs.Duration("delivery-timeout", 0, "bound on the wait for delivery after sending (0: 3 flush intervals + 30s)")
-	vmagent := fs.String("vmagent", load.DefaultVMAgent, "vmagent binary")
+	vmagent := fs.String("vmagent", "", "vmagent "+load.PeerVMAgentVersion+" binary (default: "+load.DefaultVMAgent+" in the repository, made by make peer)")
+	vmagentDebian := fs.String("vmagent-debian", load.DebianVMAgent, "Debian's vmagent binary")
 	queues := fs.Int("vmagent-queues", 0, "vmagent -remoteWrite.queues (0: its default, 2 x CPUs)")
 	vmRules := fs.String("vmagent-rules", load.RulesLabelKeep, "vmagent rules: labelkeep (the allowlist cardinal runs) or labeldrop (the dropped names; same result on this workload, smaller regex)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each send phase to FILE.<target>.<run>.pprof")
@@ -58,15 +62,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var targets []string
-	switch *target {
-	case load.TargetCardinal, load.TargetVMAgent:
-		targets = []string{*target}
-	case "both":
-		targets = []string{load.TargetCardinal, load.TargetVMAgent}
-	default:
-		fmt.Fprintf(stderr, "--target %q: want cardinal, vmagent or both\n", *target)
+	targets, err := parseTargets(*target)
+	if err != nil {
+		fmt.Fprintf(stderr, "--target %q: %v\n", *target, err)
 		return 2
+	}
+	if *noColl {
+		*share = -1
+	}
+	if *vmagent == "" {
+		*vmagent = load.DefaultVMAgent
+		if root, err := load.ModuleRoot(ctx); err == nil {
+			*vmagent = filepath.Join(root, load.DefaultVMAgent)
+		}
 	}
 	if *runs < 1 || *runs > 100 {
 		fmt.Fprintf(stderr, "--runs %d: want 1 to 100\n", *runs)
@@ -86,11 +94,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			Mesh:             meshgen.Config{Workloads: *workloads, PodsPerWorkload: *pods, HighCardShare: *share, Churn: *churn, Seed: *seed},
 			Steps:            *steps,
 			SeriesPerRequest: *spr,
+			KeepPods:         *noColl,
 		},
 		run: load.Config{
 			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
 			FlushInterval: *flush, DeliveryTimeout: *delivery,
-			VMAgentBinary: *vmagent, VMAgentQueues: *queues, VMAgentRules: *vmRules, CardinalBinary: *cardinalBin,
+			VMAgentBinary: *vmagent, DebianVMAgentBinary: *vmagentDebian, VMAgentQueues: *queues, VMAgentRules: *vmRules, CardinalBinary: *cardinalBin,
 			Log: progress,
 		},
 	}, stdout, progress); err != nil {
@@ -114,12 +123,17 @@ func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
 	fmt.Fprintf(stdout, "machine: %d CPUs, %s; load average %s at start\n", m.CPUs, m.CPUModel, m.LoadAvg)
 	fmt.Fprintf(stdout, "go: %s\n", goVersion(ctx))
 	for _, t := range o.targets {
-		if t == load.TargetVMAgent {
-			if _, err := os.Stat(o.run.VMAgentBinary); err != nil {
-				return fmt.Errorf("vmagent not found at %s; %s", o.run.VMAgentBinary, load.VMAgentInstallHint)
-			}
-			fmt.Fprintf(stdout, "vmagent: %s (%s)\n", load.VMAgentVersion(o.run.VMAgentBinary), o.run.VMAgentBinary)
+		bin, hint := o.run.VMAgentBinary, load.VMAgentInstallHint
+		switch t {
+		case load.TargetVMAgentDebian:
+			bin, hint = o.run.DebianVMAgentBinary, load.DebianVMAgentInstallHint
+		case load.TargetCardinal:
+			continue
 		}
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("%s not found at %s; %s", t, bin, hint)
+		}
+		fmt.Fprintf(stdout, "%s: %s (%s)\n", t, load.VMAgentVersion(bin), bin)
 	}
 
 	if o.run.CardinalBinary == "" && contains(o.targets, load.TargetCardinal) {
@@ -150,8 +164,9 @@ func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
 		wc.Mesh.Workloads, wc.Mesh.PodsPerWorkload, wc.Mesh.HighCardShare, wc.Mesh.Variants, wc.Mesh.Churn,
 		w.NumSeries(), w.HighCardSeries(), len(w.Bodies), w.RequestsPerStep(), wc.SeriesPerRequest, total,
 		float64(w.Bytes)/(1<<20), time.Since(t0).Round(time.Millisecond))
-	fmt.Fprintf(stdout, "rules: drop __name__=~%s, labelkeep meshgen.DefaultAllowlist (vmagent: %s); cardinal also: merge flush %s, "+
-		"trace_sampling [trace_id] 0.01, limits [namespace, app]\n", load.DroppedMetricsRegex, o.run.VMAgentRules, o.run.FlushInterval)
+	fmt.Fprintf(stdout, "rules: drop __name__=~%s, labelkeep %d names in parentheses%s (vmagent: %s); cardinal also: merge flush %s, "+
+		"trace_sampling [trace_id] 0.01, limits [namespace, app]\n", load.DroppedMetricsRegex, strings.Count(w.Allowlist(), "|")+1,
+		map[bool]string{true: " incl. pod, instance, target_addr", false: ""}[o.wl.KeepPods], o.run.VMAgentRules, o.run.FlushInterval)
 	fmt.Fprintf(stdout, "senders: %d, rate %s, bounds: %d requests and %s per run\n\n",
 		o.run.Senders, rateString(o.run.Rate), total, o.run.MaxDuration)
 
@@ -189,6 +204,29 @@ func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
 		return errors.New("cardinal did not deliver correctly:\n" + strings.Join(bad, "\n"))
 	}
 	return nil
+}
+
+// parseTargets reads --target.
+func parseTargets(s string) ([]string, error) {
+	switch s {
+	case "both":
+		return []string{load.TargetCardinal, load.TargetVMAgent}, nil
+	case "all":
+		return []string{load.TargetCardinal, load.TargetVMAgent, load.TargetVMAgentDebian}, nil
+	}
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		switch t {
+		case load.TargetCardinal, load.TargetVMAgent, load.TargetVMAgentDebian:
+			if contains(out, t) {
+				return nil, fmt.Errorf("%s named twice", t)
+			}
+			out = append(out, t)
+		default:
+			return nil, fmt.Errorf("unknown target %q: want cardinal, vmagent, vmagent-debian, both or all", t)
+		}
+	}
+	return out, nil
 }
 
 func contains(s []string, v string) bool {
