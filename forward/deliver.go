@@ -7,7 +7,7 @@ import (
 	"hash/maphash"
 	"net/http"
 
-	"github.com/golang/snappy"
+	"github.com/klauspost/compress/s2"
 
 	"github.com/cardinal-gateway/cardinal/wire"
 )
@@ -149,7 +149,7 @@ func (m *DeliverMetrics) Deliver(ctx context.Context, s BodySender, req *wire.Re
 
 	// Fast path: the whole request in one body.
 	sc.encoded = req.MarshalAppend(sc.encoded[:0])
-	sc.compressed = snappy.Encode(sc.compressed[:cap(sc.compressed)], sc.encoded)
+	sc.compressed = s2.EncodeSnappy(sc.compressed[:cap(sc.compressed)], sc.encoded)
 	err := s.Send(ctx, sc.compressed)
 	rep.Sends++
 	if err == nil {
@@ -194,7 +194,7 @@ func (m *DeliverMetrics) Deliver(ctx context.Context, s BodySender, req *wire.Re
 			d.rejected(p, prev)
 			continue
 		}
-		sc.compressed = snappy.Encode(sc.compressed[:cap(sc.compressed)], sc.encoded)
+		sc.compressed = s2.EncodeSnappy(sc.compressed[:cap(sc.compressed)], sc.encoded)
 		err := s.Send(ctx, sc.compressed)
 		rep.Sends++
 		if err == nil {
@@ -257,7 +257,7 @@ func (d *delivery) rejected(p part, e *Error) {
 }
 
 // key identifies the body in sc.encoded. The uncompressed body stands for
-// the compressed one: snappy.Encode is deterministic.
+// the compressed one: s2.EncodeSnappy is deterministic.
 func (sc *Scratch) key() bodyKey {
 	return bodyKey{hash: maphash.Bytes(sc.seed, sc.encoded), len: len(sc.encoded)}
 }

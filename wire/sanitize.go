@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strconv"
@@ -116,14 +117,14 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 	out := r.Series[:0]
 	for i := range r.Series {
 		s := r.Series[i]
-		reason, ok, fine := checkSorted(s.Labels)
+		reason, ok, fine := checkSorted(s.Labels, s.rawLabels != nil && isASCII(s.rawLabels))
 		if !fine {
 			// Slow path: unsorted labels or empty values. The decoded
 			// bytes are no longer the canonical form of the labels.
 			s.rawLabels = nil
 			s.Labels = dropEmptyValues(s.Labels)
 			slices.SortFunc(s.Labels, CompareLabelNames)
-			reason, ok, _ = checkSorted(s.Labels)
+			reason, ok, _ = checkSorted(s.Labels, false)
 		}
 		var err error
 		for j := 0; ok && j < len(s.Histograms); j++ {
@@ -141,6 +142,23 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 	r.Series = out
 }
 
+// isASCII reports whether b holds only ASCII bytes. On a series' encoded
+// labels it proves every name and value valid UTF-8 in one pass, where
+// utf8.Valid would be called twice per label: the tags and lengths in
+// between are ASCII too unless a label is 128 bytes or longer, and then the
+// per-label check decides.
+func isASCII(b []byte) bool {
+	var acc uint64
+	for len(b) >= 8 {
+		acc |= binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	}
+	for _, c := range b {
+		acc |= uint64(c)
+	}
+	return acc&0x8080808080808080 == 0
+}
+
 func dropEmptyValues(ls []Label) []Label {
 	out := ls[:0]
 	for _, l := range ls {
@@ -154,8 +172,9 @@ func dropEmptyValues(ls []Label) []Label {
 // checkSorted validates ls in one pass. fine is false when ls is unsorted or
 // holds an empty value: then ok and reason mean nothing and the caller must
 // normalise ls and check again. Otherwise ok says whether ls is valid, and
-// reason why not.
-func checkSorted(ls []Label) (reason InvalidReason, ok, fine bool) {
+// reason why not. ascii says that every name and value is known to be
+// ASCII, and so valid UTF-8.
+func checkSorted(ls []Label, ascii bool) (reason InvalidReason, ok, fine bool) {
 	hasName := false
 	for i := range ls {
 		name := ls[i].Name
@@ -166,8 +185,8 @@ func checkSorted(ls []Label) (reason InvalidReason, ok, fine bool) {
 			return InvalidEmptyLabelName, false, true
 		}
 		// Prometheus' receiver drops a series whose label names or values
-		// are not valid UTF-8. utf8.Valid skips ASCII eight bytes at a time.
-		if !utf8.Valid(name) || !utf8.Valid(ls[i].Value) {
+		// are not valid UTF-8.
+		if !ascii && (!utf8.Valid(name) || !utf8.Valid(ls[i].Value)) {
 			return InvalidUTF8, false, true
 		}
 		if i > 0 {

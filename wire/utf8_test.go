@@ -1,6 +1,12 @@
 package wire
 
-import "testing"
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/prompb"
+)
 
 // Prometheus' receiver drops a series whose label names or values are not
 // valid UTF-8; forwarded, one would cost the whole request. (Found by the
@@ -25,4 +31,47 @@ func TestSanitizeDropsInvalidUTF8(t *testing.T) {
 	f("ns\xff", "x", false)
 	f("namespace", "ünïcode ✓", true)
 	f("namespace", "plain", true)
+}
+
+func TestIsASCII(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		b := bytes.Repeat([]byte{'a'}, n)
+		if !isASCII(b) {
+			t.Fatalf("%d ASCII bytes: not ASCII", n)
+		}
+		for i := range b {
+			b[i] = 0x80
+			if isASCII(b) {
+				t.Fatalf("0x80 at %d of %d: ASCII", i, n)
+			}
+			b[i] = 0x7f
+		}
+	}
+}
+
+// Decoded series carry their encoded labels, and Sanitize proves them ASCII
+// in one pass; a non-ASCII byte anywhere must still get the per-label check.
+func TestSanitizeDecodedUTF8(t *testing.T) {
+	for _, c := range []struct {
+		value string
+		want  bool
+	}{{"plain", true}, {"é", true}, {"\xff", false}, {strings.Repeat("x", 200), true}, {strings.Repeat("x", 200) + "\xc3", false}} {
+		wr := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+			Labels:  []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "a", Value: c.value}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: 1}},
+		}}}
+		body, err := wr.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r Request
+		if err := r.Unmarshal(body); err != nil {
+			t.Fatal(err)
+		}
+		var st SanitizeStats
+		r.Sanitize(&st)
+		if kept := len(r.Series) == 1; kept != c.want {
+			t.Errorf("value %q kept %v, want %v (%s)", c.value, kept, c.want, st.Describe())
+		}
+	}
 }
