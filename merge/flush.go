@@ -142,8 +142,8 @@ func (m *Merger) collect(f *flusher, final bool) {
 			if mg.pendingUntil != 0 && nowMs > mg.pendingUntil {
 				// Restored inputs that never reported again: their saved
 				// values stand.
-				for _, ip := range mg.inputs {
-					ip.pending = false
+				for i := range mg.inputs.list {
+					mg.inputs.list[i].pending = false
 				}
 				mg.pendingUntil = 0
 			}
@@ -156,7 +156,7 @@ func (m *Merger) collect(f *flusher, final bool) {
 					m.queueStaleMarker(mg, nowMs)
 				}
 			}
-			if len(mg.inputs) == 0 && len(mg.retired) == 0 && len(mg.points) == 0 && nowMs-o.seen > stale {
+			if mg.inputs.len() == 0 && len(mg.retired) == 0 && len(mg.points) == 0 && nowMs-o.seen > stale {
 				delete(sh.outputs, key)
 				m.metrics.mergedSeries.Dec()
 				m.merged.Add(-1)
@@ -178,7 +178,8 @@ func (m *Merger) collect(f *flusher, final bool) {
 // allEnded reports whether no input of the output is live any more: each
 // sent a stale marker or expired.
 func (mg *merged) allEnded() bool {
-	for _, ip := range mg.inputs {
+	for i := range mg.inputs.list {
+		ip := &mg.inputs.list[i]
 		if ip.pending || (ip.has && !ip.stale) || (ip.hist != nil && !ip.histStale) {
 			return false
 		}
@@ -190,14 +191,16 @@ func (mg *merged) allEnded() bool {
 // and forgets the retired ones older than ForgetAfter.
 func (m *Merger) expire(mg *merged, nowMs int64, r *Rules) {
 	stale := r.Staleness.Milliseconds()
-	for key, ip := range mg.inputs {
+	for i := 0; i < mg.inputs.len(); {
+		ip := mg.inputs.list[i]
 		if nowMs-ip.seen <= stale {
+			i++
 			continue
 		}
-		delete(mg.inputs, key)
+		mg.inputs.removeAt(i) // the last input moves to i: look at it next
 		m.tracked.Add(-1)
 		m.metrics.mergeInputs.Dec()
-		m.retire(mg, key, ip, r)
+		m.retire(mg, ip.key, &ip, r)
 	}
 	forget := r.ForgetAfter.Milliseconds()
 	for key, ri := range mg.retired {

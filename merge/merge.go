@@ -222,6 +222,8 @@ type Merger struct {
 	retired atomic.Int64 // retired inputs remembered
 	pending atomic.Int64 // points queued for delivery
 	tickets tickets
+	// nameSets holds the outputs' collapsed label names.
+	nameSets nameSets
 	// metadata maps a metric family name to its type, from remote-write
 	// metadata.
 	metaMu   sync.RWMutex

@@ -26,7 +26,9 @@ func (m *Merger) Collisions(top int) []Collision {
 				continue
 			}
 			active := 0
-			for _, ip := range o.m.inputs {
+			for i := range o.m.inputs.list {
+
+				ip := &o.m.inputs.list[i]
 				if !ip.stale && !ip.histStale {
 					active++
 				}

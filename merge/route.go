@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/value"
@@ -43,7 +44,7 @@ type merged struct {
 	// merged; it is first emitted once all requests up to it have ended.
 	since uint64
 
-	inputs map[uint64]*input
+	inputs inputSet
 	// retired holds counter inputs without a sample for the staleness
 	// period: they keep contributing, and continue from their last value if
 	// they come back. nil while there are none.
@@ -96,8 +97,9 @@ type point struct {
 
 // input is one live input series of a merged output.
 type input struct {
-	seen   int64 // wall-clock ms of the last sample
-	ts     int64 // timestamp of the last float sample (clamped)
+	key    uint64 // the hash of the input's labels
+	seen   int64  // wall-clock ms of the last sample
+	ts     int64  // timestamp of the last float sample (clamped)
 	val    float64
 	offset float64 // sum of values before resets
 	has    bool
@@ -194,23 +196,20 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		// An output restored from the state file meets its first input.
 		mg.learn(m, s.Labels)
 	}
-	ip := mg.inputs[in]
+	ip := mg.inputs.get(in)
 	if ip == nil {
 		if m.full() {
 			sh.mu.Unlock()
 			return Dropped
 		}
-		ip = m.revive(mg, in)
-		if ip == nil {
-			if len(mg.inputs) > 0 {
-				m.metrics.collisions.Inc()
-			}
-			ip = &input{}
+		fresh, revived := m.revive(mg, in)
+		if !revived && mg.inputs.len() > 0 {
+			m.metrics.collisions.Inc()
 		}
-		mg.inputs[in] = ip
+		ip = mg.inputs.add(fresh)
 		m.tracked.Add(1)
 		m.metrics.mergeInputs.Inc()
-		mg.noteCollapsed(orig, s.Labels)
+		mg.noteCollapsed(m, orig, s.Labels)
 	}
 	o.seen = nowMs
 	m.absorb(sh, mg, ip, s, nowMs)
@@ -230,7 +229,7 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) bool {
 		sh.mu.Unlock()
 		return false
 	}
-	ip := o.m.inputs[in]
+	ip := o.m.inputs.get(in)
 	if ip == nil {
 		sh.mu.Unlock()
 		return false
@@ -266,7 +265,6 @@ func (o *output) pass(s *wire.Series, nowMs, maxAhead int64) {
 func (m *Merger) newMerged(out []wire.Label, floor int64) *merged {
 	mg := &merged{
 		since:  m.tickets.issued(),
-		inputs: make(map[uint64]*input, 4),
 		lastTs: floor,
 	}
 	if out != nil {
@@ -291,7 +289,7 @@ func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
 	// Nothing of the output's values has been emitted by the merger; the
 	// first emission must come after what passed through.
 	mg := m.newMerged(out, o.passTs)
-	first := &input{seen: o.seen}
+	first := input{key: o.input, seen: o.seen}
 	if o.hasLast {
 		first.ts, first.val, first.has = o.lastTs, o.lastVal, true
 		mg.dataTs = min(o.lastTs, o.passTs)
@@ -299,27 +297,27 @@ func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
 	} else {
 		first.pending = true
 	}
-	mg.inputs[o.input] = first
+	mg.inputs.add(first)
 	m.metrics.mergeInputs.Inc()
-	mg.noteCollapsed(orig, out)
+	mg.noteCollapsed(m, orig, out)
 	o.m = mg
 }
 
 // revive brings back a retired input that sends again: it continues from its
-// last value, so nothing it counted before is counted twice. It returns nil
-// when the input is not retired.
-func (m *Merger) revive(mg *merged, in uint64) *input {
+// last value, so nothing it counted before is counted twice. It returns a
+// fresh input and false when the input is not retired.
+func (m *Merger) revive(mg *merged, in uint64) (input, bool) {
 	r := mg.retired[in]
 	if r == nil {
-		return nil
+		return input{key: in}, false
 	}
 	delete(mg.retired, in)
 	m.retired.Add(-1)
 	m.metrics.revived.Inc()
-	return &input{
-		ts: r.ts, val: r.val, offset: r.offset, has: r.has,
+	return input{
+		key: in, ts: r.ts, val: r.val, offset: r.offset, has: r.has,
 		histTs: r.histTs, hist: r.hist, histOffset: r.histOffset,
-	}
+	}, true
 }
 
 // absorb takes the samples of one input series into a merged output. The
@@ -512,17 +510,52 @@ func (m *Merger) policyOf(name []byte, k Kind) Policy {
 
 // noteCollapsed adds the names of labels that relabeling removed or
 // rewrote.
-func (mg *merged) noteCollapsed(orig, out []wire.Label) {
+func (mg *merged) noteCollapsed(m *Merger, orig, out []wire.Label) {
+	var added []string
 	for _, l := range orig {
 		v := wire.GetLabel(out, string(l.Name))
 		if v != nil && string(v) == string(l.Value) {
 			continue
 		}
-		if _, found := slices.BinarySearch(mg.collapsed, string(l.Name)); !found {
-			mg.collapsed = append(mg.collapsed, string(l.Name))
-			slices.Sort(mg.collapsed)
+		if _, found := slices.BinarySearch(mg.collapsed, string(l.Name)); !found && !slices.Contains(added, string(l.Name)) {
+			added = append(added, string(l.Name))
 		}
 	}
+	if len(added) > 0 {
+		mg.collapsed = m.nameSets.intern(append(slices.Clone(mg.collapsed), added...))
+	}
+}
+
+// nameSets interns the sets of collapsed label names: the outputs of one
+// metric family, often thousands, collapse the same labels and share one
+// sorted slice instead of a copy of each name apiece. Sets are immutable.
+type nameSets struct {
+	mu   sync.Mutex
+	sets map[string][]string
+}
+
+// maxNameSets bounds the table: beyond it, sets are private copies.
+const maxNameSets = 4096
+
+// intern sorts set and returns the shared copy of it.
+func (n *nameSets) intern(set []string) []string {
+	slices.Sort(set)
+	key := strings.Join(set, "\xff")
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if shared, ok := n.sets[key]; ok {
+		return shared
+	}
+	for i := range set {
+		set[i] = strings.Clone(set[i]) // names may alias a request's buffer
+	}
+	if len(n.sets) < maxNameSets {
+		if n.sets == nil {
+			n.sets = map[string][]string{}
+		}
+		n.sets[key] = set
+	}
+	return set
 }
 
 func encodedSize(ls []wire.Label) int {

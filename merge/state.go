@@ -143,9 +143,10 @@ func appendOutput(b []byte, key uint64, o *output) []byte {
 	b = appendFloat(b, mg.base)
 	b = appendHistogram(b, mg.baseHist)
 	b = appendBytes(b, mg.enc)
-	b = binary.AppendUvarint(b, uint64(len(mg.inputs)))
-	for h, ip := range mg.inputs {
-		b = binary.LittleEndian.AppendUint64(b, h)
+	b = binary.AppendUvarint(b, uint64(mg.inputs.len()))
+	for i := range mg.inputs.list {
+		ip := &mg.inputs.list[i]
+		b = binary.LittleEndian.AppendUint64(b, ip.key)
 		b = binary.AppendVarint(b, ip.seen)
 		b = appendInputState(b, ip.ts, ip.val, ip.offset, ip.has, ip.stale, ip.histTs, ip.hist, ip.histOffset, ip.histStale)
 	}
@@ -363,7 +364,7 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 		key := s.u64()
 		flags := s.uvarint()
 		floor := s.varint()
-		mg := &merged{inputs: map[uint64]*input{}, lastTs: floor,
+		mg := &merged{lastTs: floor,
 			everQueued: flags&outputEmitted != 0, ended: flags&outputEnded != 0}
 		mg.lastV = s.float()
 		mg.dataTs = s.varint()
@@ -377,10 +378,13 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 			s.fail("%d inputs in one output", nIn)
 		}
 		for i := uint64(0); i < nIn && s.err == nil; i++ {
-			h := s.u64()
-			ip := &input{seen: s.varint()}
-			s.input(ip)
-			mg.inputs[h] = ip
+			ip := input{key: s.u64(), seen: s.varint()}
+			s.input(&ip)
+			if prev := mg.inputs.get(ip.key); prev != nil {
+				*prev = ip // a file written by hand may repeat one
+			} else {
+				mg.inputs.add(ip)
+			}
 			newest = max(newest, ip.seen)
 		}
 		nRet := s.uvarint()
@@ -417,7 +421,9 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 		}
 		if !clean {
 			mg.lastTs = max(mg.lastTs, nowMs)
-			for _, ip := range mg.inputs {
+			for i := range mg.inputs.list {
+
+				ip := &mg.inputs.list[i]
 				ip.pending = true
 			}
 			mg.pendingUntil = nowMs + restoreGrace(rules).Milliseconds()
@@ -441,8 +447,8 @@ func (m *Merger) restore(key uint64, mg *merged, seen int64) bool {
 	sh.outputs[key] = &output{seen: seen, m: mg}
 	m.metrics.mergedSeries.Inc()
 	m.merged.Add(1)
-	m.tracked.Add(int64(len(mg.inputs)))
-	m.metrics.mergeInputs.Add(float64(len(mg.inputs)))
+	m.tracked.Add(int64(mg.inputs.len()))
+	m.metrics.mergeInputs.Add(float64(mg.inputs.len()))
 	m.retired.Add(int64(len(mg.retired)))
 	return true
 }

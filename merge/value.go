@@ -13,7 +13,9 @@ import (
 // held.
 func (m *Merger) snapshot(mg *merged, nowMs int64) {
 	r := m.rules.Load()
-	for _, ip := range mg.inputs {
+	for i := range mg.inputs.list {
+
+		ip := &mg.inputs.list[i]
 		if ip.pending {
 			return // wait until its value is known; it expires if it never comes
 		}
@@ -134,7 +136,9 @@ func (m *Merger) queueStaleMarker(mg *merged, nowMs int64) {
 func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
 	if mg.kind == Counter {
 		v, any := mg.base, mg.base != 0
-		for _, ip := range mg.inputs {
+		for i := range mg.inputs.list {
+
+			ip := &mg.inputs.list[i]
 			if ip.has {
 				v += ip.offset + ip.val
 				any = true
@@ -153,7 +157,9 @@ func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
 		lastTs int64 = math.MinInt64
 		n      int
 	)
-	for _, ip := range mg.inputs {
+	for i := range mg.inputs.list {
+
+		ip := &mg.inputs.list[i]
 		if !ip.has || ip.stale || nowMs-ip.seen > stale {
 			continue
 		}
@@ -197,7 +203,9 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 		m.addHistogram(sum, h)
 	}
 	add(mg.baseHist)
-	for _, ip := range mg.inputs {
+	for i := range mg.inputs.list {
+
+		ip := &mg.inputs.list[i]
 		if ip.hist == nil {
 			continue
 		}

@@ -1,0 +1,76 @@
+package merge
+
+// inputSet holds the live inputs of a merged output. Most outputs have a
+// handful (the pods of one workload): a slice of values scanned by key costs
+// neither a map nor an allocation per input, and keeps an output's inputs on
+// adjacent cache lines. Past indexAt inputs an index keeps lookups O(1).
+//
+// A pointer returned by get or add is valid until the next add or remove.
+type inputSet struct {
+	list  []input
+	index map[uint64]int32 // position in list by key; nil below indexAt
+}
+
+// indexAt is the size from which an index is kept: scanning 16 keys at a
+// 72-byte stride costs about what a map lookup does.
+const indexAt = 16
+
+func (s *inputSet) len() int { return len(s.list) }
+
+// get returns the input with key, or nil.
+func (s *inputSet) get(key uint64) *input {
+	if s.index != nil {
+		if i, ok := s.index[key]; ok {
+			return &s.list[i]
+		}
+		return nil
+	}
+	for i := range s.list {
+		if s.list[i].key == key {
+			return &s.list[i]
+		}
+	}
+	return nil
+}
+
+// add appends in, whose key must not be in the set yet, and returns it.
+func (s *inputSet) add(in input) *input {
+	if len(s.list) == cap(s.list) {
+		// Grow by a quarter, not double: the set is long-lived and most
+		// stop growing at a few entries.
+		grown := make([]input, len(s.list), len(s.list)+max(2, len(s.list)/4))
+		copy(grown, s.list)
+		s.list = grown
+	}
+	s.list = append(s.list, in)
+	i := len(s.list) - 1
+	if s.index != nil {
+		s.index[in.key] = int32(i)
+	} else if len(s.list) > indexAt {
+		s.index = make(map[uint64]int32, len(s.list))
+		for j := range s.list {
+			s.index[s.list[j].key] = int32(j)
+		}
+	}
+	return &s.list[i]
+}
+
+// removeAt removes the input at position i; the last one takes its place.
+func (s *inputSet) removeAt(i int) {
+	last := len(s.list) - 1
+	if s.index != nil {
+		delete(s.index, s.list[i].key)
+		if i != last {
+			s.index[s.list[last].key] = int32(i)
+		}
+	}
+	s.list[i] = s.list[last]
+	s.list[last] = input{} // drop its histogram references
+	s.list = s.list[:last]
+	if s.index != nil && len(s.list) <= indexAt/2 {
+		s.index = nil
+	}
+	if cap(s.list) > 8 && len(s.list) < cap(s.list)/4 {
+		s.list = append(make([]input, 0, len(s.list)+len(s.list)/4+1), s.list...)
+	}
+}
