@@ -28,6 +28,8 @@ package merge
 import (
 	"fmt"
 	"log/slog"
+	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -286,7 +288,6 @@ func New(opts Options) *Merger {
 	for i := range m.shards {
 		m.shards[i].outputs = map[uint64]*output{}
 	}
-	m.tickets.active = map[uint64]struct{}{}
 	f := promauto.With(opts.Registerer)
 	m.metrics = metrics{
 		mergedSeries: f.NewGauge(prometheus.GaugeOpts{
@@ -421,50 +422,102 @@ func (m *Merger) metricType(family []byte) int32 {
 // tickets identify the requests in flight, so that a newly merged output is
 // not emitted before every request that may carry a pass-through sample of
 // it has been forwarded.
+//
+// Every request takes one and gives it back, so there is no lock: a
+// request claims a free slot and writes its ticket there. Only a flush
+// reads all slots. More requests in flight than slots (admission normally
+// keeps them far fewer) fall back to a locked table.
 type tickets struct {
-	mu     sync.Mutex
-	seq    uint64
-	active map[uint64]struct{}
+	seq   atomic.Uint64
+	slots [ticketSlots]ticketSlot
+	// overflow holds the tickets that found no free slot.
+	mu       sync.Mutex
+	overflow map[uint64]struct{}
 }
 
+// ticketSlot is on a cache line of its own: requests on different cores
+// never write the same line.
+type ticketSlot struct {
+	v atomic.Uint64 // the ticket, claiming while it is taken, 0 when free
+	_ [56]byte
+}
+
+const (
+	ticketSlots = 256
+	claiming    = math.MaxUint64 // a slot taken whose ticket is being issued
+)
+
 // Ticket is a request's registration with the Merger.
-type Ticket uint64
+type Ticket struct {
+	seq  uint64
+	slot int32 // -1: in the overflow table
+}
 
 // Begin registers a request; End must follow after its forward finished.
 func (m *Merger) Begin() Ticket {
 	t := &m.tickets
+	// Claim a slot before drawing the ticket: a flush that reads the
+	// counter and then the slots either sees the claim or draws a lower
+	// bound that covers the ticket (see oldestActive).
+	start := int(t.seq.Load() % ticketSlots)
+	for i := range ticketSlots {
+		j := (start + i) % ticketSlots
+		sl := &t.slots[j].v
+		if sl.Load() == 0 && sl.CompareAndSwap(0, claiming) {
+			seq := t.seq.Add(1)
+			sl.Store(seq)
+			return Ticket{seq: seq, slot: int32(j)}
+		}
+	}
 	t.mu.Lock()
-	t.seq++
-	seq := t.seq
-	t.active[seq] = struct{}{}
+	seq := t.seq.Add(1)
+	if t.overflow == nil {
+		t.overflow = map[uint64]struct{}{}
+	}
+	t.overflow[seq] = struct{}{}
 	t.mu.Unlock()
-	return Ticket(seq)
+	return Ticket{seq: seq, slot: -1}
 }
 
 // End ends a request's registration.
 func (m *Merger) End(tk Ticket) {
 	t := &m.tickets
+	if tk.slot >= 0 {
+		t.slots[tk.slot].v.Store(0)
+		return
+	}
 	t.mu.Lock()
-	delete(t.active, uint64(tk))
+	delete(t.overflow, tk.seq)
 	t.mu.Unlock()
 }
 
 // issued returns the last ticket handed out.
-func (t *tickets) issued() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.seq
-}
+func (t *tickets) issued() uint64 { return t.seq.Load() }
 
 // oldestActive returns the oldest ticket in flight, or the next one to be
 // issued when none is.
+//
+// The counter is read first. A request that registers during the scan
+// either claimed its slot before the scan reached it (and the scan waits
+// for its ticket) or draws a ticket above the counter read, which the
+// result already excludes from "ended".
 func (t *tickets) oldestActive() uint64 {
+	oldest := t.seq.Load() + 1
+	for i := range t.slots {
+		v := t.slots[i].v.Load()
+		for v == claiming {
+			runtime.Gosched() // a ticket is being drawn: a few nanoseconds
+			v = t.slots[i].v.Load()
+		}
+		if v != 0 {
+			oldest = min(oldest, v)
+		}
+	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	oldest := t.seq + 1
-	for s := range t.active {
+	for s := range t.overflow {
 		oldest = min(oldest, s)
 	}
+	t.mu.Unlock()
 	return oldest
 }
 
