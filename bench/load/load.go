@@ -61,6 +61,8 @@ type Config struct {
 	// HeapProfile, when set, is where the target's heap profile is written
 	// right after the send phase.
 	HeapProfile string
+	// GOMAXPROCS, when positive, is set in the target's environment.
+	GOMAXPROCS int
 	// TmpDir is where the run's scratch directory is made (default os.TempDir).
 	TmpDir string
 	// Log receives progress lines; nil discards them.
@@ -147,7 +149,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		dir: dir, downstream: "http://" + ln.Addr().String() + "/api/v1/write",
 		cardinal: cfg.CardinalBinary, vmagent: cfg.VMAgentBinary,
 		flush: cfg.FlushInterval, queues: cfg.VMAgentQueues, ready: 30 * time.Second,
-		rules: cfg.VMAgentRules, denied: w.Denied(), allowlist: w.Allowlist(), name: cfg.Target,
+		rules: cfg.VMAgentRules, denied: w.Denied(), allowlist: w.Allowlist(), name: cfg.Target, gomaxprocs: cfg.GOMAXPROCS,
 	}
 	var p *process
 	switch cfg.Target {

@@ -72,13 +72,16 @@ func (p *process) exited() bool {
 // start runs bin with args, output to logPath. The child is killed if this
 // process dies (Pdeathsig) and runs in its own process group so that a
 // terminal's Ctrl-C reaches only the load tool, which then stops it.
-func start(name, bin string, args []string, logPath string) (*process, error) {
+func start(name, bin string, args []string, logPath string, gomaxprocs int) (*process, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if gomaxprocs > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", gomaxprocs))
+	}
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -255,6 +258,7 @@ type startOptions struct {
 	denied     []string // label names RulesLabelDrop drops
 	allowlist  string   // the labelkeep regex
 	name       string   // the target's name
+	gomaxprocs int      // GOMAXPROCS of the target (0: unset)
 	ready      time.Duration
 }
 
@@ -269,7 +273,7 @@ func startCardinal(ctx context.Context, o startOptions) (*process, error) {
 	}
 	p, err := start(TargetCardinal, o.cardinal, []string{
 		"serve", "--config.file=" + cfgPath, "--web.listen-address=" + addr, "--log.level=warn",
-	}, filepath.Join(o.dir, "cardinal.log"))
+	}, filepath.Join(o.dir, "cardinal.log"), o.gomaxprocs)
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +317,7 @@ func startVMAgent(ctx context.Context, o startOptions) (*process, error) {
 		// protocol first; the receiver speaks Prometheus remote write.
 		args = append(args, "-remoteWrite.forcePromProto")
 	}
-	p, err := start(o.name, o.vmagent, args, filepath.Join(o.dir, "vmagent.log"))
+	p, err := start(o.name, o.vmagent, args, filepath.Join(o.dir, "vmagent.log"), o.gomaxprocs)
 	if err != nil {
 		return nil, err
 	}

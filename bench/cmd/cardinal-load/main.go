@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	vmagentDebian := fs.String("vmagent-debian", load.DebianVMAgent, "Debian's vmagent binary")
 	queues := fs.Int("vmagent-queues", 0, "vmagent -remoteWrite.queues (0: its default, 2 x CPUs)")
 	vmRules := fs.String("vmagent-rules", load.RulesLabelKeep, "vmagent rules: labelkeep (the allowlist cardinal runs) or labeldrop (the dropped names; same result on this workload, smaller regex)")
+	procs := fs.Int("gomaxprocs", 0, "GOMAXPROCS of the system under test (0: its default, one per CPU)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each send phase to FILE.<target>.<run>.pprof")
 	heapProfile := fs.String("heapprofile", "", "write each target's heap profile after its send phase to FILE.<target>.<run>.pprof")
 	cardinalBin := fs.String("cardinal-bin", "", "prebuilt cardinal binary (default: go build ./cmd/cardinal)")
@@ -98,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		},
 		run: load.Config{
 			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
-			FlushInterval: *flush, DeliveryTimeout: *delivery,
+			FlushInterval: *flush, DeliveryTimeout: *delivery, GOMAXPROCS: *procs,
 			VMAgentBinary: *vmagent, DebianVMAgentBinary: *vmagentDebian, VMAgentQueues: *queues, VMAgentRules: *vmRules, CardinalBinary: *cardinalBin,
 			Log: progress,
 		},
@@ -167,8 +168,12 @@ func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
 	fmt.Fprintf(stdout, "rules: drop __name__=~%s, labelkeep %d names in parentheses%s (vmagent: %s); cardinal also: merge flush %s, "+
 		"trace_sampling [trace_id] 0.01, limits [namespace, app]\n", load.DroppedMetricsRegex, strings.Count(w.Allowlist(), "|")+1,
 		map[bool]string{true: " incl. pod, instance, target_addr", false: ""}[o.wl.KeepPods], o.run.VMAgentRules, o.run.FlushInterval)
-	fmt.Fprintf(stdout, "senders: %d, rate %s, bounds: %d requests and %s per run\n\n",
-		o.run.Senders, rateString(o.run.Rate), total, o.run.MaxDuration)
+	procs := "default"
+	if o.run.GOMAXPROCS > 0 {
+		procs = fmt.Sprint(o.run.GOMAXPROCS)
+	}
+	fmt.Fprintf(stdout, "senders: %d, rate %s, bounds: %d requests and %s per run; GOMAXPROCS of the system under test: %s\n\n",
+		o.run.Senders, rateString(o.run.Rate), total, o.run.MaxDuration, procs)
 
 	var results []load.Result
 	for i := range o.runs {
