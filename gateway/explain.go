@@ -11,9 +11,29 @@ import (
 	promrelabel "github.com/prometheus/prometheus/model/relabel"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/cardinal-gateway/cardinal/internal/rematch"
 	"github.com/cardinal-gateway/cardinal/relabel"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
+
+// regexCost says how a rule's regex is matched, for the actions that use it:
+// a regex the fast paths cannot take runs the regex engine on every label
+// or value it sees, which is worth knowing before the traffic does.
+func regexCost(rc *promrelabel.Config) string {
+	switch rc.Action {
+	case promrelabel.Replace, promrelabel.Keep, promrelabel.Drop, promrelabel.LabelMap, promrelabel.LabelDrop, promrelabel.LabelKeep:
+	default:
+		return ""
+	}
+	if rc.Regex.Regexp == nil {
+		return ""
+	}
+	m := rematch.New(rc.Regex.Regexp)
+	if !m.Fast() {
+		return " [regex: the regex engine runs on every match]"
+	}
+	return " [regex: matched as " + m.Describe() + ", without the regex engine]"
+}
 
 // Explain writes what the compiled configuration will do, section by
 // section, in words: what `cardinal check config` prints after the
@@ -33,7 +53,7 @@ func (c *Compiled) Explain(w io.Writer) {
 		p("relabel_configs: none; series keep their labels")
 	}
 	for i, rc := range cfg.RelabelConfigs {
-		p("relabel_configs[%d]: %s", i, describeRule(rc.Action, rc.SourceLabels, rc.Regex.String(), rc.TargetLabel, rc.Replacement))
+		p("relabel_configs[%d]: %s%s", i, describeRule(rc.Action, rc.SourceLabels, rc.Regex.String(), rc.TargetLabel, rc.Replacement), regexCost(rc))
 	}
 	if tr := cfg.TraceSampling; len(tr.Labels) == 0 {
 		p("trace_sampling: off")

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -102,5 +103,54 @@ func TestExplainSaysWhatEachSectionDoes(t *testing.T) {
 	y2, _ := c2.EffectiveYAML()
 	if !bytes.Equal(y, y2) {
 		t.Errorf("the effective config is not a fixed point:\n%s\n---\n%s", y, y2)
+	}
+}
+
+// check config says how each rule's regex is matched, so that a regex that
+// needs the engine on every label shows before the traffic does. The
+// shipped examples must need none.
+func TestExplainSaysHowRegexesMatch(t *testing.T) {
+	examples, err := filepath.Glob("../deploy/examples/*.yml")
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, path := range examples {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Compile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		c.Explain(&b)
+		if strings.Contains(b.String(), "regex engine runs") {
+			t.Errorf("%s: a rule needs the regex engine:\n%s", path, b.String())
+		}
+	}
+	cfg, err := config.Parse([]byte("downstream: {url: 'http://127.0.0.1:9/api/v1/write'}\nrelabel_configs:\n" +
+		"  - {action: labelkeep, regex: '(__name__|(app|namespace))'}\n" +
+		"  - {action: replace, source_labels: [path], regex: '/api/([a-z]+)/\\d+', target_label: route}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	c.Explain(&b)
+	for _, want := range []string{
+		"relabel_configs[0]: keep only the labels matching (__name__|(app|namespace)) [regex: matched as 3 literals, without the regex engine]",
+		"relabel_configs[1]: set route to \"$1\" where path matches /api/([a-z]+)/\\d+ [regex: the regex engine runs on every match]",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("explanation lacks %q:\n%s", want, b.String())
+		}
 	}
 }
