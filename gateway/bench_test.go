@@ -23,7 +23,7 @@ relabel_configs:
     source_labels: [__name__]
     regex: envoy_server_.*
   - action: labelkeep
-    regex: ` + meshgen.DefaultAllowlist + `|pod|instance|target_addr
+    regex: (` + meshgen.DefaultAllowlist + `|pod|instance|target_addr)
 `
 
 // fullConfig is the production shape: the mesh allowlist (pods and injected
@@ -35,7 +35,7 @@ relabel_configs:
     source_labels: [__name__]
     regex: envoy_server_.*
   - action: labelkeep
-    regex: ` + meshgen.DefaultAllowlist + `
+    regex: (` + meshgen.DefaultAllowlist + `)
 trace_sampling:
   labels: [trace_id]
   ratio: 0.01
