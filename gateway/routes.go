@@ -59,13 +59,20 @@ func (c *routeCache) get(in uint64, now uint32) (route, bool) {
 	sh := &c.shards[in%routeShards]
 	sh.mu.Lock()
 	r, ok := sh.m[in]
-	if ok && r.seen != now {
+	// Writing seen back is a second map operation; it only feeds the
+	// sweep, which is coarse, so it is refreshed every seenStep seconds
+	// instead of on every scrape. An entry may go up to seenStep early:
+	// a cache miss, never a wrong route.
+	if ok && now-r.seen >= seenStep {
 		r.seen = now
 		sh.m[in] = r
 	}
 	sh.mu.Unlock()
 	return r, ok
 }
+
+// seenStep is how stale an entry's seen may get, in seconds.
+const seenStep = 16
 
 func (c *routeCache) put(in uint64, r route) {
 	sh := &c.shards[in%routeShards]

@@ -169,3 +169,23 @@ func TestRoutePacking(t *testing.T) {
 	f(1<<31-1, true)
 	f(1<<40+5, false)
 }
+
+// get refreshes an entry's seen only every seenStep seconds; an entry used
+// more often than that must survive every sweep, and an unused one must go.
+func TestRouteCacheSeenStep(t *testing.T) {
+	c := newRouteCache()
+	now := uint32(1000)
+	c.put(42, newRoute(1, 7, 8, now, false))
+	for range 200 {
+		now += 2
+		c.sweep(now, 60)
+		if _, ok := c.get(42, now); !ok {
+			t.Fatalf("at %d: an entry used every 2 s was swept", now)
+		}
+	}
+	now += 60 + seenStep + 1
+	c.sweep(now, 60)
+	if _, ok := c.get(42, now); ok {
+		t.Fatal("an entry unused for longer than maxAge + seenStep survived")
+	}
+}

@@ -308,7 +308,11 @@ func (l *Limiter) AdmitKnown(hash uint64, n int, now uint32) (d Decision, ok boo
 		sh.mu.Unlock()
 		return Admit, false
 	}
-	if uint32(v) != now {
+	// The write-back is a second map operation per series; the window
+	// is coarse (an hour by default), so last-seen is refreshed every
+	// seenStep instead of every second. A series can look inactive up to
+	// seenStep early, a sixteenth of the window at most.
+	if now-uint32(v) >= seenStep(l.settings.Load().Window) {
 		sh.series[hash] = v&^0xffffffff | uint64(now)
 	}
 	if v&foldedBit == 0 {
@@ -323,6 +327,12 @@ func (l *Limiter) AdmitKnown(hash uint64, n int, now uint32) (d Decision, ok boo
 		return Admit, true
 	}
 	return Fold, true
+}
+
+// seenStep is how stale a series' last-seen second may get: a sixteenth of
+// the window, between 1 and 16 seconds.
+func seenStep(window time.Duration) uint32 {
+	return uint32(min(max(window/16/time.Second, 1), 16))
 }
 
 // appendKey appends the workload key of ls.

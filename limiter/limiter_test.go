@@ -804,3 +804,28 @@ func TestSweepKeepsSeriesStampedAfterItsClock(t *testing.T) {
 		t.Fatal("b must stay folded")
 	}
 }
+
+// AdmitKnown refreshes a series' last-seen second only every seenStep; a
+// series seen more often than that must never expire, and one that stops
+// must expire within the window plus the step.
+func TestAdmitKnownKeepsSeriesActive(t *testing.T) {
+	clock := newFakeClock()
+	window := time.Minute
+	l := newTestLimiter(Settings{Default: 10, Window: window}, clock)
+	s := makeSeries("payments", "checkout", 1)
+	if d, _ := l.Admit(s.hash, s.ls, 1, l.Clock(), nil); d != Admit {
+		t.Fatal("not admitted")
+	}
+	for i := range 300 {
+		clock.Advance(2 * time.Second)
+		l.Sweep()
+		if _, ok := l.AdmitKnown(s.hash, 1, l.Clock()); !ok {
+			t.Fatalf("after %d s of samples every 2 s, the series expired", 2*(i+1))
+		}
+	}
+	clock.Advance(window + time.Duration(seenStep(window))*time.Second + time.Second)
+	l.Sweep()
+	if _, ok := l.AdmitKnown(s.hash, 1, l.Clock()); ok {
+		t.Fatal("a series without samples for window + step is still active")
+	}
+}
