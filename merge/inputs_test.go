@@ -3,6 +3,8 @@ package merge
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/cardinal-gateway/cardinal/wire"
 )
 
 // inputSet must behave as a map from key to input through growth past the
@@ -43,6 +45,47 @@ func TestInputSetAgreesWithMap(t *testing.T) {
 		for k, v := range model {
 			if got := s.get(k); got == nil || got.val != v {
 				t.Fatalf("round %d: key %d: %v, want %v", round, k, got, v)
+			}
+		}
+	}
+}
+
+// noteCollapsed walks sorted label sets side by side; it must name the same
+// labels as a search for each one, including for unsorted input.
+func TestNoteCollapsedNamesWhatChanged(t *testing.T) {
+	m, _, _ := newTestMerger(t, Rules{})
+	rng := rand.New(rand.NewPCG(7, 8))
+	names := []string{"__name__", "app", "instance", "le", "namespace", "pod", "request_id", "zone"}
+	for range 500 {
+		var orig, out []wire.Label
+		want := map[string]bool{}
+		for _, n := range names {
+			if rng.IntN(4) == 0 {
+				continue
+			}
+			v := []byte{byte('a' + rng.IntN(3))}
+			orig = append(orig, wire.Label{Name: []byte(n), Value: v})
+			switch rng.IntN(3) {
+			case 0: // dropped
+				want[n] = true
+			case 1: // rewritten
+				out = append(out, wire.Label{Name: []byte(n), Value: []byte("z")})
+				want[n] = true
+			default:
+				out = append(out, wire.Label{Name: []byte(n), Value: v})
+			}
+		}
+		if rng.IntN(4) == 0 && len(out) > 1 {
+			out[0], out[len(out)-1] = out[len(out)-1], out[0] // unsorted
+		}
+		var mg merged
+		mg.noteCollapsed(m, orig, out)
+		if len(mg.collapsed) != len(want) {
+			t.Fatalf("orig %v out %v: collapsed %q, want %v", orig, out, mg.collapsed, want)
+		}
+		for _, n := range mg.collapsed {
+			if !want[n] {
+				t.Fatalf("orig %v out %v: collapsed %q, want %v", orig, out, mg.collapsed, want)
 			}
 		}
 	}

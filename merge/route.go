@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/value"
 
+	"github.com/cardinal-gateway/cardinal/internal/bytesconv"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
@@ -512,18 +513,51 @@ func (m *Merger) policyOf(name []byte, k Kind) Policy {
 // rewrote.
 func (mg *merged) noteCollapsed(m *Merger, orig, out []wire.Label) {
 	var added []string
+	// Both are sorted by name after sanitizing and relabeling: walk them
+	// side by side instead of searching out for every label of orig.
+	sorted := namesSorted(orig) && namesSorted(out)
+	j := 0
 	for _, l := range orig {
-		v := wire.GetLabel(out, string(l.Name))
-		if v != nil && string(v) == string(l.Value) {
+		var v []byte
+		if sorted {
+			for j < len(out) && bytes.Compare(out[j].Name, l.Name) < 0 {
+				j++
+			}
+			if j < len(out) && bytes.Equal(out[j].Name, l.Name) {
+				v = out[j].Value
+			}
+		} else {
+			v = wire.GetLabel(out, bytesconv.String(l.Name))
+		}
+		if v != nil && bytes.Equal(v, l.Value) {
 			continue
 		}
-		if _, found := slices.BinarySearch(mg.collapsed, string(l.Name)); !found && !slices.Contains(added, string(l.Name)) {
+		if !hasName(mg.collapsed, l.Name) && !hasName(added, l.Name) {
 			added = append(added, string(l.Name))
 		}
 	}
 	if len(added) > 0 {
 		mg.collapsed = m.nameSets.intern(append(slices.Clone(mg.collapsed), added...))
 	}
+}
+
+func namesSorted(ls []wire.Label) bool {
+	for i := 1; i < len(ls); i++ {
+		if bytes.Compare(ls[i-1].Name, ls[i].Name) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// hasName reports whether name is in names; the sets are a few names long.
+func hasName(names []string, name []byte) bool {
+	for _, n := range names {
+		if n == string(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // nameSets interns the sets of collapsed label names: the outputs of one
