@@ -24,6 +24,10 @@ type WorkloadConfig struct {
 	// KeepPods adds the per-pod labels (pod, instance, target_addr) to the
 	// allowlist, so that no two series collide: the no-collision workload.
 	KeepPods bool
+	// BareAllowlist writes the allowlist without the parentheses people
+	// put around it, to compare with builds that only recognised that
+	// spelling as a set of names.
+	BareAllowlist bool
 }
 
 // Workload is the traffic of a run, encoded before anything is measured: the
@@ -122,10 +126,14 @@ func (w *Workload) Denied() []string {
 // Allowlist returns the labelkeep regex both targets run, written as people
 // paste it: inside parentheses.
 func (w *Workload) Allowlist() string {
+	a := meshgen.DefaultAllowlist
 	if w.cfg.KeepPods {
-		return "(" + meshgen.DefaultAllowlist + "|pod|instance|target_addr)"
+		a += "|pod|instance|target_addr"
 	}
-	return "(" + meshgen.DefaultAllowlist + ")"
+	if w.cfg.BareAllowlist {
+		return a
+	}
+	return "(" + a + ")"
 }
 
 func keptSamples(ts []prompb.TimeSeries) int {

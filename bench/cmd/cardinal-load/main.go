@@ -41,6 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pods := fs.Int("pods", meshgen.DefaultPodsPerWorkload, "pods per workload")
 	share := fs.Float64("high-card-share", meshgen.DefaultHighCardShare, "share of series with injected request_id/trace_id/user_agent/path labels (negative: none)")
 	churn := fs.Bool("churn", false, "fresh injected label values (request ids, trace ids) every step, as real traffic has")
+	bare := fs.Bool("bare-allowlist", false, "write the allowlist without its outer parentheses (to compare with builds before issue 13)")
 	noColl := fs.Bool("no-collisions", false, "keep pod, instance and target_addr and inject nothing: no two series collide")
 	seed := fs.Uint64("seed", 1, "meshgen seed")
 	steps := fs.Int("steps", 10, "scrapes to pre-generate; counters advance from step to step")
@@ -96,6 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			Steps:            *steps,
 			SeriesPerRequest: *spr,
 			KeepPods:         *noColl,
+			BareAllowlist:    *bare,
 		},
 		run: load.Config{
 			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
@@ -165,8 +167,9 @@ func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
 		wc.Mesh.Workloads, wc.Mesh.PodsPerWorkload, wc.Mesh.HighCardShare, wc.Mesh.Variants, wc.Mesh.Churn,
 		w.NumSeries(), w.HighCardSeries(), len(w.Bodies), w.RequestsPerStep(), wc.SeriesPerRequest, total,
 		float64(w.Bytes)/(1<<20), time.Since(t0).Round(time.Millisecond))
-	fmt.Fprintf(stdout, "rules: drop __name__=~%s, labelkeep %d names in parentheses%s (vmagent: %s); cardinal also: merge flush %s, "+
+	fmt.Fprintf(stdout, "rules: drop __name__=~%s, labelkeep %d names%s%s (vmagent: %s); cardinal also: merge flush %s, "+
 		"trace_sampling [trace_id] 0.01, limits [namespace, app]\n", load.DroppedMetricsRegex, strings.Count(w.Allowlist(), "|")+1,
+		map[bool]string{true: " without parentheses", false: " in parentheses"}[o.wl.BareAllowlist],
 		map[bool]string{true: " incl. pod, instance, target_addr", false: ""}[o.wl.KeepPods], o.run.VMAgentRules, o.run.FlushInterval)
 	procs := "default"
 	if o.run.GOMAXPROCS > 0 {
