@@ -180,7 +180,7 @@ func (m *Merger) collect(f *flusher, final bool) {
 func (mg *merged) allEnded() bool {
 	for i := range mg.inputs.list {
 		ip := &mg.inputs.list[i]
-		if ip.pending || (ip.has && !ip.stale) || (ip.hist != nil && !ip.histStale) {
+		if ip.pending || (ip.has && !ip.stale) || (ip.h != nil && ip.h.hist != nil && !ip.h.stale) {
 			return false
 		}
 	}
@@ -207,7 +207,8 @@ func (m *Merger) expire(mg *merged, nowMs int64, r *Rules) {
 		if nowMs-ri.at > forget {
 			delete(mg.retired, key)
 			m.retired.Add(-1)
-			m.forget(mg, ri.val+ri.offset, ri.has, ri.hist, ri.histOffset)
+			hist, offset := histOf(ri.h)
+			m.forget(mg, ri.val+ri.offset, ri.has, hist, offset)
 			m.metrics.forgotten.WithLabelValues("age").Inc()
 		}
 	}
@@ -218,7 +219,8 @@ func (m *Merger) expire(mg *merged, nowMs int64, r *Rules) {
 // continues from its last value, or, past Rules.MaxRetired, forgotten with
 // its contribution moved into the output's base.
 func (m *Merger) retire(mg *merged, key uint64, ip *input, r *Rules) {
-	counterHist := ip.hist != nil && ip.hist.CounterResetHint != histogram.GaugeType
+	hist, _ := histOf(ip.h)
+	counterHist := hist != nil && hist.CounterResetHint != histogram.GaugeType
 	if mg.kind != Counter {
 		ip.has = false // a gauge's float value leaves with it
 	}
@@ -227,20 +229,21 @@ func (m *Merger) retire(mg *merged, key uint64, ip *input, r *Rules) {
 		return
 	}
 	if !counterHist {
-		ip.hist, ip.histOffset = nil, nil
+		ip.h = nil
 	}
 	if m.retired.Load() >= int64(r.MaxRetired) {
-		m.forget(mg, ip.val+ip.offset, ip.has, ip.hist, ip.histOffset)
+		hist, offset := histOf(ip.h)
+		m.forget(mg, ip.val+ip.offset, ip.has, hist, offset)
 		m.metrics.forgotten.WithLabelValues("capacity").Inc()
 		return
 	}
 	if mg.retired == nil {
 		mg.retired = map[uint64]*retiredInput{}
 	}
-	mg.retired[key] = &retiredInput{
-		at: ip.seen, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has,
-		histTs: ip.histTs, hist: ip.hist, histOffset: ip.histOffset,
+	if ip.h != nil {
+		ip.h.stale = false // a retired input's histogram keeps counting
 	}
+	mg.retired[key] = &retiredInput{at: ip.seen, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has, h: ip.h}
 	m.retired.Add(1)
 }
 

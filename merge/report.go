@@ -27,9 +27,8 @@ func (m *Merger) Collisions(top int) []Collision {
 			}
 			active := 0
 			for i := range o.m.inputs.list {
-
 				ip := &o.m.inputs.list[i]
-				if !ip.stale && !ip.histStale {
+				if !ip.stale && (ip.h == nil || !ip.h.stale) {
 					active++
 				}
 			}

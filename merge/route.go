@@ -113,24 +113,38 @@ type input struct {
 	// value is not known yet (a native histogram passed through). The
 	// output is not emitted until it reports, lest it dip and look reset.
 	pending bool
+	// h is the native histogram state, nil until the input sends one:
+	// most inputs are floats, and it would cost them 32 bytes each.
+	h *histInput
+}
 
-	histTs     int64
-	hist       *histogram.FloatHistogram
-	histOffset *histogram.FloatHistogram
-	histStale  bool
+// histInput is the native histogram state of an input: the last sample
+// (hist, at ts; stale: it was a stale marker) and the sum of the values
+// before counter resets (offset).
+type histInput struct {
+	ts     int64
+	hist   *histogram.FloatHistogram
+	offset *histogram.FloatHistogram
+	stale  bool
+}
+
+// histOf returns h's histogram and offset; h may be nil.
+func histOf(h *histInput) (hist, offset *histogram.FloatHistogram) {
+	if h == nil {
+		return nil, nil
+	}
+	return h.hist, h.offset
 }
 
 // retiredInput is the counter state of an input that stopped: what it
 // contributes, and what it needs to continue if it comes back.
 type retiredInput struct {
-	at         int64 // wall-clock ms of its last sample
-	ts         int64
-	val        float64
-	offset     float64
-	has        bool
-	histTs     int64
-	hist       *histogram.FloatHistogram
-	histOffset *histogram.FloatHistogram
+	at     int64 // wall-clock ms of its last sample
+	ts     int64
+	val    float64
+	offset float64
+	has    bool
+	h      *histInput // stale is never set
 }
 
 // Decision says what happened to a routed series.
@@ -315,10 +329,7 @@ func (m *Merger) revive(mg *merged, in uint64) (input, bool) {
 	delete(mg.retired, in)
 	m.retired.Add(-1)
 	m.metrics.revived.Inc()
-	return input{
-		key: in, ts: r.ts, val: r.val, offset: r.offset, has: r.has,
-		histTs: r.histTs, hist: r.hist, histOffset: r.histOffset,
-	}, true
+	return input{key: in, ts: r.ts, val: r.val, offset: r.offset, has: r.has, h: r.h}, true
 }
 
 // absorb takes the samples of one input series into a merged output. The
@@ -366,7 +377,7 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 			ts = limit
 			m.metrics.future.Inc()
 		}
-		if (ip.hist != nil || ip.histStale) && ts <= ip.histTs {
+		if ip.h != nil && (ip.h.hist != nil || ip.h.stale) && ts <= ip.h.ts {
 			continue
 		}
 		// Decode into the shard's spare histogram: the input's previous one
@@ -383,20 +394,24 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 		}
 		took = true
 		m.advance(mg, ts, window, nowMs)
+		if ip.h == nil {
+			ip.h = &histInput{}
+		}
+		hs := ip.h
 		if value.IsStaleNaN(fh.Sum) {
 			sh.spareHist = fh
-			ip.histStale, ip.histTs = true, ts
+			hs.stale, hs.ts = true, ts
 			continue
 		}
-		old := ip.hist
+		old := hs.hist
 		if fh.CounterResetHint != histogram.GaugeType && old != nil && fh.DetectReset(old) {
-			if ip.histOffset == nil || !m.addHistogram(ip.histOffset, old) {
+			if hs.offset == nil || !m.addHistogram(hs.offset, old) {
 				// The first reset, or the input switched between
 				// exponential and custom buckets: the offset starts afresh.
-				ip.histOffset, old = old, nil
+				hs.offset, old = old, nil
 			}
 		}
-		ip.hist, ip.histTs, ip.histStale = fh, ts, false
+		hs.hist, hs.ts, hs.stale = fh, ts, false
 		sh.spareHist = old
 		mg.ended = false
 	}

@@ -148,13 +148,13 @@ func appendOutput(b []byte, key uint64, o *output) []byte {
 		ip := &mg.inputs.list[i]
 		b = binary.LittleEndian.AppendUint64(b, ip.key)
 		b = binary.AppendVarint(b, ip.seen)
-		b = appendInputState(b, ip.ts, ip.val, ip.offset, ip.has, ip.stale, ip.histTs, ip.hist, ip.histOffset, ip.histStale)
+		b = appendInputState(b, ip.ts, ip.val, ip.offset, ip.has, ip.stale, ip.h)
 	}
 	b = binary.AppendUvarint(b, uint64(len(mg.retired)))
 	for h, r := range mg.retired {
 		b = binary.LittleEndian.AppendUint64(b, h)
 		b = binary.AppendVarint(b, r.at)
-		b = appendInputState(b, r.ts, r.val, r.offset, r.has, false, r.histTs, r.hist, r.histOffset, false)
+		b = appendInputState(b, r.ts, r.val, r.offset, r.has, false, r.h)
 	}
 	return b
 }
@@ -171,7 +171,13 @@ const (
 	flagHistStale
 )
 
-func appendInputState(b []byte, ts int64, val, offset float64, has, stale bool, histTs int64, hist, histOffset *histogram.FloatHistogram, histStale bool) []byte {
+func appendInputState(b []byte, ts int64, val, offset float64, has, stale bool, h *histInput) []byte {
+	var histTs int64
+	var hist, histOffset *histogram.FloatHistogram
+	histStale := false
+	if h != nil {
+		histTs, hist, histOffset, histStale = h.ts, h.hist, h.offset, h.stale
+	}
 	var flags uint64
 	if has {
 		flags |= flagHas
@@ -297,13 +303,14 @@ func (s *stateReader) histogram() *histogram.FloatHistogram {
 // input reads what appendInputState wrote into ip.
 func (s *stateReader) input(ip *input) {
 	flags := s.uvarint()
-	ip.has, ip.stale, ip.histStale = flags&flagHas != 0, flags&flagStale != 0, flags&flagHistStale != 0
+	ip.has, ip.stale = flags&flagHas != 0, flags&flagStale != 0
 	ip.ts = s.varint()
 	ip.val = s.float()
 	ip.offset = s.float()
-	ip.histTs = s.varint()
-	ip.hist = s.histogram()
-	ip.histOffset = s.histogram()
+	h := histInput{ts: s.varint(), hist: s.histogram(), offset: s.histogram(), stale: flags&flagHistStale != 0}
+	if h != (histInput{}) {
+		ip.h = &h
+	}
 }
 
 // LoadState restores the merged outputs saved by SaveState. A missing file
@@ -399,8 +406,10 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 			if mg.retired == nil {
 				mg.retired = map[uint64]*retiredInput{}
 			}
-			mg.retired[h] = &retiredInput{at: at, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has,
-				histTs: ip.histTs, hist: ip.hist, histOffset: ip.histOffset}
+			if ip.h != nil {
+				ip.h.stale = false
+			}
+			mg.retired[h] = &retiredInput{at: at, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has, h: ip.h}
 			newest = max(newest, at)
 		}
 		if s.err != nil {
@@ -422,7 +431,6 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 		if !clean {
 			mg.lastTs = max(mg.lastTs, nowMs)
 			for i := range mg.inputs.list {
-
 				ip := &mg.inputs.list[i]
 				ip.pending = true
 			}

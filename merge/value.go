@@ -14,7 +14,6 @@ import (
 func (m *Merger) snapshot(mg *merged, nowMs int64) {
 	r := m.rules.Load()
 	for i := range mg.inputs.list {
-
 		ip := &mg.inputs.list[i]
 		if ip.pending {
 			return // wait until its value is known; it expires if it never comes
@@ -137,7 +136,6 @@ func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
 	if mg.kind == Counter {
 		v, any := mg.base, mg.base != 0
 		for i := range mg.inputs.list {
-
 			ip := &mg.inputs.list[i]
 			if ip.has {
 				v += ip.offset + ip.val
@@ -158,7 +156,6 @@ func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
 		n      int
 	)
 	for i := range mg.inputs.list {
-
 		ip := &mg.inputs.list[i]
 		if !ip.has || ip.stale || nowMs-ip.seen > stale {
 			continue
@@ -204,23 +201,23 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 	}
 	add(mg.baseHist)
 	for i := range mg.inputs.list {
-
 		ip := &mg.inputs.list[i]
-		if ip.hist == nil {
+		if ip.h == nil || ip.h.hist == nil {
 			continue
 		}
-		if ip.hist.CounterResetHint == histogram.GaugeType {
-			if !ip.histStale && nowMs-ip.seen <= stale {
-				add(ip.hist)
+		if ip.h.hist.CounterResetHint == histogram.GaugeType {
+			if !ip.h.stale && nowMs-ip.seen <= stale {
+				add(ip.h.hist)
 			}
 			continue
 		}
-		add(ip.histOffset)
-		add(ip.hist)
+		add(ip.h.offset)
+		add(ip.h.hist)
 	}
 	for _, r := range mg.retired {
-		add(r.histOffset)
-		add(r.hist)
+		hist, offset := histOf(r.h)
+		add(offset)
+		add(hist)
 	}
 	if sum != nil && sum.CounterResetHint != histogram.GaugeType {
 		// Merged data is the sum of inputs: Prometheus must not read a reset
