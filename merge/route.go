@@ -24,10 +24,10 @@ type output struct {
 	// to MaxAhead): merged emissions must come after it.
 	passTs int64
 	// last float sample of the single input, to seed its state when the
-	// output becomes merged.
+	// output becomes merged; lastTs is noSample before the first. (A flag
+	// would round the struct up to the next size class.)
 	lastVal float64
 	lastTs  int64
-	hasLast bool
 
 	m *merged
 }
@@ -183,7 +183,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 			sh.mu.Unlock()
 			return Dropped
 		}
-		o = &output{input: in, seen: nowMs}
+		o = &output{input: in, seen: nowMs, lastTs: noSample}
 		sh.outputs[out] = o
 		if forceMerge {
 			o.m = m.newMerged(s.Labels, 0)
@@ -259,6 +259,9 @@ func (m *Merger) full() bool {
 	return m.tracked.Load() >= int64(m.rules.Load().MaxInputs)
 }
 
+// noSample is output.lastTs before the output's first float sample.
+const noSample = math.MinInt64
+
 // pass records a pass-through series.
 func (o *output) pass(s *wire.Series, nowMs, maxAhead int64) {
 	o.seen = nowMs
@@ -266,7 +269,7 @@ func (o *output) pass(s *wire.Series, nowMs, maxAhead int64) {
 	for _, smp := range s.Samples {
 		o.passTs = max(o.passTs, min(smp.Timestamp, limit))
 		if smp.Timestamp >= o.lastTs && !math.IsNaN(smp.Value) {
-			o.lastVal, o.lastTs, o.hasLast = smp.Value, smp.Timestamp, true
+			o.lastVal, o.lastTs = smp.Value, smp.Timestamp
 		}
 	}
 	for _, h := range s.Histograms {
@@ -305,7 +308,7 @@ func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
 	// first emission must come after what passed through.
 	mg := m.newMerged(out, o.passTs)
 	first := input{key: o.input, seen: o.seen}
-	if o.hasLast {
+	if o.lastTs != noSample {
 		first.ts, first.val, first.has = o.lastTs, o.lastVal, true
 		mg.dataTs = min(o.lastTs, o.passTs)
 		mg.dirty, mg.windowStart = true, mg.dataTs
