@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 
@@ -103,9 +104,10 @@ relabel_configs:
 	// Make the cached route point at an output the merger does not have.
 	for i := range g.routes.shards {
 		sh := &g.routes.shards[i]
-		for k, r := range sh.m {
-			r.outHash ^= 1
-			sh.m[k] = r
+		for j := range sh.slots {
+			if sh.slots[j].in != 0 {
+				sh.slots[j].out ^= 1
+			}
 		}
 	}
 	res, err := g.Process(context.Background(), decode(t, pb))
@@ -187,5 +189,55 @@ func TestRouteCacheSeenStep(t *testing.T) {
 	c.sweep(now, 60)
 	if _, ok := c.get(42, now); ok {
 		t.Fatal("an entry unused for longer than maxAge + seenStep survived")
+	}
+}
+
+// The open-addressing cache must behave as a map through growth, removals
+// (with their backward shifts), overwrites, folded routes, sweeps and
+// clears.
+func TestRouteCacheAgreesWithMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	c := newRouteCache()
+	model := map[uint64]route{}
+	now := uint32(100)
+	// Few distinct keys in few shards, so that probe runs are long and
+	// wrap around the end of a table.
+	key := func() uint64 { return uint64(rng.IntN(400)+1)<<6 | uint64(rng.IntN(2)) } // 0 is never cached
+	for op := range 200_000 {
+		k := key()
+		switch x := rng.IntN(100); {
+		case x < 45:
+			r := newRoute(uint64(op), rng.Uint64(), rng.Uint64(), now, rng.IntN(8) == 0)
+			if !r.folded() {
+				r.limiterHash = r.outHash
+			}
+			c.put(k, r)
+			model[k] = r
+		case x < 90:
+			got, ok := c.get(k, now)
+			want, wok := model[k]
+			if ok != wok || (ok && (got.limiterHash != want.limiterHash || got.outHash != want.outHash || got.genFolded != want.genFolded)) {
+				t.Fatalf("op %d: get(%#x) = %+v %v, want %+v %v", op, k, got, ok, want, wok)
+			}
+		case x < 99:
+			c.del(k)
+			delete(model, k)
+		default:
+			now += 30
+			c.sweep(now, 3600)
+		}
+		if op%1000 == 0 && c.len() != len(model) {
+			t.Fatalf("op %d: len %d, want %d", op, c.len(), len(model))
+		}
+	}
+	now += 4000
+	c.sweep(now, 3600)
+	if c.len() != 0 {
+		t.Fatalf("after a sweep past every entry: len %d", c.len())
+	}
+	c.put(1<<6, newRoute(1, 2, 2, now, false))
+	c.clear()
+	if _, ok := c.get(1<<6, now); ok || c.len() != 0 {
+		t.Fatal("clear kept an entry")
 	}
 }
