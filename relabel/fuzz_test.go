@@ -42,12 +42,15 @@ var fuzzPrograms = []string{
 }
 
 // labelsFromBytes splits data at 0 bytes into names and values and returns
-// them as Apply requires them: sorted, unique names, no empty values.
+// them as Apply gets them after wire.Sanitize: sorted, unique and non-empty
+// names, no empty values. (An empty name is not only refused by Sanitize:
+// Prometheus' own label encoding cannot hold one, its Get stops at it, so
+// the reference would be wrong. Found by FuzzApply, testdata 74c29660.)
 func labelsFromBytes(data []byte) []labels.Label {
 	fields := bytes.Split(data, []byte{0})
 	var ls []labels.Label
 	for i := 0; i+1 < len(fields); i += 2 {
-		if len(fields[i+1]) == 0 {
+		if len(fields[i]) == 0 || len(fields[i+1]) == 0 {
 			continue
 		}
 		ls = append(ls, labels.Label{Name: string(fields[i]), Value: string(fields[i+1])})
