@@ -3,6 +3,7 @@ package merge
 import (
 	"cmp"
 	"context"
+	"math"
 	"slices"
 	"time"
 
@@ -191,26 +192,37 @@ func (mg *merged) allEnded() bool {
 // and forgets the retired ones older than ForgetAfter.
 func (m *Merger) expire(mg *merged, nowMs int64, r *Rules) {
 	stale := r.Staleness.Milliseconds()
-	for i := 0; i < mg.inputs.len(); {
-		ip := mg.inputs.list[i]
-		if nowMs-ip.seen <= stale {
-			i++
-			continue
+	if mg.minSeen == 0 || nowMs-mg.minSeen > stale {
+		oldest := int64(math.MaxInt64)
+		for i := 0; i < mg.inputs.len(); {
+			ip := mg.inputs.list[i]
+			if nowMs-ip.seen <= stale {
+				oldest = min(oldest, ip.seen)
+				i++
+				continue
+			}
+			mg.inputs.removeAt(i) // the last input moves to i: look at it next
+			m.tracked.Add(-1)
+			m.metrics.mergeInputs.Dec()
+			m.retire(mg, ip.key, &ip, r)
 		}
-		mg.inputs.removeAt(i) // the last input moves to i: look at it next
-		m.tracked.Add(-1)
-		m.metrics.mergeInputs.Dec()
-		m.retire(mg, ip.key, &ip, r)
+		mg.minSeen = oldest
 	}
 	forget := r.ForgetAfter.Milliseconds()
-	for key, ri := range mg.retired {
-		if nowMs-ri.at > forget {
+	if len(mg.retired) > 0 && (mg.minRetired == 0 || nowMs-mg.minRetired > forget) {
+		oldest := int64(math.MaxInt64)
+		for key, ri := range mg.retired {
+			if nowMs-ri.at <= forget {
+				oldest = min(oldest, ri.at)
+				continue
+			}
 			delete(mg.retired, key)
 			m.retired.Add(-1)
 			hist, offset := histOf(ri.h)
 			m.forget(mg, ri.val+ri.offset, ri.has, hist, offset)
 			m.metrics.forgotten.WithLabelValues("age").Inc()
 		}
+		mg.minRetired = oldest
 	}
 }
 
@@ -244,6 +256,7 @@ func (m *Merger) retire(mg *merged, key uint64, ip *input, r *Rules) {
 		ip.h.stale = false // a retired input's histogram keeps counting
 	}
 	mg.retired[key] = &retiredInput{at: ip.seen, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has, h: ip.h}
+	mg.minRetired = min(mg.minRetired, ip.seen)
 	m.retired.Add(1)
 }
 

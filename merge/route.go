@@ -46,6 +46,10 @@ type merged struct {
 	since uint64
 
 	inputs inputSet
+	// minSeen and minRetired bound from below the inputs' seen and the
+	// retired inputs' at, so that a flush skips the scans that cannot
+	// expire or forget anything. 0 means unknown: scan.
+	minSeen, minRetired int64
 	// retired holds counter inputs without a sample for the staleness
 	// period: they keep contributing, and continue from their last value if
 	// they come back. nil while there are none.
@@ -221,7 +225,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		if !revived && mg.inputs.len() > 0 {
 			m.metrics.collisions.Inc()
 		}
-		ip = mg.inputs.add(fresh)
+		ip = mg.addInput(fresh)
 		m.tracked.Add(1)
 		m.metrics.mergeInputs.Inc()
 		mg.noteCollapsed(m, orig, s.Labels)
@@ -315,10 +319,16 @@ func (m *Merger) startMerging(o *output, orig, out []wire.Label) {
 	} else {
 		first.pending = true
 	}
-	mg.inputs.add(first)
+	mg.addInput(first)
 	m.metrics.mergeInputs.Inc()
 	mg.noteCollapsed(m, orig, out)
 	o.m = mg
+}
+
+// addInput adds a live input, keeping minSeen a lower bound.
+func (mg *merged) addInput(in input) *input {
+	mg.minSeen = min(mg.minSeen, in.seen)
+	return mg.inputs.add(in)
 }
 
 // revive brings back a retired input that sends again: it continues from its

@@ -390,7 +390,7 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 			if prev := mg.inputs.get(ip.key); prev != nil {
 				*prev = ip // a file written by hand may repeat one
 			} else {
-				mg.inputs.add(ip)
+				mg.addInput(ip)
 			}
 			newest = max(newest, ip.seen)
 		}
