@@ -31,7 +31,8 @@ type routeShard struct {
 	// folded holds the limiter hash of the folded routes, for which it is
 	// not the output hash: few, since folding is the exception.
 	folded map[uint64]uint64
-	_      [16]byte // keep shards on separate cache lines
+	gone   []uint64 // sweep's scratch
+	_      [56]byte // keep shards on separate cache lines
 }
 
 // routeSlot is one cached route. in is the input hash, 0 for an empty slot
@@ -199,36 +200,36 @@ func (c *routeCache) clear() {
 	}
 }
 
-// sweep drops the entries not used for maxAge seconds. Each shard is
-// rebuilt at a size fit for what is left, so that the memory of a burst of
-// series is given back.
+// sweep drops the entries not used for maxAge seconds. A large shard left
+// mostly empty is rebuilt at a size fit for the rest, so that the memory of
+// a burst of series is given back; otherwise shards keep their size.
 func (c *routeCache) sweep(now, maxAge uint32) {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		live := 0
+		// Removing moves routes back along their probe runs, which would
+		// make the loop miss or revisit some: note the inputs, remove
+		// after.
+		gone := sh.gone[:0]
 		for _, sl := range sh.slots {
-			if sl.in != 0 && int64(int32(now-uint32(sl.meta))) <= int64(maxAge) {
-				live++
+			if sl.in != 0 && int64(int32(now-uint32(sl.meta))) > int64(maxAge) {
+				gone = append(gone, sl.in)
 			}
 		}
-		old := sh.slots
-		if live == 0 {
+		for _, in := range gone {
+			if j, ok := sh.find(in); ok {
+				sh.remove(j)
+			}
+			delete(sh.folded, in)
+		}
+		sh.gone = gone[:0]
+		if cap(sh.gone) > 1024 && cap(sh.gone) > len(sh.slots) {
+			sh.gone = nil
+		}
+		if sh.used == 0 {
 			sh.slots = nil
-		} else {
-			sh.slots = make([]routeSlot, max(8, live*3/2))
-		}
-		sh.used = live
-		for _, sl := range old {
-			if sl.in == 0 {
-				continue
-			}
-			if int64(int32(now-uint32(sl.meta))) > int64(maxAge) {
-				delete(sh.folded, sl.in)
-				continue
-			}
-			j, _ := sh.find(sl.in)
-			sh.slots[j] = sl
+		} else if len(sh.slots) >= 4096 && sh.used*8 < len(sh.slots) {
+			sh.resize(max(8, sh.used*3/2))
 		}
 		sh.mu.Unlock()
 	}

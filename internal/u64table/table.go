@@ -1,0 +1,205 @@
+// Package u64table is a map from uint64 to uint64 for per-series state: an
+// open-addressing table with linear probing, about 26 bytes per entry where
+// a Go map of the same entries takes about 38, with in-place updates.
+//
+// It is not safe for concurrent use; its owners shard it under their own
+// locks.
+package u64table
+
+import "math/bits"
+
+// Table maps uint64 keys to uint64 values. The zero Table is empty and
+// ready to use.
+type Table struct {
+	slots []slot // nil until the first Put
+	used  int
+	// The key 0 marks an empty slot, so its entry is kept aside.
+	hasZero bool
+	zero    uint64
+	gone    []uint64 // Sweep's scratch
+}
+
+type slot struct{ k, v uint64 }
+
+// maxLoad is the fill (in quarters) past which the table grows by half.
+const maxLoad = 3
+
+// home is where k's probe starts. Keys are mixed first, so that sequential
+// or shard-aligned keys spread too.
+func home(k uint64, n int) int {
+	k ^= k >> 33
+	k *= 0xff51afd7ed558ccd
+	k ^= k >> 33
+	hi, _ := bits.Mul64(k, uint64(n))
+	return int(hi)
+}
+
+// find returns the slot of k (k != 0), or the empty slot where it would go,
+// and whether it is there.
+func (t *Table) find(k uint64) (int, bool) {
+	n := len(t.slots)
+	for i := home(k, n); ; {
+		switch t.slots[i].k {
+		case k:
+			return i, true
+		case 0:
+			return i, false
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
+}
+
+// Len returns the number of entries.
+func (t *Table) Len() int {
+	if t.hasZero {
+		return t.used + 1
+	}
+	return t.used
+}
+
+// Get returns the value of k and whether k is in the table.
+func (t *Table) Get(k uint64) (uint64, bool) {
+	if p := t.Ptr(k); p != nil {
+		return *p, true
+	}
+	return 0, false
+}
+
+// Ptr returns a pointer to the value of k, or nil. It is valid until the
+// next Put, Delete, Clear or Sweep.
+func (t *Table) Ptr(k uint64) *uint64 {
+	if k == 0 {
+		if t.hasZero {
+			return &t.zero
+		}
+		return nil
+	}
+	if t.slots == nil {
+		return nil
+	}
+	if i, ok := t.find(k); ok {
+		return &t.slots[i].v
+	}
+	return nil
+}
+
+// Put sets the value of k.
+func (t *Table) Put(k, v uint64) {
+	if k == 0 {
+		t.hasZero, t.zero = true, v
+		return
+	}
+	if t.slots == nil {
+		t.slots = make([]slot, 8)
+	}
+	i, ok := t.find(k)
+	if !ok {
+		if (t.used+1)*4 > len(t.slots)*maxLoad {
+			t.resize(len(t.slots) + len(t.slots)/2)
+			i, _ = t.find(k)
+		}
+		t.used++
+		t.slots[i].k = k
+	}
+	t.slots[i].v = v
+}
+
+// Delete removes k. Later entries of its probe run move back into the hole,
+// so that no lookup stops early (no tombstones).
+func (t *Table) Delete(k uint64) {
+	if k == 0 {
+		t.hasZero, t.zero = false, 0
+		return
+	}
+	if t.slots == nil {
+		return
+	}
+	i, ok := t.find(k)
+	if !ok {
+		return
+	}
+	n := len(t.slots)
+	for j := i; ; {
+		if j++; j == n {
+			j = 0
+		}
+		s := t.slots[j]
+		if s.k == 0 {
+			break
+		}
+		// The entry at j may fill the hole if the hole lies between its
+		// home and j, cyclically.
+		if (j-home(s.k, n)+n)%n >= (j-i+n)%n {
+			t.slots[i] = s
+			i = j
+		}
+	}
+	t.slots[i] = slot{}
+	t.used--
+}
+
+// Clear removes every entry and gives the memory back.
+func (t *Table) Clear() { *t = Table{} }
+
+// Range calls f for every entry until it returns false. f must not change
+// the table.
+func (t *Table) Range(f func(k, v uint64) bool) {
+	if t.hasZero && !f(0, t.zero) {
+		return
+	}
+	for _, s := range t.slots {
+		if s.k != 0 && !f(s.k, s.v) {
+			return
+		}
+	}
+}
+
+// Sweep removes the entries for which keep returns false; keep runs once
+// per entry and may count what goes. It returns the number removed. A large
+// table left mostly empty is rebuilt at a size fit for the rest, so that
+// the memory of a burst is given back; otherwise the table keeps its size,
+// so that steady churn allocates nothing.
+func (t *Table) Sweep(keep func(k, v uint64) bool) int {
+	removed := 0
+	if t.hasZero && !keep(0, t.zero) {
+		t.hasZero, t.zero = false, 0
+		removed++
+	}
+	// Deleting moves entries back along their probe runs, which would
+	// make the loop miss or revisit some: note the keys, delete after.
+	gone := t.gone[:0]
+	for _, s := range t.slots {
+		if s.k != 0 && !keep(s.k, s.v) {
+			gone = append(gone, s.k)
+		}
+	}
+	for _, k := range gone {
+		t.Delete(k)
+	}
+	removed += len(gone)
+	t.gone = gone[:0]
+	if cap(t.gone) > 1024 && cap(t.gone) > len(t.slots) {
+		t.gone = nil // a burst's worth of keys is not worth keeping
+	}
+	if len(t.slots) >= shrinkFrom && t.used*8 < len(t.slots) {
+		t.resize(max(8, t.used*3/2))
+	}
+	return removed
+}
+
+// shrinkFrom is the table size from which Sweep gives memory back: smaller
+// tables are not worth the allocation.
+const shrinkFrom = 4096
+
+func (t *Table) resize(n int) {
+	old := t.slots
+	t.slots = make([]slot, n)
+	for _, s := range old {
+		if s.k != 0 {
+			i, _ := t.find(s.k)
+			t.slots[i] = s
+		}
+	}
+}
