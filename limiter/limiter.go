@@ -129,7 +129,7 @@ type shard struct {
 	// bits), the folded bit (32) and the workload id (from bit 33). An
 	// open-addressing table: 24 bytes per series where a Go map takes 38,
 	// and last-seen is updated in place.
-	series u64table.Table
+	series u64table.Table[uint64]
 	_      [48]byte // keep shards on separate cache lines
 }
 
