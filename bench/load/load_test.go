@@ -10,10 +10,14 @@ import (
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
 )
 
-func smokeWorkload(t *testing.T) *Workload {
+func smokeWorkload(t *testing.T) *Workload { return smokeWorkloadChurn(t, false) }
+
+// smokeWorkloadChurn is smokeWorkload, with fresh injected values every
+// step when churn is set.
+func smokeWorkloadChurn(t *testing.T, churn bool) *Workload {
 	t.Helper()
 	w, err := NewWorkload(WorkloadConfig{
-		Mesh:             meshgen.Config{Workloads: 3, PodsPerWorkload: 2, Seed: 3},
+		Mesh:             meshgen.Config{Workloads: 3, PodsPerWorkload: 2, Seed: 3, Churn: churn},
 		Steps:            2,
 		SeriesPerRequest: 100000, // one request per step
 	})
@@ -38,7 +42,17 @@ func TestRunCardinal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := smokeWorkload(t)
+	for _, churn := range []bool{false, true} {
+		// With churn the truth keeps the inputs of earlier steps, whose
+		// request ids changed since: Cardinal's merged counters must
+		// still equal it exactly.
+		t.Run(map[bool]string{false: "steady", true: "churn"}[churn], func(t *testing.T) {
+			runCardinalSmoke(t, ctx, bin, smokeWorkloadChurn(t, churn))
+		})
+	}
+}
+
+func runCardinalSmoke(t *testing.T, ctx context.Context, bin string, w *Workload) {
 	var log bytes.Buffer
 	r, err := Run(ctx, Config{
 		Target: TargetCardinal, Workload: w, CardinalBinary: bin, Senders: 2,
