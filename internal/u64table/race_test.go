@@ -1,0 +1,5 @@
+//go:build race
+
+package u64table
+
+const raceEnabled = true
