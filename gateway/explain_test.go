@@ -106,6 +106,22 @@ func TestExplainSaysWhatEachSectionDoes(t *testing.T) {
 	}
 }
 
+// explainConfig compiles raw as serve would and returns its explanation.
+func explainConfig(t *testing.T, raw []byte) string {
+	t.Helper()
+	cfg, err := config.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	c.Explain(&b)
+	return b.String()
+}
+
 // check config says how each rule's regex is matched, so that a regex that
 // needs the engine on every label shows before the traffic does. The
 // shipped examples must need none.
@@ -119,38 +135,19 @@ func TestExplainSaysHowRegexesMatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := config.Parse(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := Compile(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var b bytes.Buffer
-		c.Explain(&b)
-		if strings.Contains(b.String(), "regex engine runs") {
-			t.Errorf("%s: a rule needs the regex engine:\n%s", path, b.String())
+		if got := explainConfig(t, raw); strings.Contains(got, "regex engine runs") {
+			t.Errorf("%s: a rule needs the regex engine:\n%s", path, got)
 		}
 	}
-	cfg, err := config.Parse([]byte("downstream: {url: 'http://127.0.0.1:9/api/v1/write'}\nrelabel_configs:\n" +
-		"  - {action: labelkeep, regex: '(__name__|(app|namespace))'}\n" +
+	got := explainConfig(t, []byte("downstream: {url: 'http://127.0.0.1:9/api/v1/write'}\nrelabel_configs:\n"+
+		"  - {action: labelkeep, regex: '(__name__|(app|namespace))'}\n"+
 		"  - {action: replace, source_labels: [path], regex: '/api/([a-z]+)/\\d+', target_label: route}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	c.Explain(&b)
 	for _, want := range []string{
 		"relabel_configs[0]: keep only the labels matching (__name__|(app|namespace)) [regex: matched as 3 literals, without the regex engine]",
 		"relabel_configs[1]: set route to \"$1\" where path matches /api/([a-z]+)/\\d+ [regex: the regex engine runs on every match]",
 	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("explanation lacks %q:\n%s", want, b.String())
+		if !strings.Contains(got, want) {
+			t.Errorf("explanation lacks %q:\n%s", want, got)
 		}
 	}
 }

@@ -104,10 +104,10 @@ relabel_configs:
 	// Make the cached route point at an output the merger does not have.
 	for i := range g.routes.shards {
 		sh := &g.routes.shards[i]
-		for j := range sh.slots {
-			if sh.slots[j].in != 0 {
-				sh.slots[j].out ^= 1
-			}
+		var keys []uint64
+		sh.routes.Range(func(k uint64, _ routeVal) bool { keys = append(keys, k); return true })
+		for _, k := range keys {
+			sh.routes.Ptr(k).out ^= 1
 		}
 	}
 	res, err := g.Process(context.Background(), decode(t, pb))
