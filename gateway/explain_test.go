@@ -64,14 +64,7 @@ func TestExplainSaysWhatEachSectionDoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := compileConfig(t, raw)
 	var b bytes.Buffer
 	c.Explain(&b)
 	for _, want := range []string{
@@ -106,8 +99,8 @@ func TestExplainSaysWhatEachSectionDoes(t *testing.T) {
 	}
 }
 
-// explainConfig compiles raw as serve would and returns its explanation.
-func explainConfig(t *testing.T, raw []byte) string {
+// compileConfig compiles raw as serve would.
+func compileConfig(t *testing.T, raw []byte) *Compiled {
 	t.Helper()
 	cfg, err := config.Parse(raw)
 	if err != nil {
@@ -117,8 +110,14 @@ func explainConfig(t *testing.T, raw []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// explainConfig returns the explanation of raw.
+func explainConfig(t *testing.T, raw []byte) string {
+	t.Helper()
 	var b bytes.Buffer
-	c.Explain(&b)
+	compileConfig(t, raw).Explain(&b)
 	return b.String()
 }
 
