@@ -12,15 +12,7 @@ import (
 
 func compileYAML(t *testing.T, yml string) *Compiled {
 	t.Helper()
-	cfg, err := config.Parse([]byte("downstream: {url: 'http://127.0.0.1:1/w'}\n" + yml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return compileConfig(t, []byte("downstream: {url: 'http://127.0.0.1:1/w'}\n"+yml))
 }
 
 // Issue 12: a labelkeep that drops __name__ (so every series) passed
