@@ -165,6 +165,7 @@ type killFigures struct {
 	overcount, trueIncrease   float64 // what increase() over the run adds up to beyond the truth
 	maxGap                    int64   // ms between consecutive merged points, worst
 	receiverCodes             map[string]int
+	truncatedBodies           int            // writes the receiver could not decode: cut short by the kill
 	oldCodes, newCodes        map[string]int // cardinal_forward_requests_total of each process
 	mergeRejected             float64
 	forwardRejected           float64
@@ -200,7 +201,13 @@ func TestKill9(t *testing.T) {
 		t.Errorf("%d of %d merged outputs do not end at the sum of their inputs", f.mergedWrong, f.merged)
 	}
 	for code, n := range f.receiverCodes {
-		if strings.HasPrefix(code, "4") {
+		if code == "400" {
+			// A body the kill cut short reaches the receiver truncated
+			// ("Error decoding remote write request"): refused, and never
+			// acknowledged to anyone. Only those are expected.
+			n -= f.truncatedBodies
+		}
+		if strings.HasPrefix(code, "4") && n > 0 {
 			t.Errorf("the receiver answered %d writes with %s (%d merged samples refused): the restarted Cardinal stamps points with timestamps the killed one had already emitted, with other values", n, code, int(f.mergeRejected))
 		}
 	}
@@ -395,6 +402,9 @@ remote_write:
 	f.senderFailed, f.senderRetry = stats.Failed, stats.Retried
 	for _, line := range strings.Split(receiver.Log(), "\n") {
 		l := strings.ToLower(line)
+		if strings.Contains(l, "error decoding remote write request") {
+			f.truncatedBodies++
+		}
 		if strings.Contains(l, "out of order") || strings.Contains(l, "duplicate sample") || strings.Contains(l, "out of bounds") {
 			f.rejectionLines = append(f.rejectionLines, line)
 		}
@@ -405,8 +415,8 @@ remote_write:
 		f.passSeries, f.passSamples, f.scrapeTimestamps, f.passMissing, f.passWrong)
 	t.Logf("merged: %d outputs, %d bit-exact, %d within 1e-9, %d wrong; %d counters went down at the receiver (%d outputs), increase() over the run overcounts by %.0f (%.4f%% of the true increase %.0f); longest gap between merged points %s",
 		f.merged, f.mergedExact, f.mergedClose, f.mergedWrong, f.mergedResets, f.resetOutputs, f.overcount, 100*f.overcount/math.Max(f.trueIncrease, 1), f.trueIncrease, time.Duration(f.maxGap)*time.Millisecond)
-	t.Logf("receiver write answers {%s}, %d rejection lines in its log; cardinal forward attempts before the kill {%s}, after {%s}; merged samples refused %v, series refused %v; agent: failed %v, retried %v samples",
-		answersString(f.receiverCodes), len(f.rejectionLines), answersString(f.oldCodes), answersString(f.newCodes), f.mergeRejected, f.forwardRejected, f.senderFailed, f.senderRetry)
+	t.Logf("receiver write answers {%s} (%d bodies cut short by the kill), %d rejection lines in its log; cardinal forward attempts before the kill {%s}, after {%s}; merged samples refused %v, series refused %v; agent: failed %v, retried %v samples",
+		answersString(f.receiverCodes), f.truncatedBodies, len(f.rejectionLines), answersString(f.oldCodes), answersString(f.newCodes), f.mergeRejected, f.forwardRejected, f.senderFailed, f.senderRetry)
 	for _, l := range f.rejectionLines[:min(3, len(f.rejectionLines))] {
 		t.Logf("  receiver: %s", strings.TrimSpace(l))
 	}
