@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cardinal-gateway/cardinal/internal/promtest"
 )
 
 var (
@@ -54,26 +55,9 @@ type cardinal struct {
 	addr   string
 	config string
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *promtest.LogBuffer
 	done   chan error
 	exit   error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startCardinal writes cfg to a file and runs `cardinal serve` on a free
@@ -93,7 +77,7 @@ func startCardinal(t testing.TB, cfg string) *cardinal {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	c := &cardinal{t: t, URL: "http://" + addr, addr: addr, config: cfgFile, log: &syncBuffer{}, done: make(chan error, 1)}
+	c := &cardinal{t: t, URL: "http://" + addr, addr: addr, config: cfgFile, log: &promtest.LogBuffer{}, done: make(chan error, 1)}
 	c.cmd = exec.Command(bin, "serve", "--config.file="+cfgFile, "--web.listen-address="+addr, "--log.level=debug")
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

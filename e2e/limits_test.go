@@ -97,7 +97,7 @@ func (e *limExporter) truth(namespace, app string) (map[string]float64, float64)
 // listen address of c, which must have exited, and waits until it is ready.
 func restartCardinal(t testing.TB, c *cardinal) *cardinal {
 	t.Helper()
-	n := &cardinal{t: t, URL: c.URL, addr: c.addr, config: c.config, log: &syncBuffer{}, done: make(chan error, 1)}
+	n := &cardinal{t: t, URL: c.URL, addr: c.addr, config: c.config, log: &promtest.LogBuffer{}, done: make(chan error, 1)}
 	n.cmd = exec.Command(cardinalBinary(t), "serve", "--config.file="+c.config, "--web.listen-address="+c.addr, "--log.level=debug")
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

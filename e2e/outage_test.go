@@ -3,17 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -224,56 +220,18 @@ type outagePoint struct {
 func outageRaw(ctx context.Context, receiver *promtest.Prometheus, expr string, at time.Time) (map[string][]outagePoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	q := url.Values{"query": {expr}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1e3, 'f', 3, 64)}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, receiver.URL+"/api/v1/query?"+q.Encode(), nil)
+	series, err := receiver.QueryMatrix(ctx, expr, at)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}()
-	var env struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Metric map[string]string    `json:"metric"`
-				Values [][2]json.RawMessage `json:"values"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&env); err != nil {
-		return nil, fmt.Errorf("query %s: cannot decode answer (%s): %w", expr, resp.Status, err)
-	}
-	if env.Status != "success" || env.Data.ResultType != "matrix" {
-		return nil, fmt.Errorf("query %s: %s %s, result type %q", expr, resp.Status, env.Error, env.Data.ResultType)
 	}
 	out := map[string][]outagePoint{}
-	for _, s := range env.Data.Result {
-		delete(s.Metric, "job")
-		pts := make([]outagePoint, 0, len(s.Values))
-		for _, raw := range s.Values {
-			var sec float64
-			var val string
-			if err := json.Unmarshal(raw[0], &sec); err != nil {
-				return nil, err
-			}
-			if err := json.Unmarshal(raw[1], &val); err != nil {
-				return nil, err
-			}
-			v, err := strconv.ParseFloat(val, 64)
-			if err != nil {
-				return nil, err
-			}
-			pts = append(pts, outagePoint{ts: time.UnixMilli(int64(math.Round(sec * 1e3))), v: v})
+	for _, s := range series {
+		delete(s.Labels, "job")
+		pts := make([]outagePoint, len(s.Points))
+		for i, p := range s.Points {
+			pts[i] = outagePoint{ts: p.T, v: p.V}
 		}
-		out[labels.FromMap(s.Metric).String()] = pts
+		out[labels.FromMap(s.Labels).String()] = pts
 	}
 	return out, nil
 }

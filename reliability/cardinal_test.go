@@ -17,7 +17,6 @@
 package reliability
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -36,6 +35,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/cardinal-gateway/cardinal/internal/promtest"
 )
 
 // EnvMode selects the part of the suite: "full" runs everything, anything
@@ -102,26 +103,9 @@ type cardinalProc struct {
 	config string
 	env    []string
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *promtest.LogBuffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // its exit status, set before done is closed
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startCardinal writes cfg into a temporary directory and runs `cardinal
@@ -157,7 +141,7 @@ func (c *cardinalProc) restart(t testing.TB) *cardinalProc {
 
 func (c *cardinalProc) run(t testing.TB) {
 	t.Helper()
-	c.log, c.done = &syncBuffer{}, make(chan struct{})
+	c.log, c.done = &promtest.LogBuffer{}, make(chan struct{})
 	c.cmd = exec.Command(cardinalBinary(t), "serve", "--config.file="+c.config, "--web.listen-address="+c.addr, "--log.level=info")
 	c.cmd.Env = append(os.Environ(), c.env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log

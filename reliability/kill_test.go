@@ -3,17 +3,14 @@ package reliability
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,53 +85,18 @@ type rawPoint struct {
 
 // queryRaw returns every sample of the series matching selector stored in
 // the 15 minutes up to at, by series (canonical labels), oldest first.
-func queryRaw(ctx context.Context, base, selector string, at time.Time) (map[string][]rawPoint, error) {
-	q := url.Values{"query": {selector + "[15m]"}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1e3, 'f', 3, 64)}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?"+q.Encode(), nil)
+func queryRaw(ctx context.Context, receiver *promtest.Prometheus, selector string, at time.Time) (map[string][]rawPoint, error) {
+	series, err := receiver.QueryMatrix(ctx, selector+"[15m]", at)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var env struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Metric map[string]string    `json:"metric"`
-				Values [][2]json.RawMessage `json:"values"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
-		return nil, fmt.Errorf("cannot decode query answer (%s): %w", resp.Status, err)
-	}
-	if env.Status != "success" || env.Data.ResultType != "matrix" {
-		return nil, fmt.Errorf("query %s: %s %s (%s)", selector, env.Status, env.Error, env.Data.ResultType)
 	}
 	out := map[string][]rawPoint{}
-	for _, s := range env.Data.Result {
-		pts := make([]rawPoint, 0, len(s.Values))
-		for _, v := range s.Values {
-			var sec float64
-			var str string
-			if err := json.Unmarshal(v[0], &sec); err != nil {
-				return nil, err
-			}
-			if err := json.Unmarshal(v[1], &str); err != nil {
-				return nil, err
-			}
-			f, err := strconv.ParseFloat(str, 64)
-			if err != nil {
-				return nil, err
-			}
-			pts = append(pts, rawPoint{ts: int64(math.Round(sec * 1000)), v: f})
+	for _, s := range series {
+		pts := make([]rawPoint, len(s.Points))
+		for i, p := range s.Points {
+			pts[i] = rawPoint{ts: p.T.UnixMilli(), v: p.V}
 		}
-		out[labels.FromMap(s.Metric).String()] = pts
+		out[labels.FromMap(s.Labels).String()] = pts
 	}
 	return out, nil
 }
@@ -351,7 +313,7 @@ remote_write:
 	convergeStart := time.Now()
 	deadline := convergeStart.Add(60 * time.Second)
 	for {
-		got, err = queryRaw(ctx, receiver.URL, `{job="mesh"}`, cutoff)
+		got, err = queryRaw(ctx, receiver, `{job="mesh"}`, cutoff)
 		if err == nil {
 			*f = checkKill(tr, served, got, *f, trace)
 			if f.passMissing+f.passWrong+f.mergedWrong == 0 {

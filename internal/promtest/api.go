@@ -90,6 +90,50 @@ func (p *Prometheus) Query(ctx context.Context, expr string) ([]Sample, error) {
 	}
 }
 
+// Point is one sample of a range vector.
+type Point struct {
+	T time.Time
+	V float64
+}
+
+// RangeSeries is one series of a range vector.
+type RangeSeries struct {
+	Labels map[string]string
+	Points []Point // oldest first
+}
+
+// QueryMatrix runs the instant query expr, a range selector such as
+// {job="mesh"}[15m], at time at through /api/v1/query and returns the raw
+// samples it selects: what the receiver stored, before any function.
+func (p *Prometheus) QueryMatrix(ctx context.Context, expr string, at time.Time) ([]RangeSeries, error) {
+	data, err := p.get(ctx, "/api/v1/query", url.Values{"query": {expr}, "time": {formatTime(at)}})
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		ResultType string `json:"resultType"`
+		Result     []struct {
+			Metric map[string]string `json:"metric"`
+			Values []pointJSON       `json:"values"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, fmt.Errorf("cannot decode query result: %w", err)
+	}
+	if res.ResultType != "matrix" {
+		return nil, fmt.Errorf("query %q: result type %q, want matrix", expr, res.ResultType)
+	}
+	out := make([]RangeSeries, 0, len(res.Result))
+	for _, s := range res.Result {
+		pts := make([]Point, len(s.Values))
+		for i, v := range s.Values {
+			pts[i] = Point{T: v.t, V: v.v}
+		}
+		out = append(out, RangeSeries{Labels: s.Metric, Points: pts})
+	}
+	return out, nil
+}
+
 // Series returns the label sets of all series matching the series selector
 // match, over all stored time, through /api/v1/series.
 func (p *Prometheus) Series(ctx context.Context, match string) ([]map[string]string, error) {
@@ -252,7 +296,8 @@ func (p *Prometheus) get(ctx context.Context, path string, q url.Values) (json.R
 	}
 	defer drainClose(resp)
 	var env apiResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&env); err != nil {
+	// Raw samples of a whole test run can be tens of megabytes.
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&env); err != nil {
 		return nil, fmt.Errorf("cannot decode %s answer (%s): %w", path, resp.Status, err)
 	}
 	if env.Status != "success" {

@@ -81,7 +81,7 @@ type Prometheus struct {
 	opts    Options
 	bin     string
 	version string
-	log     logBuffer
+	log     LogBuffer
 	client  *http.Client
 
 	mu      sync.Mutex
@@ -353,33 +353,33 @@ func freeAddr() (string, error) {
 	return addr, l.Close()
 }
 
-// logBuffer is a bytes.Buffer safe for the concurrent writes of exec.Cmd's
+// LogBuffer is a bytes.Buffer safe for the concurrent writes of exec.Cmd's
 // copying goroutines and readers.
-type logBuffer struct {
+type LogBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
+func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *logBuffer) String() string {
+func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
 
-func (b *logBuffer) Len() int {
+func (b *LogBuffer) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Len()
 }
 
 // Since returns what was written after the first off bytes.
-func (b *logBuffer) Since(off int) string {
+func (b *LogBuffer) Since(off int) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.buf.Bytes()[off:])
