@@ -114,7 +114,7 @@ bench:
 ## FUZZPARALLEL workers (default: one per core).
 FUZZTIME ?= 60s
 FUZZPARALLEL ?= 0
-FUZZ_TARGETS ?= wire:FuzzUnmarshal wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler \
+FUZZ_TARGETS ?= wire:FuzzUnmarshal wire:FuzzUnmarshalV2 wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler \
 	gateway:FuzzGateway tracesample:FuzzParse config:FuzzParse admin:FuzzParseLimit \
 	admin:FuzzLoadState merge:FuzzLoadState internal/rematch:FuzzMatch
 fuzz:

@@ -134,6 +134,10 @@ type histScan struct {
 	// read; boundsSame says whether every one read so far is equal.
 	sameBounds []float64
 	boundsSame bool
+
+	// v2: the message is a remote-write 2.0 Histogram, which adds
+	// start_timestamp (field 17, a varint) to 1.0's fields.
+	v2 bool
 }
 
 // side aggregates one side (positive or negative) of a histogram.
@@ -223,6 +227,16 @@ func (sc *histScan) scan(data []byte, f *histFill) error {
 		}
 		i = next
 		var v uint64
+		if num == 17 && sc.v2 {
+			// start_timestamp: read as gogo reads it; the bytes carry it.
+			if wt != wireVarint {
+				return fmt.Errorf("field 17: %w", errWrongWireType)
+			}
+			if _, i, err = readVarint(data, i); err != nil {
+				return fmt.Errorf("field 17: %w", err)
+			}
+			continue
+		}
 		switch num {
 		case 1, 6, 14, 15, 4: // varints
 			if wt != wireVarint {

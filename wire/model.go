@@ -26,10 +26,12 @@ type Label struct {
 	Name, Value []byte
 }
 
-// Sample is one float sample.
+// Sample is one float sample. StartTimestamp is remote write 2.0's start
+// (created) timestamp, 0 when unknown; 1.0 cannot carry it.
 type Sample struct {
-	Value     float64
-	Timestamp int64
+	Value          float64
+	Timestamp      int64
+	StartTimestamp int64
 }
 
 // Exemplar is one exemplar; its Labels are valid as long as the request's.
@@ -58,6 +60,14 @@ type Series struct {
 	Samples    []Sample
 	Exemplars  []Exemplar
 	Histograms []Histogram
+	// Meta is the series' remote write 2.0 metadata; zero for 1.0, whose
+	// metadata is per family in Request.Metadata.
+	Meta SeriesMetadata
+
+	// invalid, when not zero, is 1 + the InvalidReason for which the 2.0
+	// decoder found the series unusable (a symbol reference out of range,
+	// no samples); Sanitize drops it.
+	invalid uint8
 
 	// rawLabels is the series' label fields as they were decoded, when
 	// they were contiguous and in canonical form (see InputHash), or the
@@ -109,6 +119,19 @@ func DecodeLabels(enc []byte) ([]Label, error) {
 	return r.Series[0].Labels, nil
 }
 
+// SeriesMetadata is the metadata remote write 2.0 attaches to a series:
+// Type uses the numbers of prometheus.MetricMetadata.MetricType, which 2.0
+// shares. Help and Unit alias the request like labels do.
+type SeriesMetadata struct {
+	Type       int32
+	Help, Unit []byte
+}
+
+// IsZero reports whether m carries nothing.
+func (m *SeriesMetadata) IsZero() bool {
+	return m.Type == 0 && len(m.Help) == 0 && len(m.Unit) == 0
+}
+
 // Metadata is one prometheus.MetricMetadata entry.
 type Metadata struct {
 	Type       int32
@@ -129,6 +152,13 @@ type Request struct {
 	samples    []Sample
 	exemplars  []Exemplar
 	histograms []Histogram
+
+	// The 2.0 decoder's symbol table and label references.
+	symbols [][]byte
+	refs    []uint32
+	// exemplarRefsBad: an exemplar of the series being decoded has a
+	// reference out of range or an odd number of them.
+	exemplarRefsBad bool
 }
 
 // Reset empties r and keeps its capacity for reuse.
@@ -147,6 +177,19 @@ func (r *Request) Reset() {
 	r.samples = r.samples[:0]
 	r.exemplars = r.exemplars[:0]
 	r.histograms = r.histograms[:0]
+	r.symbols = r.symbols[:0]
+}
+
+// Counts returns the number of float samples, histogram samples and
+// exemplars in r.
+func (r *Request) Counts() (samples, histograms, exemplars int) {
+	for i := range r.Series {
+		s := &r.Series[i]
+		samples += len(s.Samples)
+		histograms += len(s.Histograms)
+		exemplars += len(s.Exemplars)
+	}
+	return samples, histograms, exemplars
 }
 
 // NumSamples returns the number of float samples and histogram samples in r.

@@ -20,6 +20,8 @@ const (
 	InvalidDuplicateLabel
 	InvalidHistogram
 	InvalidUTF8
+	InvalidReference
+	InvalidNoSamples
 	numInvalidReasons
 )
 
@@ -29,6 +31,8 @@ var invalidReasonText = [numInvalidReasons]string{
 	InvalidDuplicateLabel: "duplicate label name",
 	InvalidHistogram:      "invalid native histogram",
 	InvalidUTF8:           "label name or value not valid UTF-8",
+	InvalidReference:      "symbol reference out of range or odd number of label references",
+	InvalidNoSamples:      "neither samples nor histograms",
 }
 
 func (r InvalidReason) String() string { return invalidReasonText[r] }
@@ -39,6 +43,9 @@ type SanitizeStats struct {
 	// Series and Samples dropped, by reason. Samples include histogram samples.
 	Series  [numInvalidReasons]int
 	Samples [numInvalidReasons]int
+	// Floats, Histograms and Exemplars count what the dropped series
+	// held, for the Written headers.
+	Floats, Histograms, Exemplars int
 
 	// The first series dropped; meaningful only when DroppedSeries() > 0.
 	// FirstSeries is its labels as Prometheus prints them, cut to about
@@ -117,6 +124,11 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 	out := r.Series[:0]
 	for i := range r.Series {
 		s := r.Series[i]
+		if s.invalid != 0 {
+			// Slow path: the 2.0 decoder found it unusable.
+			stats.drop(InvalidReason(s.invalid-1), &s, nil)
+			continue
+		}
 		reason, ok, fine := checkSorted(s.Labels, s.rawLabels != nil && isASCII(s.rawLabels))
 		if !fine {
 			// Slow path: unsorted labels or empty values. The decoded
@@ -226,6 +238,9 @@ func (s *SanitizeStats) drop(reason InvalidReason, series *Series, err error) {
 	}
 	s.Series[reason]++
 	s.Samples[reason] += len(series.Samples) + len(series.Histograms)
+	s.Floats += len(series.Samples)
+	s.Histograms += len(series.Histograms)
+	s.Exemplars += len(series.Exemplars)
 }
 
 // formatLabels renders ls as Prometheus' labels.String does,

@@ -316,6 +316,8 @@ func TestSanitize(t *testing.T) {
 	want := SanitizeStats{
 		Series:      [numInvalidReasons]int{InvalidNoName: 2, InvalidEmptyLabelName: 1, InvalidDuplicateLabel: 1},
 		Samples:     [numInvalidReasons]int{InvalidNoName: 8, InvalidEmptyLabelName: 1, InvalidDuplicateLabel: 4},
+		Floats:      9,
+		Histograms:  4,
 		FirstReason: InvalidNoName,
 		FirstSeries: `{job="j"}`,
 	}
