@@ -77,6 +77,10 @@ type DownstreamConfig struct {
 	// MaxRetryAfter caps the Retry-After passed on to the sender when the
 	// downstream asks to wait (429 or 5xx with Retry-After).
 	MaxRetryAfter model.Duration `yaml:"max_retry_after,omitempty"`
+	// ProtobufMessage is the remote-write version sent: "v1" (the
+	// default: every receiver speaks it), "v2", or "auto" (2.0 until the
+	// downstream shows it cannot take it, then 1.0 for good).
+	ProtobufMessage string `yaml:"protobuf_message,omitempty"`
 
 	// HTTPClientConfig is Prometheus' own client config (basic_auth,
 	// authorization, oauth2, tls_config, proxy_url...), so users can paste the
@@ -447,6 +451,11 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxRetryAfter <= 0 {
 		return errors.New("downstream.max_retry_after must be positive")
+	}
+	switch d.ProtobufMessage {
+	case "", "v1", "v2", "auto":
+	default:
+		return fmt.Errorf("downstream.protobuf_message: %q is not one of v1, v2, auto", d.ProtobufMessage)
 	}
 	for name := range d.Headers {
 		switch textproto.CanonicalMIMEHeaderKey(name) {

@@ -1,5 +1,5 @@
-// Package forward sends an encoded, snappy-compressed remote-write 1.0 body
-// to the downstream receiver (Prometheus, Mimir, Thanos, VictoriaMetrics),
+// Package forward sends an encoded, snappy-compressed remote-write 1.0 or
+// 2.0 body to the downstream receiver (Prometheus, Mimir, Thanos, VictoriaMetrics),
 // retries what can be retried within the caller's deadline, and maps the
 // outcome to the HTTP status Cardinal must answer its own sender with.
 //
@@ -93,7 +93,45 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Logger receives rate-limited reports of failures; nil discards them.
 	Logger *slog.Logger
+	// Protocol is the remote-write message sent: ProtocolV1 (the zero
+	// value), ProtocolV2, or ProtocolAuto.
+	Protocol Protocol
 }
+
+// Protocol selects the protobuf message a Client sends.
+type Protocol uint8
+
+const (
+	// ProtocolV1 sends remote write 1.0 (prometheus.WriteRequest).
+	ProtocolV1 Protocol = iota
+	// ProtocolV2 sends remote write 2.0 (io.prometheus.write.v2.Request);
+	// a downstream that answers 415, or 2xx without Written headers to a
+	// body with data, is misconfigured (502 to the sender, which retries).
+	ProtocolV2
+	// ProtocolAuto sends 2.0 until the downstream shows it does not speak
+	// it, then 1.0 for good: Prometheus 2.x and VictoriaMetrics take a 2.0
+	// body as an empty 1.0 one and answer 204 without Written headers.
+	ProtocolAuto
+)
+
+// ParseProtocol parses downstream.protobuf_message: "v1" (or empty), "v2"
+// or "auto".
+func ParseProtocol(s string) (Protocol, error) {
+	switch s {
+	case "", "v1":
+		return ProtocolV1, nil
+	case "v2":
+		return ProtocolV2, nil
+	case "auto":
+		return ProtocolAuto, nil
+	}
+	return 0, fmt.Errorf("unknown protobuf_message %q: want v1, v2 or auto", s)
+}
+
+// ErrFellBack is returned by SendV2 when ProtocolAuto found that the
+// downstream does not speak remote write 2.0: nothing was stored, and the
+// data must be sent again as 1.0.
+var ErrFellBack = errors.New("downstream does not speak remote write 2.0; falling back to 1.0")
 
 // Client forwards remote-write bodies to one downstream. It is safe for
 // concurrent use.
@@ -111,6 +149,11 @@ type Client struct {
 	m             *metrics
 	msgBufs       sync.Pool // *[maxErrorBody]byte
 	closed        atomic.Bool
+	protocol      Protocol
+	headerV2      http.Header
+	// v2 says whether bodies are sent as remote write 2.0 now; ProtocolAuto
+	// clears it for good on the first sign that the downstream cannot.
+	v2 atomic.Bool
 
 	logMisconfigured logLimiter
 	logRejected      logLimiter
@@ -186,6 +229,14 @@ func New(opts Options) (*Client, error) {
 		}
 		c.header[key] = []string{value}
 	}
+	c.headerV2 = c.header.Clone()
+	c.headerV2["Content-Type"] = []string{"application/x-protobuf;proto=io.prometheus.write.v2.Request"}
+	c.headerV2["X-Prometheus-Remote-Write-Version"] = []string{"2.0.0"}
+	if opts.Protocol > ProtocolAuto {
+		return nil, fmt.Errorf("unknown protocol %d", opts.Protocol)
+	}
+	c.protocol = opts.Protocol
+	c.v2.Store(opts.Protocol != ProtocolV1)
 
 	// Validate a copy: Validate fills in defaults through the pointer.
 	hc := opts.HTTPClientConfig
@@ -202,6 +253,7 @@ func New(opts Options) (*Client, error) {
 	if c.m, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("cannot register metrics: %w", err)
 	}
+	c.setVersionGauge()
 	return c, nil
 }
 
@@ -234,6 +286,7 @@ type attemptResult struct {
 	msg           []byte
 	retryAfter    time.Duration
 	hasRetryAfter bool
+	written       bool // a 2xx carried a Written header
 }
 
 // describe renders the downstream's answer for an error message.
@@ -261,6 +314,42 @@ func (r *attemptResult) describe() string {
 // timeout: it bounds the retries, and a Retry-After that does not fit in it
 // is passed back to the sender instead of being waited out.
 func (c *Client) Send(ctx context.Context, body []byte) error {
+	return c.send(ctx, body, false, false)
+}
+
+// SendsV2 reports whether bodies should be encoded as remote write 2.0
+// now (see Protocol).
+func (c *Client) SendsV2() bool { return c.v2.Load() }
+
+// SendV2 is Send for a remote write 2.0 body. hasData says whether the
+// body holds any sample, histogram or exemplar: a 2xx answer to it must
+// then carry Written headers, or the downstream stored nothing. Under
+// ProtocolAuto such an answer, or a 415, switches the Client to 1.0 for good
+// and returns ErrFellBack: the caller sends the data again as 1.0.
+func (c *Client) SendV2(ctx context.Context, body []byte, hasData bool) error {
+	return c.send(ctx, body, true, hasData)
+}
+
+func (c *Client) setVersionGauge() {
+	if c.v2.Load() {
+		c.m.version.Set(2)
+	} else {
+		c.m.version.Set(1)
+	}
+}
+
+// fallBack switches ProtocolAuto to 1.0 for good.
+func (c *Client) fallBack(why string) error {
+	if c.v2.CompareAndSwap(true, false) {
+		c.m.fallbacks.Inc()
+		c.setVersionGauge()
+		c.logger.Warn("downstream does not speak remote write 2.0; sending 1.0 from now on (downstream.protobuf_message: auto)",
+			"url", c.urlForLog, "reason", why)
+	}
+	return ErrFellBack
+}
+
+func (c *Client) send(ctx context.Context, body []byte, v2, hasData bool) error {
 	start := time.Now()
 	defer func() { c.m.duration.Observe(time.Since(start).Seconds()) }()
 
@@ -280,14 +369,26 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 		if attempt > 0 {
 			c.m.retries.Inc()
 		}
-		res := c.attempt(ctx, guard, &buf)
+		res := c.attempt(ctx, guard, &buf, v2)
 		switch res.outcome {
 		case outcomeOK:
+			if v2 && hasData && !res.written {
+				// The 2.0 specification's check: a receiver that stored
+				// the data says so.
+				if c.protocol == ProtocolAuto {
+					return c.fallBack(res.status + " without X-Prometheus-Remote-Write-*-Written headers")
+				}
+				res.msg = []byte("answered a remote write 2.0 request without X-Prometheus-Remote-Write-*-Written headers: it stored nothing; set downstream.protobuf_message to v1 or auto")
+				return c.misconfigured(&res)
+			}
 			// Fast path.
 			return nil
 		case outcomeRejected:
 			return c.rejected(&res)
 		case outcomeMisconfigured:
+			if v2 && res.code == http.StatusUnsupportedMediaType && c.protocol == ProtocolAuto {
+				return c.fallBack(res.describe())
+			}
 			return c.misconfigured(&res)
 		}
 
@@ -326,7 +427,7 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 func minAttemptTime(timeout time.Duration) time.Duration { return min(timeout/4, time.Second) }
 
 // attempt makes one request. It always drains and closes the response body.
-func (c *Client) attempt(ctx context.Context, guard *bodyGuard, buf **[maxErrorBody]byte) attemptResult {
+func (c *Client) attempt(ctx context.Context, guard *bodyGuard, buf **[maxErrorBody]byte, v2 bool) attemptResult {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
@@ -341,7 +442,11 @@ func (c *Client) attempt(ctx context.Context, guard *bodyGuard, buf **[maxErrorB
 	req.Body, _ = guard.reader()
 	req.GetBody = guard.reader
 	req.ContentLength = int64(len(guard.body))
-	req.Header = c.header.Clone()
+	if v2 {
+		req.Header = c.headerV2.Clone()
+	} else {
+		req.Header = c.header.Clone()
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		c.m.transportErrors.Inc()
@@ -360,6 +465,12 @@ func (c *Client) attempt(ctx context.Context, guard *bodyGuard, buf **[maxErrorB
 	switch code := resp.StatusCode; {
 	case code/100 == 2:
 		res.outcome = outcomeOK
+		if v2 {
+			h := resp.Header
+			res.written = h.Get("X-Prometheus-Remote-Write-Samples-Written") != "" ||
+				h.Get("X-Prometheus-Remote-Write-Histograms-Written") != "" ||
+				h.Get("X-Prometheus-Remote-Write-Exemplars-Written") != ""
+		}
 		return res
 	case code == http.StatusTooManyRequests || code/100 == 5:
 		res.outcome = outcomeRetry

@@ -17,6 +17,15 @@ type BodySender interface {
 	Send(ctx context.Context, body []byte) error
 }
 
+// V2Sender is a BodySender that can send remote write 2.0 as well; see
+// Client.SendsV2 and Client.SendV2. Deliver encodes for it what SendsV2
+// says, and sends again as 1.0 when SendV2 returns ErrFellBack.
+type V2Sender interface {
+	BodySender
+	SendsV2() bool
+	SendV2(ctx context.Context, body []byte, hasData bool) error
+}
+
 // MetadataSeries is the Series of a Rejection that is about req.Metadata,
 // which Deliver sends as one unit, rather than about a series.
 const MetadataSeries = -1
@@ -26,8 +35,8 @@ type Rejection struct {
 	// Series is the index of the series in req.Series, or MetadataSeries.
 	Series int
 	// Samples is the number of float and histogram samples of the series
-	// (0 for metadata).
-	Samples int
+	// (0 for metadata); Histograms and Exemplars count those of the series.
+	Samples, Histograms, Exemplars int
 	// Err is the downstream's answer to the body holding just this series:
 	// Status 400, with Code and Reason. When the request repeats a series,
 	// several Rejections may share one Err.
@@ -66,6 +75,13 @@ type Scratch struct {
 	// when Deliver returns so that it pins no Error.
 	refused map[bodyKey]*Error
 	seed    maphash.Seed
+
+	// Metadata supplies the metadata of series sent as 2.0 that carry
+	// none of their own (they came as 1.0, or are merged); nil leaves them
+	// without.
+	Metadata wire.MetadataSource
+	symbols  wire.SymbolTable
+	v2       bool // the delivery in progress encodes 2.0
 }
 
 // part is a range [lo, hi) of a request's items: item 0 is the request's
@@ -96,7 +112,8 @@ func EncodeRange(dst []byte, req *wire.Request, from, to int, withMetadata bool)
 	return sub.MarshalAppend(dst)
 }
 
-// Deliver sends req (remote write 1.0) through s. It returns nil when every
+// Deliver sends req through s, as remote write 2.0 when s is a V2Sender
+// whose SendsV2 says so, and as 1.0 otherwise. It returns nil when every
 // series was either acknowledged or isolated and rejected; rejected series
 // are reported to onReject (called synchronously, in order, at most once per
 // series index of req.Series; nil reports nothing). A retryable failure
@@ -137,9 +154,67 @@ func Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, 
 // Deliver is the package function Deliver, counting splits and rejections
 // into m. A nil m counts nothing.
 func (m *DeliverMetrics) Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
+	vs, _ := s.(V2Sender)
+	sc.v2 = vs != nil && vs.SendsV2()
+	rep, err := m.deliver(ctx, s, vs, req, sc, onReject)
+	if errors.Is(err, ErrFellBack) {
+		// Slow path, once per Client: the downstream stored nothing of
+		// the 2.0 bodies; everything goes again as 1.0. (A split delivery
+		// that fell back halfway may send some series twice: they are
+		// identical, which receivers accept.)
+		sc.v2 = false
+		var again Report
+		again, err = m.deliver(ctx, s, vs, req, sc, onReject)
+		again.Sends += rep.Sends
+		rep = again
+	}
+	return rep, err
+}
+
+// send encodes req.Series[from:to] (with req.Metadata when withMeta) as
+// sc.v2 says and sends it.
+func (sc *Scratch) send(ctx context.Context, s BodySender, vs V2Sender, req *wire.Request, from, to int, withMeta bool) error {
+	sc.encode(req, from, to, withMeta)
+	return sc.sendEncoded(ctx, s, vs, req.Series[from:to])
+}
+
+// sendEncoded compresses and sends sc.encoded, the encoding of series.
+func (sc *Scratch) sendEncoded(ctx context.Context, s BodySender, vs V2Sender, series []wire.Series) error {
+	sc.compressed = s2.EncodeSnappy(sc.compressed[:cap(sc.compressed)], sc.encoded)
+	if sc.v2 {
+		return vs.SendV2(ctx, sc.compressed, hasData(series))
+	}
+	return s.Send(ctx, sc.compressed)
+}
+
+// encode puts the encoding of req.Series[from:to] (and req.Metadata when
+// withMeta, for 1.0) into sc.encoded.
+func (sc *Scratch) encode(req *wire.Request, from, to int, withMeta bool) {
+	switch {
+	case sc.v2:
+		sc.encoded = wire.AppendV2(sc.encoded[:0], req.Series[from:to:to], &sc.symbols, sc.Metadata)
+	case from == 0 && to == len(req.Series) && withMeta == (len(req.Metadata) > 0):
+		sc.encoded = req.MarshalAppend(sc.encoded[:0])
+	default:
+		sc.encoded = EncodeRange(sc.encoded[:0], req, from, to, withMeta)
+	}
+}
+
+func hasData(ss []wire.Series) bool {
+	for i := range ss {
+		if len(ss[i].Samples) > 0 || len(ss[i].Histograms) > 0 || len(ss[i].Exemplars) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *DeliverMetrics) deliver(ctx context.Context, s BodySender, vs V2Sender, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
 	var rep Report
 	meta := 0
-	if len(req.Metadata) > 0 {
+	if len(req.Metadata) > 0 && !sc.v2 {
+		// 2.0 has no place for 1.0's family metadata: it travels on the
+		// series, from sc.Metadata.
 		meta = 1
 	}
 	items := meta + len(req.Series)
@@ -148,9 +223,7 @@ func (m *DeliverMetrics) Deliver(ctx context.Context, s BodySender, req *wire.Re
 	}
 
 	// Fast path: the whole request in one body.
-	sc.encoded = req.MarshalAppend(sc.encoded[:0])
-	sc.compressed = s2.EncodeSnappy(sc.compressed[:cap(sc.compressed)], sc.encoded)
-	err := s.Send(ctx, sc.compressed)
+	err := sc.send(ctx, s, vs, req, 0, len(req.Series), meta == 1)
 	rep.Sends++
 	if err == nil {
 		rep.DeliveredSeries = len(req.Series)
@@ -188,14 +261,13 @@ func (m *DeliverMetrics) Deliver(ctx context.Context, s BodySender, req *wire.Re
 			}
 		}
 		from, to, withMeta := d.series(p)
-		sc.encoded = EncodeRange(sc.encoded[:0], req, from, to, withMeta)
+		sc.encode(req, from, to, withMeta)
 		key := sc.key()
 		if prev, seen := sc.refused[key]; seen {
 			d.rejected(p, prev)
 			continue
 		}
-		sc.compressed = s2.EncodeSnappy(sc.compressed[:cap(sc.compressed)], sc.encoded)
-		err := s.Send(ctx, sc.compressed)
+		err := sc.sendEncoded(ctx, s, vs, req.Series[from:to])
 		rep.Sends++
 		if err == nil {
 			rep.DeliveredSeries += to - from
@@ -247,6 +319,7 @@ func (d *delivery) rejected(p part, e *Error) {
 	} else {
 		s := &d.req.Series[r.Series]
 		r.Samples = len(s.Samples) + len(s.Histograms)
+		r.Histograms, r.Exemplars = len(s.Histograms), len(s.Exemplars)
 		d.rep.RejectedSeries++
 		d.rep.RejectedSamples += r.Samples
 		d.m.countRejected(e.Reason, r.Samples)

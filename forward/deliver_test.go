@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/cardinal-gateway/cardinal/wire"
 )
@@ -67,14 +68,25 @@ type downstream struct {
 	metadata int            // metadata entries accepted
 	refused  map[[32]byte]bool
 	resent   int // refused bodies received again
+
+	// speaksV2: 2.0 bodies are judged like 1.0 ones and answered with
+	// Written headers. Otherwise they are answered 204 without them, or
+	// 415 when refuseV2 is set, and counted in v2Bodies.
+	speaksV2, refuseV2 bool
+	v2Bodies           int
 }
 
 func newDownstream(t *testing.T) *downstream {
 	return &downstream{t: t, accepted: map[string]int{}, refused: map[[32]byte]bool{}}
 }
 
-// answer judges one compressed body; code 204 means accepted.
+// answer judges one compressed 1.0 body; code 204 means accepted.
 func (d *downstream) answer(body []byte) (code int, msg string) {
+	return d.answerAs(body, false)
+}
+
+// answerAs judges one compressed body, 2.0 when v2 is set.
+func (d *downstream) answerAs(body []byte, v2 bool) (code int, msg string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.requests++
@@ -97,7 +109,19 @@ func (d *downstream) answer(body []byte) (code int, msg string) {
 		return refuse(400, err.Error())
 	}
 	var req prompb.WriteRequest
-	if err := req.Unmarshal(raw); err != nil {
+	if v2 {
+		var r2 writev2.Request
+		if err := r2.Unmarshal(raw); err != nil {
+			return refuse(400, err.Error())
+		}
+		for _, ts := range r2.Timeseries {
+			var ls []prompb.Label
+			for k := 0; k+1 < len(ts.LabelsRefs); k += 2 {
+				ls = append(ls, prompb.Label{Name: r2.Symbols[ts.LabelsRefs[k]], Value: r2.Symbols[ts.LabelsRefs[k+1]]})
+			}
+			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{Labels: ls})
+		}
+	} else if err := req.Unmarshal(raw); err != nil {
 		return refuse(400, err.Error())
 	}
 	for _, ts := range req.Timeseries {
@@ -130,7 +154,24 @@ func (d *downstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(599)
 		return
 	}
-	code, msg := d.answer(body)
+	v2 := strings.Contains(r.Header.Get("Content-Type"), "write.v2")
+	if v2 && !d.speaksV2 {
+		// What Prometheus 2.x and VictoriaMetrics do: a 2.0 body read as
+		// an empty 1.0 one, or refused by its content type.
+		d.mu.Lock()
+		d.v2Bodies++
+		d.mu.Unlock()
+		if d.refuseV2 {
+			http.Error(w, "unsupported proto", http.StatusUnsupportedMediaType)
+		} else {
+			w.WriteHeader(204)
+		}
+		return
+	}
+	code, msg := d.answerAs(body, v2)
+	if v2 {
+		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", "1")
+	}
 	if code == 204 {
 		w.WriteHeader(code)
 		return

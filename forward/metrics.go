@@ -15,6 +15,8 @@ type metrics struct {
 	retries         prometheus.Counter
 	requests        *prometheus.CounterVec
 	transportErrors prometheus.Counter // requests{code="error"}, resolved once
+	fallbacks       prometheus.Counter
+	version         prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -41,6 +43,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cardinal_forward_requests_total",
 			Help: `HTTP attempts to the downstream by response status code; "error" when no response arrived (timeout, connection error, cancellation).`,
 		}, []string{"code"}),
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cardinal_forward_remote_write_version",
+			Help: "The remote-write version Cardinal sends the downstream now: 1 or 2 (see downstream.protobuf_message).",
+		}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cardinal_forward_protocol_fallbacks_total",
+			Help: "Times downstream.protobuf_message auto fell back from remote write 2.0 to 1.0 because the downstream does not speak 2.0 (415, or 2xx without Written headers).",
+		}),
 	}
 	if reg != nil {
 		var err error
@@ -54,6 +64,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 		if m.requests, err = register(reg, m.requests); err != nil {
+			return nil, err
+		}
+		if m.fallbacks, err = register(reg, m.fallbacks); err != nil {
+			return nil, err
+		}
+		if m.version, err = register(reg, m.version); err != nil {
 			return nil, err
 		}
 	}

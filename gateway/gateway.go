@@ -144,6 +144,8 @@ type workspace struct {
 // Rejected describes the series the downstream refused on their own.
 type Rejected struct {
 	Series, Samples int
+	// Floats, Histograms and Exemplars split what the refused series held.
+	Floats, Histograms, Exemplars int
 	// Reason and Detail describe the first one: the reason (a forward.Reason
 	// value) and the downstream's answer.
 	Reason, Detail string
@@ -156,6 +158,9 @@ func (ws *workspace) reject(r forward.Rejection) {
 	}
 	ws.rejected.Series++
 	ws.rejected.Samples += r.Samples
+	ws.rejected.Histograms += r.Histograms
+	ws.rejected.Floats += r.Samples - r.Histograms
+	ws.rejected.Exemplars += r.Exemplars
 }
 
 // Buffers larger than this are not kept in the pool, so that one huge request
@@ -237,6 +242,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	g.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace {
 		ws := &workspace{exemplified: map[uint64]struct{}{}}
 		ws.onReject = ws.reject
+		ws.fwd.Metadata = g.merger
 		return ws
 	})
 	delivery, err := forward.NewDeliverMetrics(opts.Registerer)
@@ -249,6 +255,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.merger = merge.New(merge.Options{Rules: rules, Registerer: opts.Registerer, Logger: opts.Logger, Now: opts.Now})
+	g.flushScratch.Metadata = g.merger
 	if rules.StateFile != "" {
 		n, err := g.merger.LoadState(rules.StateFile)
 		if err != nil {
@@ -345,7 +352,12 @@ func NewForwarder(d config.DownstreamConfig, reg prometheus.Registerer, logger *
 	if retries == 0 {
 		retries = -1 // forward.Options: 0 means its default, negative means none.
 	}
+	proto, err := forward.ParseProtocol(d.ProtobufMessage)
+	if err != nil {
+		return nil, fmt.Errorf("downstream.%w", err)
+	}
 	c, err := forward.New(forward.Options{
+		Protocol:         proto,
 		URL:              d.URL,
 		HTTPClientConfig: d.HTTPClientConfig,
 		Headers:          d.Headers,
@@ -374,6 +386,12 @@ func (s *deadlineSender) Send(ctx context.Context, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	return s.Client.Send(ctx, body)
+}
+
+func (s *deadlineSender) SendV2(ctx context.Context, body []byte, hasData bool) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.Client.SendV2(ctx, body, hasData)
 }
 
 // Compiled is a configuration compiled into what the pipeline runs: the

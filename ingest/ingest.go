@@ -83,6 +83,11 @@ type workspace struct {
 	raw  []byte
 	req  wire.Request
 	cost int64 // bytes reserved with the admission controller
+
+	// written is what the request wrote (samples, histograms, exemplars)
+	// for the Written headers, when hasWritten says the pipeline ran.
+	written    [3]int
+	hasWritten bool
 }
 
 // Buffers larger than this are dropped instead of pooled, so that one
@@ -146,8 +151,13 @@ func errorf(status int, format string, args ...any) *httpError {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ws := h.pool.Get()
+	ws.hasWritten = false
 	herr := h.serve(ws, w, r)
+	written, hasWritten := ws.written, ws.hasWritten
 	h.putWorkspace(ws)
+	if hasWritten {
+		setWritten(w.Header(), written)
+	}
 
 	status := http.StatusNoContent
 	if herr != nil {
@@ -175,7 +185,8 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	if r.Method != http.MethodPost {
 		return errorf(http.StatusMethodNotAllowed, "method %s not allowed: remote write uses POST", r.Method)
 	}
-	if herr := checkHeaders(r.Header); herr != nil {
+	msg, herr := checkHeaders(r.Header)
+	if herr != nil {
 		return herr
 	}
 	limit := h.proc.MaxRequestBytes()
@@ -233,13 +244,20 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	if err != nil {
 		return errorf(http.StatusBadRequest, "corrupt snappy body: %s", err)
 	}
-	if err := ws.req.Unmarshal(ws.raw); err != nil {
-		return errorf(http.StatusBadRequest, "cannot decode write request: %s", err)
+	if herr := decode(&ws.req, msg, ws.raw); herr != nil {
+		return herr
 	}
+	floats, histograms, exemplars := ws.req.Counts()
 	res, err := h.proc.Process(r.Context(), &ws.req)
 	if err != nil {
 		return h.statusFor(err)
 	}
+	// What is not invalid and not refused downstream counts as written,
+	// whether it was forwarded, merged, folded or dropped by a rule: the
+	// user configured those away, and the sender must not resend them.
+	inv, rej := &res.Invalid, &res.Rejected
+	ws.written = [3]int{floats - inv.Floats - rej.Floats, histograms - inv.Histograms - rej.Histograms, exemplars - inv.Exemplars - rej.Exemplars}
+	ws.hasWritten = true
 	// The valid rest has been delivered; 400 tells the sender not to resend
 	// what can never be accepted.
 	invalid, rejected := res.Invalid.DroppedSeries(), res.Rejected.Series
@@ -302,32 +320,108 @@ func (h *Handler) statusFor(err error) *httpError {
 	return errorf(http.StatusInternalServerError, "internal error: %s", err)
 }
 
-func checkHeaders(hdr http.Header) *httpError {
+// message is the protobuf message a request announces.
+type message uint8
+
+const (
+	messageV1 message = iota // prometheus.WriteRequest
+	messageV2                // io.prometheus.write.v2.Request
+)
+
+func (m message) String() string {
+	if m == messageV2 {
+		return "remote write 2.0 (" + protoV2 + ")"
+	}
+	return "remote write 1.0 (" + protoV1 + ")"
+}
+
+// checkHeaders checks the encoding and returns the message the Content-Type
+// announces. The media type is parsed as RFC 9110 says: type and parameter
+// names in any case, spaces around parameters, quoted values; the proto
+// value is compared without regard to case too.
+func checkHeaders(hdr http.Header) (message, *httpError) {
 	if enc := hdr.Get("Content-Encoding"); !strings.EqualFold(enc, "snappy") {
-		return errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: remote write requires snappy", enc)
+		return 0, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: remote write requires snappy", enc)
 	}
 	ct := hdr.Get("Content-Type")
 	// Fast path: what Prometheus and vmagent send, without the allocations
 	// of mime.ParseMediaType.
-	if ct == contentTypeProtobuf || ct == contentTypeProtobuf+";proto="+protoV1 {
-		return nil
+	switch ct {
+	case contentTypeProtobuf, contentTypeProtobuf + ";proto=" + protoV1:
+		return messageV1, nil
+	case contentTypeProtobuf + ";proto=" + protoV2:
+		return messageV2, nil
 	}
 	// Slow path.
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return errorf(http.StatusUnsupportedMediaType, "cannot parse Content-Type %q: %s", ct, err)
+		return 0, errorf(http.StatusUnsupportedMediaType, "cannot parse Content-Type %q: %s", ct, err)
 	}
 	if mt != contentTypeProtobuf {
-		return errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want %s", mt, contentTypeProtobuf)
+		return 0, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want %s", mt, contentTypeProtobuf)
 	}
-	switch proto := params["proto"]; proto {
-	case "", protoV1:
-		return nil
-	case protoV2:
-		return errorf(http.StatusUnsupportedMediaType, "remote write 2.0 (proto=%s) is not supported yet: send remote write 1.0 (%s)", protoV2, protoV1)
+	switch proto := params["proto"]; {
+	case proto == "", strings.EqualFold(proto, protoV1):
+		return messageV1, nil
+	case strings.EqualFold(proto, protoV2):
+		return messageV2, nil
 	default:
-		return errorf(http.StatusUnsupportedMediaType, "unknown remote-write message proto=%q", proto)
+		return 0, errorf(http.StatusUnsupportedMediaType, "unknown remote-write message proto=%q: Cardinal speaks %s and %s", proto, protoV1, protoV2)
 	}
+}
+
+// The response headers of remote write 2.0, sent for 1.0 as well.
+const (
+	headerSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
+	headerHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
+	headerExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
+)
+
+// setWritten sets the Written headers. The header map is the
+// ResponseWriter's own: setting keys in it directly (they are canonical)
+// allocates only the values.
+func setWritten(h http.Header, n [3]int) {
+	v := make([]string, 3)
+	for i := range v {
+		v[i] = strconv.Itoa(max(n[i], 0))
+	}
+	h[headerSamplesWritten] = v[0:1:1]
+	h[headerHistogramsWritten] = v[1:2:2]
+	h[headerExemplarsWritten] = v[2:3:3]
+}
+
+// decode decodes raw as msg into req. A body that decodes to nothing under
+// the announced message but to series under the other one was mislabelled:
+// acknowledging it as empty would lose it, so it gets a 400 that says so
+// (decoding it anyway would hide a sender's misconfiguration that its next
+// receiver may not forgive).
+func decode(req *wire.Request, msg message, raw []byte) *httpError {
+	var err error
+	if msg == messageV2 {
+		err = req.UnmarshalV2(raw)
+	} else {
+		err = req.Unmarshal(raw)
+	}
+	if err != nil {
+		return errorf(http.StatusBadRequest, "cannot decode %s: %s", msg, err)
+	}
+	if len(req.Series) > 0 || len(req.Metadata) > 0 || len(raw) == 0 {
+		return nil
+	}
+	// Slow path: an empty request from a non-empty body.
+	other := messageV1
+	if msg == messageV1 {
+		other = messageV2
+		err = req.UnmarshalV2(raw)
+	} else {
+		err = req.Unmarshal(raw)
+	}
+	found := err == nil && (len(req.Series) > 0 || len(req.Metadata) > 0)
+	req.Reset()
+	if found {
+		return errorf(http.StatusBadRequest, "the body is a %s, but Content-Type announces %s: fix the sender's protobuf_message or Content-Type", other, msg)
+	}
+	return nil
 }
 
 var errTooLarge = errors.New("body too large")

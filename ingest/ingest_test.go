@@ -14,6 +14,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/gateway"
@@ -73,8 +74,30 @@ func post(h http.Handler, body []byte, mutate func(*http.Request)) *httptest.Res
 	return w
 }
 
+// validBodyV2 is validBody's series as remote write 2.0, with an exemplar
+// and metadata.
+func validBodyV2(t testing.TB) []byte {
+	pb := &writev2.Request{
+		Symbols: []string{"", "__name__", "up", "job", "a", "trace_id", "abc"},
+		Timeseries: []writev2.TimeSeries{{
+			LabelsRefs: []uint32{1, 2, 3, 4},
+			Samples:    []writev2.Sample{{Value: 1, Timestamp: 1}},
+			Exemplars:  []writev2.Exemplar{{LabelsRefs: []uint32{5, 6}, Value: 1, Timestamp: 1}},
+			Metadata:   writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE},
+		}},
+	}
+	raw, err := pb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snappy.Encode(nil, raw)
+}
+
+const ctV2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+
 func TestStatusCodes(t *testing.T) {
 	valid := validBody(t)
+	validV2 := validBodyV2(t)
 	bigRaw := make([]byte, 2048)
 	tests := []struct {
 		name     string
@@ -92,7 +115,13 @@ func TestStatusCodes(t *testing.T) {
 		{name: "gzip", body: valid, mutate: setHeader("Content-Encoding", "gzip"), want: 415, wantMsg: "gzip"},
 		{name: "json", body: valid, mutate: setHeader("Content-Type", "application/json"), want: 415, wantMsg: "application/json"},
 		{name: "no content type", body: valid, mutate: setHeader("Content-Type", ""), want: 415},
-		{name: "rw 2.0", body: valid, mutate: setHeader("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"), want: 415, wantMsg: "2.0"},
+		{name: "rw 2.0", body: validV2, mutate: setHeader("Content-Type", ctV2), want: 204, wantCall: true},
+		{name: "rw 2.0, media type in other case, spaces, quoted", body: validV2, mutate: setHeader("Content-Type", `Application/X-Protobuf ; Proto="io.prometheus.write.v2.Request"`), want: 204, wantCall: true},
+		{name: "rw 2.0, proto in other case", body: validV2, mutate: setHeader("Content-Type", "application/x-protobuf;proto=IO.Prometheus.Write.V2.Request"), want: 204, wantCall: true},
+		{name: "rw 1.0 body announced as 2.0", body: valid, mutate: setHeader("Content-Type", ctV2), want: 400, wantMsg: "the body is a remote write 1.0"},
+		{name: "rw 2.0 body announced as 1.0", body: validV2, want: 400, wantMsg: "the body is a remote write 2.0"},
+		{name: "rw 2.0, symbols[0] not empty", body: snappy.Encode(nil, []byte{0x22, 0x01, 'x'}), mutate: setHeader("Content-Type", ctV2), want: 400, wantMsg: "symbols[0]"},
+		{name: "empty rw 2.0", body: snappy.Encode(nil, nil), mutate: setHeader("Content-Type", ctV2), want: 204, wantCall: true},
 		{name: "unknown proto", body: valid, mutate: setHeader("Content-Type", "application/x-protobuf;proto=foo"), want: 415, wantMsg: "foo"},
 		{name: "corrupt snappy", body: []byte{0xff, 0xff, 0xff}, want: 400, wantMsg: "snappy"},
 		{name: "snappy ok, protobuf corrupt", body: snappy.Encode(nil, []byte{0x0a, 0x05, 0x0a}), want: 400, wantMsg: "decode"},
@@ -125,8 +154,63 @@ func TestStatusCodes(t *testing.T) {
 			if tt.want == 405 && w.Header().Get("Allow") != "POST" {
 				t.Errorf("405 without Allow: POST")
 			}
+			if tt.want == 204 && w.Header().Get("X-Prometheus-Remote-Write-Samples-Written") == "" {
+				t.Errorf("204 without Written headers: %v", w.Header())
+			}
 		})
 	}
+}
+
+// TestWrittenHeaders: every 2xx says what was written, for both versions;
+// invalid series do not count, series the pipeline merges or drops on
+// purpose do.
+func TestWrittenHeaders(t *testing.T) {
+	v1 := encode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: []prompb.Label{{Name: "__name__", Value: "up"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}, {Value: 2, Timestamp: 2}},
+			Exemplars: []prompb.Exemplar{{Value: 1, Timestamp: 1}}},
+		{Labels: []prompb.Label{{Name: "__name__", Value: "h"}}, Histograms: []prompb.Histogram{{Count: &prompb.Histogram_CountInt{CountInt: 0}, ZeroCount: &prompb.Histogram_ZeroCountInt{}, Timestamp: 1}}},
+		{Labels: []prompb.Label{{Name: "job", Value: "no name"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}},
+	}})
+	for name, tc := range map[string]struct {
+		body    []byte
+		ct      string
+		want    int
+		s, h, e string
+	}{
+		// The series without a name is invalid: 400 for it, the rest written.
+		"1.0":                   {v1, "", 400, "2", "1", "1"},
+		"2.0":                   {validBodyV2(t), ctV2, 204, "1", "0", "1"},
+		"2.0 with a bad series": {snappy.Encode(nil, mustV2(t, &writev2.Request{Symbols: []string{"", "__name__", "up"}, Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1}}}, {LabelsRefs: []uint32{1, 7}, Samples: []writev2.Sample{{Value: 1}}}}})), ctV2, 400, "1", "0", "0"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := &fakeProcessor{limit: 1 << 20}
+			h := New(Options{Processor: p, Registerer: prometheus.NewRegistry()})
+			w := post(h, tc.body, setHeader("Content-Type", cmpOr(tc.ct, "application/x-protobuf")))
+			if w.Code != tc.want {
+				t.Fatalf("status %d (%q), want %d", w.Code, w.Body.String(), tc.want)
+			}
+			got := [3]string{w.Header().Get("X-Prometheus-Remote-Write-Samples-Written"), w.Header().Get("X-Prometheus-Remote-Write-Histograms-Written"), w.Header().Get("X-Prometheus-Remote-Write-Exemplars-Written")}
+			if got != [3]string{tc.s, tc.h, tc.e} {
+				t.Fatalf("written samples/histograms/exemplars = %q, want %q", got, [3]string{tc.s, tc.h, tc.e})
+			}
+		})
+	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func mustV2(t testing.TB, pb *writev2.Request) []byte {
+	t.Helper()
+	raw, err := pb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 func setHeader(k, v string) func(*http.Request) {
@@ -229,6 +313,8 @@ func FuzzHandler(f *testing.F) {
 	f.Add([]byte{0x80, 0x80, 0x80, 0x80, 0x04}, "application/x-protobuf", "snappy")
 	f.Add(snappy.Encode(nil, []byte{0x0a, 0x02, 0x0a, 0x00}), "application/x-protobuf; proto=prometheus.WriteRequest", "SNAPPY")
 	f.Add([]byte{}, "text/plain; charset=\"", "")
+	f.Add(validBodyV2(f), ctV2, "snappy")
+	f.Add(validBodyV2(f), "application/x-protobuf", "snappy")
 	h := New(Options{Processor: &fakeProcessor{limit: 1 << 16}})
 	f.Fuzz(func(t *testing.T, body []byte, contentType, encoding string) {
 		w := post(h, body, func(r *http.Request) {
@@ -251,29 +337,38 @@ func TestServeAllocsNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	body := validBody(t)
-	p := &nopProcessor{limit: 1 << 20}
-	h := New(Options{Processor: p})
-	rd := bytes.NewReader(body)
-	r := httptest.NewRequest(http.MethodPost, "/api/v1/write", rd)
-	r.Header.Set("Content-Encoding", "snappy")
-	r.Header.Set("Content-Type", "application/x-protobuf")
-	ws := h.pool.Get()
-	run := func() {
-		rd.Reset(body)
-		// No ResponseWriter: a recorder cannot take read deadlines and
-		// says so with an allocated error; a real connection takes them
-		// without allocating.
-		if herr := h.serve(ws, nil, r); herr != nil {
-			t.Fatal(herr)
-		}
-	}
-	run()
-	if n := testing.AllocsPerRun(100, run); n != 0 {
-		t.Fatalf("serve allocates %v times per request", n)
-	}
-	if p.samples == 0 {
-		t.Fatal("the pipeline saw no samples")
+	for _, tc := range []struct {
+		name, ct string
+		body     []byte
+	}{
+		{"1.0", "application/x-protobuf", validBody(t)},
+		{"2.0", ctV2, validBodyV2(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &nopProcessor{limit: 1 << 20}
+			h := New(Options{Processor: p})
+			rd := bytes.NewReader(tc.body)
+			r := httptest.NewRequest(http.MethodPost, "/api/v1/write", rd)
+			r.Header.Set("Content-Encoding", "snappy")
+			r.Header.Set("Content-Type", tc.ct)
+			ws := h.pool.Get()
+			run := func() {
+				rd.Reset(tc.body)
+				// No ResponseWriter: a recorder cannot take read deadlines
+				// and says so with an allocated error; a real connection
+				// takes them without allocating.
+				if herr := h.serve(ws, nil, r); herr != nil {
+					t.Fatal(herr)
+				}
+			}
+			run()
+			if n := testing.AllocsPerRun(100, run); n != 0 {
+				t.Fatalf("serve allocates %v times per request", n)
+			}
+			if p.samples == 0 {
+				t.Fatal("the pipeline saw no samples")
+			}
+		})
 	}
 }
 

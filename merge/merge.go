@@ -26,6 +26,7 @@
 package merge
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"math"
@@ -226,10 +227,10 @@ type Merger struct {
 	tickets tickets
 	// nameSets holds the outputs' collapsed label names.
 	nameSets nameSets
-	// metadata maps a metric family name to its type, from remote-write
-	// metadata.
+	// metadata maps a metric family name to what remote-write metadata
+	// said of it.
 	metaMu   sync.RWMutex
-	metadata map[string]int32
+	metadata map[string]familyMeta
 	// flushMu serializes flushes: emissions must reach the downstream in
 	// the order their timestamps were chosen.
 	flushMu sync.Mutex
@@ -282,7 +283,7 @@ func New(opts Options) *Merger {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m := &Merger{logger: opts.Logger, now: opts.Now, metadata: map[string]int32{}}
+	m := &Merger{logger: opts.Logger, now: opts.Now, metadata: map[string]familyMeta{}}
 	m.rejectLog.interval = 10 * time.Second
 	m.SetRules(opts.Rules)
 	for i := range m.shards {
@@ -382,28 +383,38 @@ const (
 	typeSummary        = 5
 )
 
+// familyMeta is what a sender announced for a metric family.
+type familyMeta struct {
+	typ        int32
+	help, unit string
+}
+
+func (f *familyMeta) same(md *wire.Metadata) bool {
+	return f.typ == md.Type && f.help == bytesconv.String(md.Help) && f.unit == bytesconv.String(md.Unit)
+}
+
 // ObserveMetadata records the metric types a sender announced, so that
 // merging can tell counters from gauges and quantiles without relying on
-// name suffixes.
+// name suffixes, and so that series sent on as remote write 2.0 carry their
+// family's metadata (see LookupMetadata).
 func (m *Merger) ObserveMetadata(md []wire.Metadata) {
 	for i := range md {
-		t := md[i].Type
-		if t < typeCounter || t > typeSummary {
+		if md[i].Type == 0 && len(md[i].Help) == 0 && len(md[i].Unit) == 0 {
 			continue
 		}
-		// Fast path: a family already known with this type; no string is
-		// built for the lookup.
+		// Fast path: a family already known as it is; no string is built
+		// for the lookup.
 		m.metaMu.RLock()
 		old, ok := m.metadata[bytesconv.String(md[i].FamilyName)]
 		m.metaMu.RUnlock()
-		if ok && old == t {
+		if ok && old.same(&md[i]) {
 			continue
 		}
 		m.metaMu.Lock()
 		// A sender cannot grow the table without bound: past the ceiling
 		// new families fall back to name conventions.
 		if ok || len(m.metadata) < maxMetadataFamilies {
-			m.metadata[string(md[i].FamilyName)] = t
+			m.metadata[string(md[i].FamilyName)] = familyMeta{typ: md[i].Type, help: string(md[i].Help), unit: string(md[i].Unit)}
 		}
 		m.metaMu.Unlock()
 	}
@@ -413,10 +424,39 @@ func (m *Merger) ObserveMetadata(md []wire.Metadata) {
 const maxMetadataFamilies = 100_000
 
 // metricType returns the type the sender announced for a family, or 0.
+// Only types that merging understands count.
 func (m *Merger) metricType(family []byte) int32 {
 	m.metaMu.RLock()
 	defer m.metaMu.RUnlock()
-	return m.metadata[bytesconv.String(family)]
+	if t := m.metadata[bytesconv.String(family)].typ; t >= typeCounter && t <= typeSummary {
+		return t
+	}
+	return 0
+}
+
+// LookupMetadata returns the metadata announced for the family of the
+// series called name: its exact name first, then the name without a
+// histogram's or summary's suffix. It implements wire.MetadataSource.
+func (m *Merger) LookupMetadata(name []byte) wire.SeriesMetadata {
+	m.metaMu.RLock()
+	defer m.metaMu.RUnlock()
+	f, ok := m.metadata[bytesconv.String(name)]
+	if !ok {
+		for _, sfx := range [...]string{"_bucket", "_count", "_sum"} {
+			if bytes.HasSuffix(name, []byte(sfx)) {
+				f, ok = m.metadata[bytesconv.String(name[:len(name)-len(sfx)])]
+				if ok && f.typ != typeHistogram && f.typ != typeGaugeHistogram && f.typ != typeSummary {
+					ok = false
+				}
+				break
+			}
+		}
+	}
+	if !ok {
+		return wire.SeriesMetadata{}
+	}
+	// The strings are immutable: their bytes may be aliased.
+	return wire.SeriesMetadata{Type: f.typ, Help: bytesconv.Bytes(f.help), Unit: bytesconv.Bytes(f.unit)}
 }
 
 // tickets identify the requests in flight, so that a newly merged output is
