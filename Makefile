@@ -6,6 +6,10 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROMETHEUS  ?= /usr/bin/prometheus
 VMAGENT     ?= /usr/bin/vmagent
+# Prometheus 3 for the remote write 2.0 tests: built from the module proxy
+# (without the builtinassets tag: the module has no UI assets).
+PROMETHEUS3_VERSION = v0.316.0
+PROMETHEUS3 ?= $(CURDIR)/bin/prom3/prometheus
 HELM_VERSION = v3.22.0
 HELM        ?= $(shell command -v helm 2>/dev/null || echo $$($(GO) env GOPATH)/bin/helm)
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -30,8 +34,8 @@ test:
 test-steps: deps fmt-check vet staticcheck static-build unit allocs
 
 # The end-to-end tests start real Prometheus 2.42 processes (Debian package
-# `prometheus`), bench/load's smoke test runs vmagent (`victoria-metrics`), the
-# chart tests (deploy/helmtest) run helm. CARDINAL_E2E=require
+# `prometheus`), and Prometheus 3 (bin/prom3, built once) for remote write
+# 2.0; bench/load's smoke test runs vmagent (`victoria-metrics`), the chart tests (deploy/helmtest) run helm. CARDINAL_E2E=require
 # turns a missing binary into a failure instead of a skip, so CI can never pass
 # without them.
 deps:
@@ -44,6 +48,11 @@ deps:
 		echo ">> installing vmagent (Debian package victoria-metrics), the performance peer"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics >/dev/null; \
 	fi
+	@if [ ! -x $(PROMETHEUS3) ]; then \
+		echo ">> building prometheus $(PROMETHEUS3_VERSION) into bin/prom3 for the remote write 2.0 tests (go install, several minutes the first time)"; \
+		GOBIN=$(CURDIR)/bin/prom3 $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS3_VERSION); \
+	fi
+	@$(PROMETHEUS3) --version 2>&1 | head -1; $(GO) version -m $(PROMETHEUS3) | grep -m1 'mod\s*github.com/prometheus/prometheus'
 	@command -v helm >/dev/null 2>&1 || [ -x "$$($(GO) env GOPATH)/bin/helm" ] || { \
 		echo ">> installing helm $(HELM_VERSION) (go install, takes a few minutes)"; \
 		$(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
@@ -85,7 +94,9 @@ helm-lint:
 
 unit:
 	@echo ">> go test -race ./... (unit and end-to-end tests, a few minutes)"
-	CARDINAL_E2E=require $(GO) test -race -count=1 -timeout 30m ./...
+	CARDINAL_E2E=require PROMETHEUS3_BINARY=$(PROMETHEUS3) $(GO) test -race -count=1 -timeout 30m ./...
+	@echo ">> the gateway's tests again, every request sent as remote write 2.0"
+	CARDINAL_TEST_RW=2 $(GO) test -race -count=1 ./gateway/
 
 # allocs: the race detector allocates, so every AllocsPerRun proof skips
 # under -race; this step runs the unit tests again without it, so that the
@@ -95,6 +106,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /deploy/ -e /bench/loa
 allocs:
 	@echo ">> go test without -race (allocation proofs)"
 	@$(GO) test -count=1 $(UNIT_PKGS)
+	@CARDINAL_TEST_RW=2 $(GO) test -count=1 -run 'Alloc' ./gateway/
 
 ## reliability: the whole reliability suite (reliability/README.md): every
 ## downstream fault, overload and slow bodies with their RSS figures, kill -9

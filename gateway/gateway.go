@@ -10,6 +10,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -470,8 +471,17 @@ func (g *Gateway) BodyTimeouts() (stall, total time.Duration) {
 // Probe sends an empty write request downstream, to learn whether the
 // downstream is reachable and accepts Cardinal's credentials.
 func (g *Gateway) Probe(ctx context.Context) error {
-	// snappy's encoding of zero bytes: an empty WriteRequest.
-	err := g.state.Load().sender.Send(ctx, []byte{0})
+	// snappy's encoding of zero bytes: an empty request, of either
+	// version, in the version the downstream is sent.
+	empty := []byte{0}
+	sender := g.state.Load().sender
+	err := error(forward.ErrFellBack)
+	if vs, ok := sender.(forward.V2Sender); ok && vs.SendsV2() {
+		err = vs.SendV2(ctx, empty, false)
+	}
+	if errors.Is(err, forward.ErrFellBack) {
+		err = sender.Send(ctx, empty)
+	}
 	g.merger.NoteDelivery(err == nil)
 	return err
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/config"
+	"github.com/cardinal-gateway/cardinal/internal/rw2conv"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
@@ -80,13 +81,26 @@ func newTestGateway(t testing.TB, yml string, sender *recordingSender) (*Gateway
 	return g, reg
 }
 
+// decode turns pb into the request the gateway receives: remote write 1.0,
+// or 2.0 when CARDINAL_TEST_RW=2 (make test runs the package both ways),
+// so that every stage is tested on both encodings.
 func decode(t testing.TB, pb *prompb.WriteRequest) *wire.Request {
 	t.Helper()
+	var r wire.Request
+	if rw2conv.Testing() {
+		b, err := rw2conv.FromV1(pb).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.UnmarshalV2(b); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
 	b, err := pb.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r wire.Request
 	if err := r.Unmarshal(b); err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +274,9 @@ func assertProcessAllocsNothing(t *testing.T, g *Gateway, pb *prompb.WriteReques
 			}
 		}
 		src, err := pb.Marshal()
+		if rw2conv.Testing() {
+			src, err = rw2conv.FromV1(pb).Marshal()
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,12 +286,16 @@ func assertProcessAllocsNothing(t *testing.T, g *Gateway, pb *prompb.WriteReques
 	// run sends scrape i; the merger flushes after it, off the count, as it
 	// does between scrapes in production.
 	run := func(i int) uint64 {
-		if err := req.Unmarshal(bodies[i]); err != nil {
+		err := req.Unmarshal(bodies[i])
+		if rw2conv.Testing() {
+			err = req.UnmarshalV2(bodies[i])
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		_, err := g.Process(context.Background(), &req)
+		_, err = g.Process(context.Background(), &req)
 		runtime.ReadMemStats(&after)
 		if err != nil {
 			t.Fatal(err)

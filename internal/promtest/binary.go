@@ -14,9 +14,12 @@ package promtest
 
 import (
 	"context"
+	"debug/buildinfo"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,7 +101,68 @@ func binaryVersion(path string) (string, error) {
 		return "", errors.New("cannot parse version from " + strconv.Quote(line))
 	}
 	v, _, _ := strings.Cut(rest, " ")
+	if v == "" {
+		// Built with go install: no version stamped, but the module's
+		// version is recorded; v0.316.0 is Prometheus 3.16.0.
+		if bi, err := buildinfo.ReadFile(path); err == nil {
+			var major, minor, patch int
+			if _, err := fmt.Sscanf(bi.Main.Version, "v0.%d.%d", &minor, &patch); err == nil && minor >= 300 {
+				major, minor = minor/100, minor%100
+				return fmt.Sprintf("%d.%d.%d", major, minor, patch), nil
+			}
+		}
+		return "", errors.New("cannot tell the version of " + path)
+	}
 	return v, nil
+}
+
+// EnvBinary3 names the Prometheus 3 binary (remote write 2.0) to use
+// instead of bin/prom3/prometheus in the module root, where `make test`
+// installs it.
+const EnvBinary3 = "PROMETHEUS3_BINARY"
+
+// Binary3 returns the path of a Prometheus 3 binary for the remote write
+// 2.0 tests, skipping or failing the test as Binary does when there is none.
+func Binary3(t testing.TB) string {
+	t.Helper()
+	path := os.Getenv(EnvBinary3)
+	if path == "" {
+		if root, err := moduleRoot(); err == nil {
+			path = filepath.Join(root, "bin", "prom3", "prometheus")
+		}
+	}
+	version, err := binaryVersion(path)
+	if err == nil && majorVersion(version) < 3 {
+		err = errors.New("version " + version + " is not 3.x")
+	}
+	if err != nil {
+		msg := "prometheus 3 binary not usable (" + err.Error() + "); run make test, which installs it, or set " + EnvBinary3
+		if os.Getenv(EnvE2E) == EnvE2ERequire {
+			t.Fatalf("%s; %s=%s forbids skipping", msg, EnvE2E, EnvE2ERequire)
+		}
+		t.Skip(msg)
+	}
+	t.Logf("using %s version %s", path, version)
+	return path
+}
+
+// moduleRoot is the nearest directory above the working directory that
+// holds go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
 
 // majorVersion returns the leading integer of v ("2.42.0+ds" -> 2), or 0.

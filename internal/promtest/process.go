@@ -60,6 +60,9 @@ type Options struct {
 	ExtraConfig string
 	// Args are extra command-line flags, e.g. "--log.level=debug".
 	Args []string
+	// Binary, when set, is the Prometheus binary to run (see Binary3)
+	// instead of the one Binary finds.
+	Binary string
 }
 
 // Prometheus is a running (or stopped) Prometheus child process. Its methods
@@ -122,7 +125,16 @@ func Start(t testing.TB, opts Options) *Prometheus {
 // without starting it.
 func newPrometheus(t testing.TB, opts Options) *Prometheus {
 	t.Helper()
-	bin, version := BinaryVersion(t)
+	var bin, version string
+	if opts.Binary != "" {
+		var err error
+		bin = opts.Binary
+		if version, err = binaryVersion(bin); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		bin, version = BinaryVersion(t)
+	}
 	dir := t.TempDir()
 	cfg, err := configYAML(opts)
 	if err != nil {
