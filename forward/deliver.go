@@ -81,12 +81,18 @@ type Scratch struct {
 	// without.
 	Metadata wire.MetadataSource
 	symbols  wire.SymbolTable
-	v2       bool // the delivery in progress encodes 2.0
+	v2       bool          // the delivery in progress encodes 2.0
+	one      []wire.Series // a series sent again without exemplars
 }
 
 // part is a range [lo, hi) of a request's items: item 0 is the request's
 // metadata when it has any, the others are its series in order.
-type part struct{ lo, hi int }
+type part struct {
+	lo, hi int
+	// bare: the part is one series, sent again without its exemplars
+	// because the downstream refused them (see delivery.rejected).
+	bare bool
+}
 
 type bodyKey struct {
 	hash uint64
@@ -187,6 +193,19 @@ func (sc *Scratch) sendEncoded(ctx context.Context, s BodySender, vs V2Sender, s
 	return s.Send(ctx, sc.compressed)
 }
 
+// encodeRequest puts the encoding of sub's series, with meta when withMeta
+// (1.0 only), into sc.encoded.
+func (sc *Scratch) encodeRequest(sub *wire.Request, withMeta bool, meta []wire.Metadata) {
+	if sc.v2 {
+		sc.encoded = sub.MarshalAppendV2(sc.encoded[:0], &sc.symbols, sc.Metadata)
+		return
+	}
+	if withMeta {
+		sub.Metadata = meta
+	}
+	sc.encoded = sub.MarshalAppend(sc.encoded[:0])
+}
+
 // encode puts the encoding of req.Series[from:to] (and req.Metadata when
 // withMeta, for 1.0) into sc.encoded.
 func (sc *Scratch) encode(req *wire.Request, from, to int, withMeta bool) {
@@ -200,9 +219,11 @@ func (sc *Scratch) encode(req *wire.Request, from, to int, withMeta bool) {
 	}
 }
 
+// hasData reports whether a 2.0 body of ss carries samples: AppendV2
+// leaves out series without samples or histograms.
 func hasData(ss []wire.Series) bool {
 	for i := range ss {
-		if len(ss[i].Samples) > 0 || len(ss[i].Histograms) > 0 || len(ss[i].Exemplars) > 0 {
+		if len(ss[i].Samples) > 0 || len(ss[i].Histograms) > 0 {
 			return true
 		}
 	}
@@ -224,6 +245,9 @@ func (m *DeliverMetrics) deliver(ctx context.Context, s BodySender, vs V2Sender,
 
 	// Fast path: the whole request in one body.
 	err := sc.send(ctx, s, vs, req, 0, len(req.Series), meta == 1)
+	if sc.v2 {
+		m.countUnsendable(sc.symbols.Unsendable)
+	}
 	rep.Sends++
 	if err == nil {
 		rep.DeliveredSeries = len(req.Series)
@@ -248,7 +272,7 @@ func (m *DeliverMetrics) deliver(ctx context.Context, s BodySender, vs V2Sender,
 	}
 	defer clear(sc.refused)
 	sc.refused[sc.key()] = e
-	d.rejected(part{0, items}, e)
+	d.rejected(part{lo: 0, hi: items}, e)
 
 	for len(sc.stack) > 0 {
 		p := sc.stack[len(sc.stack)-1]
@@ -261,17 +285,29 @@ func (m *DeliverMetrics) deliver(ctx context.Context, s BodySender, vs V2Sender,
 			}
 		}
 		from, to, withMeta := d.series(p)
-		sc.encode(req, from, to, withMeta)
+		series := req.Series[from:to]
+		if p.bare {
+			sc.one = append(sc.one[:0], req.Series[from])
+			sc.one[0].Exemplars = nil
+			series = sc.one
+			sub := wire.Request{Series: sc.one}
+			sc.encodeRequest(&sub, withMeta, req.Metadata)
+		} else {
+			sc.encode(req, from, to, withMeta)
+		}
 		key := sc.key()
 		if prev, seen := sc.refused[key]; seen {
 			d.rejected(p, prev)
 			continue
 		}
-		err := sc.sendEncoded(ctx, s, vs, req.Series[from:to])
+		err := sc.sendEncoded(ctx, s, vs, series)
 		rep.Sends++
 		if err == nil {
 			rep.DeliveredSeries += to - from
-			rep.DeliveredSamples += numSamples(req.Series[from:to])
+			rep.DeliveredSamples += numSamples(series)
+			if p.bare {
+				m.countRefusedExemplars(len(req.Series[from].Exemplars))
+			}
 			continue
 		}
 		e, ok := rejection(err)
@@ -307,10 +343,20 @@ func (d *delivery) series(p part) (from, to int, withMeta bool) {
 // is split in two halves, pushed so that the first half is sent first and
 // onReject sees the items in order. The stack never holds more than
 // ⌈log₂N⌉+1 parts.
+//
+// A single series with exemplars that the downstream refused for one of
+// its exemplars (Prometheus 3 answers 400 for an out-of-order exemplar,
+// having stored the samples) is sent once more without them: the samples
+// matter, and the exemplars are counted as refused.
 func (d *delivery) rejected(p part, e *Error) {
 	if p.hi-p.lo > 1 {
 		mid := p.lo + (p.hi-p.lo)/2
-		d.sc.stack = append(d.sc.stack, part{mid, p.hi}, part{p.lo, mid})
+		d.sc.stack = append(d.sc.stack, part{lo: mid, hi: p.hi}, part{lo: p.lo, hi: mid})
+		return
+	}
+	if i := p.lo - d.meta; !p.bare && i >= 0 && len(d.req.Series[i].Exemplars) > 0 && containsFold([]byte(e.Msg), "exemplar") &&
+		(len(d.req.Series[i].Samples) > 0 || len(d.req.Series[i].Histograms) > 0) {
+		d.sc.stack = append(d.sc.stack, part{lo: p.lo, hi: p.hi, bare: true})
 		return
 	}
 	r := Rejection{Series: p.lo - d.meta, Err: e}

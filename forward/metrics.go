@@ -97,9 +97,11 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // Registerer: a second NewDeliverMetrics on the same Registerer shares the
 // first one's collectors.
 type DeliverMetrics struct {
-	splits          prometheus.Counter
-	rejectedSeries  [numReasons]prometheus.Counter // by reasonIndex, resolved once
-	rejectedSamples [numReasons]prometheus.Counter
+	splits           prometheus.Counter
+	v2Exemplars      prometheus.Counter
+	refusedExemplars prometheus.Counter
+	rejectedSeries   [numReasons]prometheus.Counter // by reasonIndex, resolved once
+	rejectedSamples  [numReasons]prometheus.Counter
 }
 
 // numReasons is the number of Reason* constants.
@@ -137,9 +139,23 @@ func NewDeliverMetrics(reg prometheus.Registerer) (*DeliverMetrics, error) {
 		Name: "cardinal_forward_rejected_samples_total",
 		Help: "Samples of the series the downstream refused on their own, by reason.",
 	}, []string{"reason"})
+	v2Exemplars := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cardinal_forward_unsendable_exemplars_total",
+		Help: "Exemplars of series without samples or histograms, which remote write 2.0 cannot carry, left out of 2.0 bodies (1.0 carries them).",
+	})
+	refusedEx := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cardinal_forward_refused_exemplars_total",
+		Help: "Exemplars the downstream refused (e.g. out of order) while it took their series' samples, which were sent again without them.",
+	})
 	if reg != nil {
 		var err error
 		if splits, err = register(reg, splits); err != nil {
+			return nil, err
+		}
+		if refusedEx, err = register(reg, refusedEx); err != nil {
+			return nil, err
+		}
+		if v2Exemplars, err = register(reg, v2Exemplars); err != nil {
 			return nil, err
 		}
 		if series, err = register(reg, series); err != nil {
@@ -149,13 +165,25 @@ func NewDeliverMetrics(reg prometheus.Registerer) (*DeliverMetrics, error) {
 			return nil, err
 		}
 	}
-	m := &DeliverMetrics{splits: splits}
+	m := &DeliverMetrics{splits: splits, v2Exemplars: v2Exemplars, refusedExemplars: refusedEx}
 	for _, r := range [...]string{ReasonOutOfOrder, ReasonDuplicate, ReasonOutOfBounds, ReasonTooLarge, ReasonInvalid} {
 		i := reasonIndex(r)
 		m.rejectedSeries[i] = series.WithLabelValues(r)
 		m.rejectedSamples[i] = samples.WithLabelValues(r)
 	}
 	return m, nil
+}
+
+func (m *DeliverMetrics) countUnsendable(n int) {
+	if m != nil && n > 0 {
+		m.v2Exemplars.Add(float64(n))
+	}
+}
+
+func (m *DeliverMetrics) countRefusedExemplars(n int) {
+	if m != nil && n > 0 {
+		m.refusedExemplars.Add(float64(n))
+	}
 }
 
 func (m *DeliverMetrics) countSplit() {

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -145,5 +146,50 @@ func TestV2CarriesMetadata(t *testing.T) {
 	}
 	if len(got.Timeseries) != 2 || got.Timeseries[1].Metadata.Type != writev2.Metadata_METRIC_TYPE_COUNTER {
 		t.Fatalf("got %+v", got.Timeseries)
+	}
+}
+
+// TestDeliverDropsRefusedExemplars: a downstream that refuses a series for
+// its exemplar (Prometheus 3: "out of order exemplar") gets the series once
+// more without it, and the series counts as delivered.
+func TestDeliverDropsRefusedExemplars(t *testing.T) {
+	var bodies, withExemplars int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := make([]byte, r.ContentLength)
+		_, _ = io.ReadFull(r.Body, body)
+		raw, _ := snappy.Decode(nil, body)
+		var req prompb.WriteRequest
+		_ = req.Unmarshal(raw)
+		bodies++
+		for _, ts := range req.Timeseries {
+			if len(ts.Exemplars) > 0 && ts.Labels[1].Value == "1" {
+				withExemplars++
+				http.Error(w, "out of order exemplar for series", http.StatusBadRequest)
+				return
+			}
+		}
+		w.WriteHeader(204)
+	}))
+	t.Cleanup(srv.Close)
+	c, _ := newClient(t, Options{URL: srv.URL})
+	req, _ := buildRequest(t, specsFor(3, none))
+	for i := range req.Series {
+		req.Series[i].Exemplars = []wire.Exemplar{{Value: 1, Timestamp: 1}}
+	}
+	m, err := NewDeliverMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc Scratch
+	var rj rejections
+	rep, err := m.Deliver(testCtx(t), c, req, &sc, rj.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.DeliveredSeries != 3 || rep.RejectedSeries != 0 || len(rj.list) != 0 {
+		t.Fatalf("delivered %d, rejected %d; want all 3 delivered", rep.DeliveredSeries, rep.RejectedSeries)
+	}
+	if got := testutil.ToFloat64(m.refusedExemplars); got != 1 {
+		t.Fatalf("refused exemplars = %v, want 1", got)
 	}
 }

@@ -95,6 +95,7 @@ func decode(t testing.TB, pb *prompb.WriteRequest) *wire.Request {
 		if err := r.UnmarshalV2(b); err != nil {
 			t.Fatal(err)
 		}
+		r.FoldExemplars() // as ingest does
 		return &r
 	}
 	b, err := pb.Marshal()
@@ -104,6 +105,7 @@ func decode(t testing.TB, pb *prompb.WriteRequest) *wire.Request {
 	if err := r.Unmarshal(b); err != nil {
 		t.Fatal(err)
 	}
+	r.FoldExemplars()
 	return &r
 }
 

@@ -406,6 +406,7 @@ func decode(req *wire.Request, msg message, raw []byte) *httpError {
 		return errorf(http.StatusBadRequest, "cannot decode %s: %s", msg, err)
 	}
 	if len(req.Series) > 0 || len(req.Metadata) > 0 || len(raw) == 0 {
+		req.FoldExemplars()
 		return nil
 	}
 	// Slow path: an empty request from a non-empty body.

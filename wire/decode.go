@@ -27,6 +27,7 @@ func malformed(format string, args ...any) error {
 // validated beyond the wire format; see Sanitize.
 func (r *Request) Unmarshal(src []byte) error {
 	r.Reset()
+	r.exemplarOnly = 0
 	for i := 0; i < len(src); {
 		num, wt, next, err := readTag(src, i)
 		if err != nil {
@@ -146,6 +147,9 @@ func (r *Request) unmarshalSeries(src []byte) error {
 	var raw []byte
 	if canonical && rawEnd > 0 {
 		raw = whole[:rawEnd:rawEnd]
+	}
+	if len(r.samples) == samplesStart && len(r.histograms) == histogramsStart && len(r.exemplars) > exemplarsStart {
+		r.exemplarOnly++
 	}
 	r.Series = append(r.Series, Series{
 		rawLabels:  raw,

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -80,6 +81,7 @@ func (r *Request) UnmarshalV2(src []byte) error {
 		return malformed("symbols[0] must be the empty string, is %d bytes long", len(r.symbols[0]))
 	}
 	// Pass 2: the series. The wire format was checked at the top level.
+	r.exemplarOnly = 0
 	for i := 0; i < len(src); {
 		num, wt, next, _ := readTag(src, i)
 		i = next
@@ -95,6 +97,82 @@ func (r *Request) UnmarshalV2(src []byte) error {
 	}
 	r.DeriveMetadata()
 	return nil
+}
+
+// FoldExemplars moves the exemplars of series that carry nothing else onto
+// the series with the same labels and samples in the request, and removes
+// them. Prometheus 3 sends every exemplar as a series of its own, while its
+// receiver, following the specification, refuses a series without samples:
+// folded, the exemplar reaches a 2.0 receiver. An exemplar whose series has
+// no samples in the request stays a series of its own, which 1.0 receivers
+// take. Prometheus' 1.0 sender does the same, and 1.0 receivers take it as
+// it is, but a 1.0 request may be forwarded as 2.0.
+//
+// It is a step of its own, after decoding, so that the decoders stay
+// exactly Prometheus' (one series decoded per series sent). Only requests
+// with such series do any work; the index is kept for the next request.
+func (r *Request) FoldExemplars() {
+	if r.exemplarOnly == 0 {
+		return
+	}
+	r.exemplarOnly = 0
+	if r.foldIndex == nil {
+		r.foldIndex = make(map[uint64]int32)
+	}
+	clear(r.foldIndex)
+	carriesData := func(s *Series) bool { return len(s.Samples) > 0 || len(s.Histograms) > 0 }
+	var h uint64
+	for i := range r.Series {
+		if s := &r.Series[i]; s.invalid == 0 && carriesData(s) {
+			h, r.hashBuf = HashLabels(r.hashBuf, s.Labels)
+			if _, ok := r.foldIndex[h]; !ok {
+				r.foldIndex[h] = int32(i)
+			}
+		}
+	}
+	folded := 0
+	for i := range r.Series {
+		s := &r.Series[i]
+		if s.invalid != 0 || carriesData(s) || len(s.Exemplars) == 0 {
+			continue
+		}
+		h, r.hashBuf = HashLabels(r.hashBuf, s.Labels)
+		j, ok := r.foldIndex[h]
+		if !ok || !sameLabels(r.Series[j].Labels, s.Labels) {
+			continue
+		}
+		t := &r.Series[j]
+		start := len(r.exemplars)
+		r.exemplars = append(r.exemplars, t.Exemplars...)
+		r.exemplars = append(r.exemplars, s.Exemplars...)
+		t.Exemplars = r.exemplars[start:len(r.exemplars):len(r.exemplars)]
+		s.Exemplars = nil // folded: removed below
+		folded++
+	}
+	if folded == 0 {
+		return
+	}
+	out := r.Series[:0]
+	for _, s := range r.Series {
+		if s.invalid == 0 && !carriesData(&s) && len(s.Exemplars) == 0 {
+			continue
+		}
+		out = append(out, s)
+	}
+	clear(r.Series[len(out):])
+	r.Series = out
+}
+
+func sameLabels(a, b []Label) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i].Name, b[i].Name) || !bytes.Equal(a[i].Value, b[i].Value) {
+			return false
+		}
+	}
+	return true
 }
 
 // symbol returns the symbol ref, or false when it is out of range.
@@ -202,7 +280,11 @@ func (r *Request) unmarshalSeriesV2(src []byte) error {
 	}
 	r.exemplarRefsBad = false
 	if !bad && len(r.samples) == samplesStart && len(r.histograms) == histogramsStart {
-		invalid, bad = InvalidNoSamples, true
+		if len(r.exemplars) == exemplarsStart {
+			invalid, bad = InvalidNoSamples, true
+		} else {
+			r.exemplarOnly++
+		}
 	}
 	s := Series{
 		Labels:     r.labels[labelsStart:len(r.labels):len(r.labels)],

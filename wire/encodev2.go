@@ -21,6 +21,10 @@ type SymbolTable struct {
 	slots []uint32 // open addressing over syms: index+1, 0 when empty
 	refs  []uint32
 	body  []byte // the series, encoded before the symbols they use
+
+	// Unsendable counts the exemplars the last AppendV2 left out (see
+	// there).
+	Unsendable int
 }
 
 func (t *SymbolTable) reset() {
@@ -81,16 +85,25 @@ func (r *Request) MarshalAppendV2(dst []byte, t *SymbolTable, md MetadataSource)
 // be nil). Sample start timestamps and histograms pass as they are; 1.0's
 // per-family Request.Metadata has no place in 2.0 and is not written.
 //
+// A series with neither samples nor histograms is left out: 2.0 receivers
+// refuse it, as the specification requires; its exemplars are counted in
+// t.Unsendable.
+//
 // Fields holding their zero value are omitted as proto3 requires; float
 // values are compared by bits, so stale markers survive.
 func AppendV2(dst []byte, series []Series, t *SymbolTable, md MetadataSource) []byte {
 	t.reset()
+	t.Unsendable = 0
 	t.ref(nil) // symbols[0] = ""
 	body := t.body
 	var lastName []byte
 	var lastMeta SeriesMetadata
 	for i := range series {
 		s := &series[i]
+		if len(s.Samples) == 0 && len(s.Histograms) == 0 {
+			t.Unsendable += len(s.Exemplars)
+			continue
+		}
 		meta := s.Meta
 		if meta.IsZero() && md != nil {
 			name := s.metricName()

@@ -159,6 +159,11 @@ type Request struct {
 	// exemplarRefsBad: an exemplar of the series being decoded has a
 	// reference out of range or an odd number of them.
 	exemplarRefsBad bool
+	// exemplarOnly counts the series of the request carrying exemplars
+	// and nothing else; foldIndex and hashBuf serve foldExemplars.
+	exemplarOnly int
+	foldIndex    map[uint64]int32
+	hashBuf      []byte
 }
 
 // Reset empties r and keeps its capacity for reuse.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/prompb"
@@ -130,10 +131,52 @@ func v2Invalid(ts *writev2.TimeSeries, symbols []string) InvalidReason {
 			return InvalidReference
 		}
 	}
-	if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
+	if len(ts.Samples) == 0 && len(ts.Histograms) == 0 && len(ts.Exemplars) == 0 {
 		return InvalidNoSamples
 	}
 	return -1
+}
+
+// foldReference applies to Prometheus' decoding what foldExemplars does:
+// a valid series carrying only exemplars gives them to the first valid
+// series with the same labels and samples or histograms, and goes.
+func foldReference(pb *writev2.Request) {
+	key := func(ts *writev2.TimeSeries) string {
+		var sb strings.Builder
+		for _, r := range ts.LabelsRefs {
+			sb.WriteString(pb.Symbols[r])
+			sb.WriteByte(0xff)
+		}
+		return sb.String()
+	}
+	data := func(ts *writev2.TimeSeries) bool { return len(ts.Samples) > 0 || len(ts.Histograms) > 0 }
+	first := map[string]int{}
+	for i := range pb.Timeseries {
+		ts := &pb.Timeseries[i]
+		if v2Invalid(ts, pb.Symbols) < 0 && data(ts) {
+			if _, ok := first[key(ts)]; !ok {
+				first[key(ts)] = i
+			}
+		}
+	}
+	var out []writev2.TimeSeries
+	folded := map[int]bool{}
+	for i := range pb.Timeseries {
+		ts := &pb.Timeseries[i]
+		if v2Invalid(ts, pb.Symbols) >= 0 || data(ts) {
+			continue
+		}
+		if j, ok := first[key(ts)]; ok {
+			pb.Timeseries[j].Exemplars = append(pb.Timeseries[j].Exemplars, ts.Exemplars...)
+			folded[i] = true
+		}
+	}
+	for i, ts := range pb.Timeseries {
+		if !folded[i] {
+			out = append(out, ts)
+		}
+	}
+	pb.Timeseries = out
 }
 
 // sameAsWritev2 compares a decoded request with Prometheus' own decoding
@@ -231,6 +274,11 @@ func TestUnmarshalV2MatchesPrometheus(t *testing.T) {
 		}
 		if err := sameAsWritev2(&r, &back); err != nil {
 			t.Fatalf("case %d: %v", i, err)
+		}
+		r.FoldExemplars()
+		foldReference(&back)
+		if err := sameAsWritev2(&r, &back); err != nil {
+			t.Fatalf("case %d, folded: %v", i, err)
 		}
 	}
 }
@@ -505,6 +553,12 @@ func FuzzUnmarshalV2(f *testing.F) {
 		if err := sameAsWritev2(&r, &pb); err != nil {
 			t.Fatalf("decoded differently from Prometheus: %v", err)
 		}
+		// Folded, it is what foldReference makes of Prometheus' decoding.
+		r.FoldExemplars()
+		foldReference(&pb)
+		if err := sameAsWritev2(&r, &pb); err != nil {
+			t.Fatalf("decoded differently from Prometheus: %v", err)
+		}
 		// Re-encode what Prometheus would keep.
 		var keep Request
 		for _, s := range r.Series {
@@ -521,4 +575,35 @@ func FuzzUnmarshalV2(f *testing.F) {
 			t.Fatalf("re-encoding changed the request: %v", err)
 		}
 	})
+}
+
+// TestUnmarshalV2FoldsExemplarSeries: Prometheus 3 sends an exemplar as a
+// series of its own; it joins the series with the same labels and samples,
+// and one without a counterpart in the request stays (valid, exemplars only).
+func TestUnmarshalV2FoldsExemplarSeries(t *testing.T) {
+	ex := []writev2.Exemplar{{LabelsRefs: []uint32{3, 4}, Value: 1, Timestamp: 5}}
+	pb := &writev2.Request{
+		Symbols: []string{"", "__name__", "up", "trace_id", "abc", "down"},
+		Timeseries: []writev2.TimeSeries{
+			{LabelsRefs: []uint32{1, 2}, Exemplars: ex},
+			{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 5}}},
+			{LabelsRefs: []uint32{1, 5}, Exemplars: ex},
+		},
+	}
+	var r Request
+	if err := r.UnmarshalV2(mustMarshalV2(t, pb)); err != nil {
+		t.Fatal(err)
+	}
+	r.FoldExemplars()
+	var st SanitizeStats
+	r.Sanitize(&st)
+	if st.DroppedSeries() != 0 || len(r.Series) != 2 {
+		t.Fatalf("%d series, dropped %s; want 2, none", len(r.Series), st.Describe())
+	}
+	if got := r.Series[0]; string(GetLabel(got.Labels, "__name__")) != "up" || len(got.Samples) != 1 || len(got.Exemplars) != 1 || string(got.Exemplars[0].Labels[0].Value) != "abc" {
+		t.Fatalf("up = %+v, want its sample and the folded exemplar", got)
+	}
+	if got := r.Series[1]; string(GetLabel(got.Labels, "__name__")) != "down" || len(got.Exemplars) != 1 {
+		t.Fatalf("down = %+v, want its exemplar kept", got)
+	}
 }
