@@ -359,7 +359,7 @@ func TestMarshalAppendV2MatchesModel(t *testing.T) {
 		if err := got.UnmarshalV2(out); err != nil {
 			t.Fatal(err)
 		}
-		if err := sameSeries(&got, &r); err != nil {
+		if err := sameSeries(&got, sendable(&r)); err != nil {
 			t.Fatalf("case %d: %v", i, err)
 		}
 	}
@@ -412,6 +412,18 @@ func sameSeries(got, want *Request) error {
 	return nil
 }
 
+// sendable is r without the series AppendV2 leaves out: those without
+// samples or histograms.
+func sendable(r *Request) *Request {
+	out := &Request{}
+	for _, s := range r.Series {
+		if len(s.Samples) > 0 || len(s.Histograms) > 0 {
+			out.Series = append(out.Series, s)
+		}
+	}
+	return out
+}
+
 func labelStrings(ls []Label) []string {
 	out := make([]string, len(ls))
 	for i, l := range ls {
@@ -435,7 +447,7 @@ func TestV2RoundTrip(t *testing.T) {
 		if err := back.UnmarshalV2(out); err != nil {
 			t.Fatal(err)
 		}
-		if err := sameSeries(&back, &r); err != nil {
+		if err := sameSeries(&back, sendable(&r)); err != nil {
 			t.Fatalf("case %d: %v", i, err)
 		}
 	}
@@ -571,7 +583,7 @@ func FuzzUnmarshalV2(f *testing.F) {
 		if err := backKeep.UnmarshalV2(keep.MarshalAppendV2(nil, &st, nil)); err != nil {
 			t.Fatalf("cannot read Cardinal's encoding: %v", err)
 		}
-		if err := sameSeries(&backKeep, &keep); err != nil {
+		if err := sameSeries(&backKeep, sendable(&keep)); err != nil {
 			t.Fatalf("re-encoding changed the request: %v", err)
 		}
 	})
