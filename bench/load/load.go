@@ -365,7 +365,7 @@ func send(ctx context.Context, cfg Config, url string) sendResult {
 					break
 				}
 				t0 := time.Now()
-				code, err := rwclient.Post(ctx, client, url, w.Bodies[j.step][j.index])
+				code, err := rwclient.PostMessage(ctx, client, url, w.Bodies[j.step][j.index], w.cfg.RW2)
 				if ctx.Err() != nil {
 					break // cut by the deadline: neither a success nor a failure
 				}

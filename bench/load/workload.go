@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+	"github.com/cardinal-gateway/cardinal/internal/rw2conv"
 )
 
 // DroppedMetricsRegex is the metric-name rule both targets apply before the
@@ -28,6 +29,8 @@ type WorkloadConfig struct {
 	// put around it, to compare with builds that only recognised that
 	// spelling as a set of names.
 	BareAllowlist bool
+	// RW2 encodes the requests as remote write 2.0 (Cardinal only).
+	RW2 bool
 }
 
 // Workload is the traffic of a run, encoded before anything is measured: the
@@ -72,7 +75,12 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 		bodies := make([][]byte, len(reqs))
 		for i, req := range reqs {
 			var err error
-			if raw, err = marshalAppend(raw[:0], req); err != nil {
+			if cfg.RW2 {
+				raw, err = rw2conv.FromV1(req).Marshal()
+			} else {
+				raw, err = marshalAppend(raw[:0], req)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("cannot encode request %d of step %d: %w", i, step, err)
 			}
 			bodies[i] = snappy.Encode(nil, raw)

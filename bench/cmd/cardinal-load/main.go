@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	share := fs.Float64("high-card-share", meshgen.DefaultHighCardShare, "share of series with injected request_id/trace_id/user_agent/path labels (negative: none)")
 	churn := fs.Bool("churn", false, "fresh injected label values (request ids, trace ids) every step, as real traffic has")
 	bare := fs.Bool("bare-allowlist", false, "write the allowlist without its outer parentheses (to compare with builds before issue 13)")
+	rw2 := fs.Bool("rw2", false, "send remote write 2.0 (cardinal only), to compare its CPU with 1.0")
 	noColl := fs.Bool("no-collisions", false, "keep pod, instance and target_addr and inject nothing: no two series collide")
 	seed := fs.Uint64("seed", 1, "meshgen seed")
 	steps := fs.Int("steps", 10, "scrapes to pre-generate; counters advance from step to step")
@@ -67,6 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	targets, err := parseTargets(*target)
 	if err != nil {
 		fmt.Fprintf(stderr, "--target %q: %v\n", *target, err)
+		return 2
+	}
+	if *rw2 && (len(targets) != 1 || targets[0] != "cardinal") {
+		fmt.Fprintln(stderr, "--rw2: only --target cardinal speaks remote write 2.0 here")
 		return 2
 	}
 	if *noColl {
@@ -98,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			SeriesPerRequest: *spr,
 			KeepPods:         *noColl,
 			BareAllowlist:    *bare,
+			RW2:              *rw2,
 		},
 		run: load.Config{
 			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
