@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+	"github.com/cardinal-gateway/cardinal/internal/rw2conv"
 )
 
 // meshRequest returns a 2000-series request of realistic mesh traffic, 30 %
@@ -60,6 +61,46 @@ func BenchmarkMarshalAppend(b *testing.B) {
 	b.SetBytes(int64(len(src)))
 	for b.Loop() {
 		out = r.MarshalAppend(out[:0])
+	}
+	b.ReportMetric(float64(len(r.Series))*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+}
+
+// meshRequestV2 is meshRequest's request as remote write 2.0.
+func meshRequestV2(tb testing.TB) []byte {
+	tb.Helper()
+	req, _ := meshRequest(tb)
+	src, err := rw2conv.FromV1(req).Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return src
+}
+
+func BenchmarkUnmarshalV2(b *testing.B) {
+	src := meshRequestV2(b)
+	var r Request
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		if err := r.UnmarshalV2(src); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(r.Series))*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+}
+
+func BenchmarkMarshalAppendV2(b *testing.B) {
+	_, src := meshRequest(b)
+	var r Request
+	if err := r.Unmarshal(src); err != nil {
+		b.Fatal(err)
+	}
+	var out []byte
+	var st SymbolTable
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		out = r.MarshalAppendV2(out[:0], &st, nil)
 	}
 	b.ReportMetric(float64(len(r.Series))*float64(b.N)/b.Elapsed().Seconds(), "series/s")
 }

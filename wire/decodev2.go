@@ -77,6 +77,13 @@ func (r *Request) UnmarshalV2(src []byte) error {
 			}
 		}
 	}
+	ascii := true
+	for _, sym := range r.symbols {
+		if !isASCII(sym) {
+			ascii = false
+			break
+		}
+	}
 	if len(r.symbols) > 0 && len(r.symbols[0]) != 0 {
 		return malformed("symbols[0] must be the empty string, is %d bytes long", len(r.symbols[0]))
 	}
@@ -96,6 +103,8 @@ func (r *Request) UnmarshalV2(src []byte) error {
 		}
 	}
 	r.DeriveMetadata()
+	// Set last: Sanitize trusts it for every label of the request.
+	r.asciiSymbols = ascii
 	return nil
 }
 

@@ -159,6 +159,9 @@ type Request struct {
 	// exemplarRefsBad: an exemplar of the series being decoded has a
 	// reference out of range or an odd number of them.
 	exemplarRefsBad bool
+	// asciiSymbols: the request is 2.0 and every symbol is ASCII, so
+	// every label is valid UTF-8 (see Sanitize).
+	asciiSymbols bool
 	// exemplarOnly counts the series of the request carrying exemplars
 	// and nothing else; foldIndex and hashBuf serve foldExemplars.
 	exemplarOnly int
@@ -183,6 +186,7 @@ func (r *Request) Reset() {
 	r.exemplars = r.exemplars[:0]
 	r.histograms = r.histograms[:0]
 	r.symbols = r.symbols[:0]
+	r.asciiSymbols = false
 }
 
 // Counts returns the number of float samples, histogram samples and

@@ -129,7 +129,9 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 			stats.drop(InvalidReason(s.invalid-1), &s, nil)
 			continue
 		}
-		reason, ok, fine := checkSorted(s.Labels, s.rawLabels != nil && isASCII(s.rawLabels))
+		// A 2.0 request whose symbols are all ASCII has ASCII labels.
+		ascii := r.asciiSymbols || s.rawLabels != nil && isASCII(s.rawLabels)
+		reason, ok, fine := checkSorted(s.Labels, ascii)
 		if !fine {
 			// Slow path: unsorted labels or empty values. The decoded
 			// bytes are no longer the canonical form of the labels.

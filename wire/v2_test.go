@@ -619,3 +619,26 @@ func TestUnmarshalV2FoldsExemplarSeries(t *testing.T) {
 		t.Fatalf("down = %+v, want its exemplar kept", got)
 	}
 }
+
+// TestUnmarshalV2UTF8: a series whose label is not valid UTF-8 is dropped;
+// a request of ASCII symbols skips the per-label check and keeps its series.
+func TestUnmarshalV2UTF8(t *testing.T) {
+	for _, tc := range []struct {
+		value   string
+		dropped int
+	}{{"ok", 0}, {"\xff", 1}, {"é", 0}} {
+		pb := &writev2.Request{
+			Symbols:    []string{"", "__name__", "up", "v", tc.value},
+			Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 2, 3, 4}, Samples: []writev2.Sample{{Value: 1}}}},
+		}
+		var r Request
+		if err := r.UnmarshalV2(mustMarshalV2(t, pb)); err != nil {
+			t.Fatal(err)
+		}
+		var st SanitizeStats
+		r.Sanitize(&st)
+		if st.Series[InvalidUTF8] != tc.dropped {
+			t.Errorf("value %q: dropped %s, want %d for UTF-8", tc.value, st.Describe(), tc.dropped)
+		}
+	}
+}
