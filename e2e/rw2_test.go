@@ -1,17 +1,26 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"math"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/prometheus/model/labels"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/cardinal-gateway/cardinal/internal/promtest"
+	"github.com/cardinal-gateway/cardinal/wire"
 )
 
 // The remote write 2.0 exporter: a mesh counter whose request_id label
@@ -323,4 +332,117 @@ func TestE2ERemoteWrite2(t *testing.T) {
 		promtest.Eventually(t, 60*time.Second, func() (bool, string) { return rw2Check(ctx, receiver, truth, typesLatest, rw2Counter) })
 		rw2Quiet(ctx, t, gw, sender)
 	})
+}
+
+// TestE2ERemoteWrite2RealRequests decodes what a real Prometheus 3 sends
+// (exemplars, native histograms, metadata, start timestamps as it sets
+// them) with Cardinal's decoder and with Prometheus' own, request by
+// request: they must agree on every series.
+func TestE2ERemoteWrite2RealRequests(t *testing.T) {
+	prom3 := promtest.Binary3(t)
+	exporter, _ := rw2Exporter(t)
+	var (
+		mu       sync.Mutex
+		checked  int
+		series   int
+		problems []string
+	)
+	capture := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		raw, err2 := snappy.Decode(nil, body)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || err2 != nil {
+			problems = append(problems, fmt.Sprint("cannot read a body: ", err, err2))
+			return
+		}
+		n, diff := rw2Differ(raw)
+		if diff != "" {
+			problems = append(problems, diff)
+		}
+		checked++
+		series += n
+		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", "1")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(capture.Close)
+	rw2Sender(t, prom3, strings.TrimPrefix(exporter.URL, "http://"), capture.URL, "io.prometheus.write.v2.Request")
+	promtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return checked >= 5, fmt.Sprintf("%d requests checked", checked)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("%d real requests, %d series: Cardinal's decoding is Prometheus'", checked, series)
+}
+
+// rw2Differ decodes raw with wire.UnmarshalV2 and with writev2 and returns
+// the number of series and where they differ ("" when they agree).
+func rw2Differ(raw []byte) (int, string) {
+	var r wire.Request
+	err := r.UnmarshalV2(raw)
+	var pb writev2.Request
+	pbErr := pb.Unmarshal(raw)
+	if err != nil || pbErr != nil {
+		return 0, fmt.Sprintf("Cardinal: %v, Prometheus: %v", err, pbErr)
+	}
+	if len(r.Series) != len(pb.Timeseries) {
+		return 0, fmt.Sprintf("%d series, Prometheus %d", len(r.Series), len(pb.Timeseries))
+	}
+	b := labels.NewScratchBuilder(8)
+	for i := range r.Series {
+		s, ts := &r.Series[i], &pb.Timeseries[i]
+		ls, err := ts.ToLabels(&b, pb.Symbols)
+		if err != nil {
+			return 0, err.Error()
+		}
+		got := labels.NewScratchBuilder(len(s.Labels))
+		for _, l := range s.Labels {
+			got.Add(string(l.Name), string(l.Value))
+		}
+		if g := got.Labels(); !labels.Equal(g, ls) {
+			return 0, fmt.Sprintf("series %d: labels %s, Prometheus %s", i, g, ls)
+		}
+		if len(s.Samples) != len(ts.Samples) || len(s.Histograms) != len(ts.Histograms) || len(s.Exemplars) != len(ts.Exemplars) {
+			return 0, fmt.Sprintf("series %d (%s): counts differ", i, ls)
+		}
+		for j, smp := range ts.Samples {
+			if g := s.Samples[j]; math.Float64bits(g.Value) != math.Float64bits(smp.Value) || g.Timestamp != smp.Timestamp || g.StartTimestamp != smp.StartTimestamp {
+				return 0, fmt.Sprintf("series %d sample %d: %+v, Prometheus %+v", i, j, g, smp)
+			}
+		}
+		for j, h := range ts.Histograms {
+			want, _ := h.Marshal()
+			var back writev2.Histogram
+			if err := back.Unmarshal(s.Histograms[j].Data); err != nil {
+				return 0, err.Error()
+			}
+			if gotb, _ := back.Marshal(); !bytes.Equal(gotb, want) {
+				return 0, fmt.Sprintf("series %d histogram %d differs", i, j)
+			}
+		}
+		for j, e := range ts.Exemplars {
+			want, err := e.ToExemplar(&b, pb.Symbols)
+			if err != nil {
+				return 0, err.Error()
+			}
+			g := s.Exemplars[j]
+			gl := labels.NewScratchBuilder(len(g.Labels))
+			for _, l := range g.Labels {
+				gl.Add(string(l.Name), string(l.Value))
+			}
+			if math.Float64bits(g.Value) != math.Float64bits(want.Value) || g.Timestamp != want.Ts || !labels.Equal(gl.Labels(), want.Labels) {
+				return 0, fmt.Sprintf("series %d exemplar %d: %v %v@%d, Prometheus %v", i, j, gl.Labels(), g.Value, g.Timestamp, want)
+			}
+		}
+		m, _ := ts.ToMetadata(pb.Symbols)
+		if string(s.Meta.Help) != m.Help || string(s.Meta.Unit) != m.Unit || s.Meta.Type != int32(ts.Metadata.Type) {
+			return 0, fmt.Sprintf("series %d: metadata %+v, Prometheus %+v", i, s.Meta, m)
+		}
+	}
+	return len(r.Series), ""
 }
