@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/cardinal-gateway/cardinal/internal/rw2conv"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
@@ -63,5 +64,53 @@ relabel_configs:
 		if meta.Type != int32(tc.typ) || string(meta.Help) != "Connections." {
 			t.Fatalf("%v: metadata for 2.0 output %+v", tc.typ, meta)
 		}
+	}
+}
+
+// TestV2ToV1KeepsEverything: a 2.0 request forwarded to a 1.0 downstream
+// keeps its samples, exemplars, native histograms and metadata (as 1.0
+// family metadata).
+func TestV2ToV1KeepsEverything(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, `downstream: {url: "http://127.0.0.1:1/"}`, sender)
+	h := prompb.Histogram{
+		Count: &prompb.Histogram_CountInt{CountInt: 2}, Sum: 3, Schema: 0, ZeroThreshold: 1e-128,
+		ZeroCount: &prompb.Histogram_ZeroCountInt{ZeroCountInt: 0}, Timestamp: 1000,
+		PositiveSpans: []prompb.BucketSpan{{Offset: 1, Length: 1}}, PositiveDeltas: []int64{2},
+	}
+	pb := &prompb.WriteRequest{
+		Timeseries: []prompb.TimeSeries{
+			{Labels: []prompb.Label{{Name: "__name__", Value: "req_total"}, {Name: "app", Value: "a"}},
+				Samples:   []prompb.Sample{{Value: 5, Timestamp: 1000}},
+				Exemplars: []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "abc"}}, Value: 1, Timestamp: 900}}},
+			{Labels: []prompb.Label{{Name: "__name__", Value: "lat_seconds"}, {Name: "app", Value: "a"}},
+				Histograms: []prompb.Histogram{h}},
+		},
+		Metadata: []prompb.MetricMetadata{
+			{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "req_total", Help: "Requests."},
+			{Type: prompb.MetricMetadata_HISTOGRAM, MetricFamilyName: "lat_seconds", Help: "Latency.", Unit: "seconds"},
+		},
+	}
+	raw, err := rw2conv.FromV1(pb).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req wire.Request
+	if err := req.UnmarshalV2(raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Process(context.Background(), &req); err != nil {
+		t.Fatal(err)
+	}
+	if len(sender.reqs) != 1 {
+		t.Fatalf("%d requests forwarded", len(sender.reqs))
+	}
+	got := sender.reqs[0]
+	if len(got.Timeseries) != 2 || got.Timeseries[0].Samples[0].Value != 5 || len(got.Timeseries[0].Exemplars) != 1 ||
+		len(got.Timeseries[1].Histograms) != 1 || got.Timeseries[1].Histograms[0].GetCountInt() != 2 {
+		t.Fatalf("forwarded %+v", got.Timeseries)
+	}
+	if len(got.Metadata) != 2 || got.Metadata[0].MetricFamilyName != "req_total" || got.Metadata[1].Unit != "seconds" || got.Metadata[1].Type != prompb.MetricMetadata_HISTOGRAM {
+		t.Fatalf("forwarded metadata %+v", got.Metadata)
 	}
 }
