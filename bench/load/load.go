@@ -150,6 +150,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		cardinal: cfg.CardinalBinary, vmagent: cfg.VMAgentBinary,
 		flush: cfg.FlushInterval, queues: cfg.VMAgentQueues, ready: 30 * time.Second,
 		rules: cfg.VMAgentRules, denied: w.Denied(), allowlist: w.Allowlist(), name: cfg.Target, gomaxprocs: cfg.GOMAXPROCS,
+		rw2: w.cfg.RW2,
 	}
 	var p *process
 	switch cfg.Target {

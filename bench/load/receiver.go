@@ -15,6 +15,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
 
 // maxReceiveBytes bounds one request the receiver accepts, compressed and
@@ -97,7 +98,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "only POST", http.StatusMethodNotAllowed)
 		return
 	}
-	wr, err := decodeWriteRequest(http.MaxBytesReader(w, req.Body, maxReceiveBytes))
+	v2 := strings.Contains(req.Header.Get("Content-Type"), "io.prometheus.write.v2.Request")
+	wr, err := decodeWriteRequest(http.MaxBytesReader(w, req.Body, maxReceiveBytes), v2)
 	if err != nil {
 		r.mu.Lock()
 		r.st.BadRequests++
@@ -106,10 +108,16 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.add(wr)
+	if v2 {
+		// What a 2.0 receiver says; the load tool counts on its own.
+		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", "0")
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func decodeWriteRequest(body io.Reader) (*prompb.WriteRequest, error) {
+// decodeWriteRequest decodes a body, 2.0 when v2 is set, into the 1.0
+// request the tally works on.
+func decodeWriteRequest(body io.Reader, v2 bool) (*prompb.WriteRequest, error) {
 	raw, err := io.ReadAll(body)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read body: %w", err)
@@ -126,10 +134,42 @@ func decodeWriteRequest(body io.Reader) (*prompb.WriteRequest, error) {
 		return nil, fmt.Errorf("cannot decode snappy: %w", err)
 	}
 	var wr prompb.WriteRequest
+	if v2 {
+		return fromV2(dec)
+	}
 	if err := wr.Unmarshal(dec); err != nil {
 		return nil, fmt.Errorf("cannot decode protobuf: %w", err)
 	}
 	return &wr, nil
+}
+
+// fromV2 decodes a 2.0 request with Prometheus' types into a 1.0 one.
+func fromV2(dec []byte) (*prompb.WriteRequest, error) {
+	var r2 writev2.Request
+	if err := r2.Unmarshal(dec); err != nil {
+		return nil, fmt.Errorf("cannot decode protobuf: %w", err)
+	}
+	wr := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, 0, len(r2.Timeseries))}
+	for _, ts := range r2.Timeseries {
+		var out prompb.TimeSeries
+		for k := 0; k+1 < len(ts.LabelsRefs); k += 2 {
+			if int(max(ts.LabelsRefs[k], ts.LabelsRefs[k+1])) >= len(r2.Symbols) {
+				return nil, fmt.Errorf("label reference out of range")
+			}
+			out.Labels = append(out.Labels, prompb.Label{Name: r2.Symbols[ts.LabelsRefs[k]], Value: r2.Symbols[ts.LabelsRefs[k+1]]})
+		}
+		for _, s := range ts.Samples {
+			out.Samples = append(out.Samples, prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
+		}
+		for _, h := range ts.Histograms {
+			out.Histograms = append(out.Histograms, prompb.Histogram{Timestamp: h.Timestamp})
+		}
+		for range ts.Exemplars {
+			out.Exemplars = append(out.Exemplars, prompb.Exemplar{})
+		}
+		wr.Timeseries = append(wr.Timeseries, out)
+	}
+	return wr, nil
 }
 
 // add tallies one decoded request.

@@ -199,8 +199,15 @@ func relabelRules(indent, rules, allowlist string, denied []string) string {
 // CardinalConfig returns the production-shaped configuration (as
 // gateway/bench_test.go's fullConfig) forwarding to downstream.
 func CardinalConfig(downstream, allowlist string, flush time.Duration) string {
+	return cardinalConfig(downstream, allowlist, flush, "v1")
+}
+
+// cardinalConfig is CardinalConfig forwarding the remote-write version
+// message (v1 or v2).
+func cardinalConfig(downstream, allowlist string, flush time.Duration, message string) string {
 	return "downstream:\n" +
 		"  url: " + downstream + "\n" +
+		"  protobuf_message: " + message + "\n" +
 		"  timeout: 30s\n" +
 		"relabel_configs:\n" + relabelRules("  ", RulesLabelKeep, allowlist, nil) +
 		"merge:\n" +
@@ -260,11 +267,16 @@ type startOptions struct {
 	name       string   // the target's name
 	gomaxprocs int      // GOMAXPROCS of the target (0: unset)
 	ready      time.Duration
+	rw2        bool // the traffic is remote write 2.0; Cardinal forwards 2.0 too
 }
 
 func startCardinal(ctx context.Context, o startOptions) (*process, error) {
 	cfgPath := filepath.Join(o.dir, "cardinal.yml")
-	if err := os.WriteFile(cfgPath, []byte(CardinalConfig(o.downstream, o.allowlist, o.flush)), 0o600); err != nil {
+	message := "v1"
+	if o.rw2 {
+		message = "v2"
+	}
+	if err := os.WriteFile(cfgPath, []byte(cardinalConfig(o.downstream, o.allowlist, o.flush, message)), 0o600); err != nil {
 		return nil, err
 	}
 	addr, err := freeAddr()
