@@ -74,28 +74,12 @@ func (r *Request) Size() int {
 //
 // Instead of a sizing pass over every label, it reserves two bytes for the
 // length, which fits every series under 16 KiB (real series are about
-// 1 KiB), writes the series, then patches the length in. A series under 128
-// bytes needs one length byte: its encoding moves back by one. A larger one
-// takes the slow path and is sized first.
+// 1 KiB), writes the series, then patches the length in (patchLength).
 func (s *Series) appendField(dst []byte) []byte {
 	dst = append(dst, tagRequestSeries, 0, 0)
 	start := len(dst)
 	dst = s.marshalAppend(dst)
-	n := len(dst) - start
-	switch {
-	case n < 1<<7:
-		dst[start-2] = byte(n)
-		copy(dst[start-1:], dst[start:])
-		return dst[:len(dst)-1]
-	case n < 1<<14:
-		dst[start-2] = byte(n) | 0x80
-		dst[start-1] = byte(n >> 7)
-		return dst
-	}
-	// Slow path: rewrite with the exact length prefix.
-	dst = dst[:start-2]
-	dst = appendVarint(dst, uint64(s.size()))
-	return s.marshalAppend(dst)
+	return patchLength(dst, start)
 }
 
 func (s *Series) size() int {

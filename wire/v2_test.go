@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+
+	"github.com/cardinal-gateway/cardinal/internal/rw2conv"
 )
 
 // toV2Histogram converts a 1.0 histogram through its encoding: the two
@@ -37,41 +39,35 @@ func randomRequestV2(t testing.TB, rng *rand.Rand, nSeries int, bad bool) *write
 	return v2FromV1(t, rng, randomRequest(rng, nSeries, false), bad, true)
 }
 
-// v2FromV1 converts a 1.0 request to 2.0, adding start timestamps,
-// histograms with custom buckets and metadata; see randomRequestV2.
+// v2FromV1 converts a 1.0 request to 2.0 with rw2conv (after naming every
+// series), then adds start timestamps, histograms with custom buckets,
+// metadata and, when bad, spec violations; see randomRequestV2.
 func v2FromV1(t testing.TB, rng *rand.Rand, v1 *prompb.WriteRequest, bad, extraHistograms bool) *writev2.Request {
+	for i := range v1.Timeseries {
+		ts := &v1.Timeseries[i]
+		ts.Labels = append([]prompb.Label{{Name: "__name__", Value: fmt.Sprint("m", i%5)}}, ts.Labels...)
+	}
+	req := rw2conv.FromV1(v1)
+	// Symbolizing the table in order gives every symbol its own index
+	// back, so that the extras can add symbols of their own.
 	st := writev2.NewSymbolTable()
-	req := &writev2.Request{}
-	for i, ts := range v1.Timeseries {
-		out := writev2.TimeSeries{}
-		ls := append([]prompb.Label{{Name: "__name__", Value: fmt.Sprint("m", i%5)}}, ts.Labels...)
-		for _, l := range ls {
-			out.LabelsRefs = append(out.LabelsRefs, st.Symbolize(l.Name), st.Symbolize(l.Value))
-		}
-		for _, s := range ts.Samples {
-			smp := writev2.Sample{Value: s.Value, Timestamp: s.Timestamp}
+	for _, sym := range req.Symbols {
+		st.Symbolize(sym)
+	}
+	for i := range req.Timeseries {
+		out := &req.Timeseries[i]
+		for j := range out.Samples {
 			if rng.IntN(3) == 0 {
-				smp.StartTimestamp = s.Timestamp - rng.Int64N(1e6)
+				out.Samples[j].StartTimestamp = out.Samples[j].Timestamp - rng.Int64N(1e6)
 			}
-			out.Samples = append(out.Samples, smp)
 		}
-		for _, h := range ts.Histograms {
-			vh := toV2Histogram(t, h)
+		for j := range out.Histograms {
 			if rng.IntN(4) == 0 {
-				vh.StartTimestamp = vh.Timestamp - 1000
+				out.Histograms[j].StartTimestamp = out.Histograms[j].Timestamp - 1000
 			}
-			out.Histograms = append(out.Histograms, vh)
 		}
 		if extraHistograms && rng.IntN(4) == 0 {
-			hist := toV2Histogram(t, randomValidHistogram(rng))
-			out.Histograms = append(out.Histograms, hist)
-		}
-		for _, e := range ts.Exemplars {
-			ve := writev2.Exemplar{Value: e.Value, Timestamp: e.Timestamp}
-			for _, l := range e.Labels {
-				ve.LabelsRefs = append(ve.LabelsRefs, st.Symbolize(l.Name), st.Symbolize(l.Value))
-			}
-			out.Exemplars = append(out.Exemplars, ve)
+			out.Histograms = append(out.Histograms, toV2Histogram(t, randomValidHistogram(rng)))
 		}
 		if rng.IntN(2) == 0 {
 			out.Metadata = writev2.Metadata{
@@ -94,7 +90,6 @@ func v2FromV1(t testing.TB, rng *rand.Rand, v1 *prompb.WriteRequest, bad, extraH
 				out.Exemplars = append(out.Exemplars, writev2.Exemplar{LabelsRefs: []uint32{0, 5000}})
 			}
 		}
-		req.Timeseries = append(req.Timeseries, out)
 	}
 	req.Symbols = st.Symbols()
 	return req
@@ -639,6 +634,33 @@ func TestUnmarshalV2UTF8(t *testing.T) {
 		r.Sanitize(&st)
 		if st.Series[InvalidUTF8] != tc.dropped {
 			t.Errorf("value %q: dropped %s, want %d for UTF-8", tc.value, st.Describe(), tc.dropped)
+		}
+	}
+}
+
+// TestLargeSeriesLengths: series of 16 KiB and more take patchLength's slow
+// path in both encoders and still decode as Prometheus decodes them.
+func TestLargeSeriesLengths(t *testing.T) {
+	for _, n := range []int{100, 16 << 10, 3 << 20} {
+		pb := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "big", Value: strings.Repeat("x", n)}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 2}}},
+			{Labels: []prompb.Label{{Name: "__name__", Value: "up"}}, Samples: []prompb.Sample{{Value: 3, Timestamp: 4}}},
+		}}
+		var r Request
+		if err := r.Unmarshal(mustMarshal(t, pb)); err != nil {
+			t.Fatal(err)
+		}
+		r.Series[0].rawLabels = nil // force the encoder to write the labels
+		if got, want := r.MarshalAppend(nil), mustMarshal(t, pb); !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: 1.0 encoding differs from gogo's", n)
+		}
+		var st SymbolTable
+		var back writev2.Request
+		if err := back.Unmarshal(r.MarshalAppendV2(nil, &st, nil)); err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if len(back.Timeseries) != 2 || len(back.Symbols[back.Timeseries[0].LabelsRefs[3]]) != n || back.Timeseries[1].Samples[0].Value != 3 {
+			t.Fatalf("%d bytes: decoded %d series", n, len(back.Timeseries))
 		}
 	}
 }
