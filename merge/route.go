@@ -541,22 +541,16 @@ func (m *Merger) policyOf(name []byte, k Kind) Policy {
 // rewrote.
 func (mg *merged) noteCollapsed(m *Merger, orig, out []wire.Label) {
 	var added []string
-	// Both are sorted by name after sanitizing and relabeling: walk them
-	// side by side instead of searching out for every label of orig.
-	sorted := namesSorted(orig) && namesSorted(out)
 	j := 0
 	for _, l := range orig {
-		var v []byte
-		if sorted {
-			for j < len(out) && bytes.Compare(out[j].Name, l.Name) < 0 {
-				j++
-			}
-			if j < len(out) && bytes.Equal(out[j].Name, l.Name) {
-				v = out[j].Value
-			}
-		} else {
-			v = wire.GetLabel(out, bytesconv.String(l.Name))
+		// Fast path: a label relabeling kept as it was is the same pair of
+		// slices in out, in the same order: no byte is compared.
+		if j < len(out) && aliases(&out[j], &l) {
+			j++
+			continue
 		}
+		// Slow path: removed, rewritten, or moved by the rules.
+		v := wire.GetLabel(out, bytesconv.String(l.Name))
 		if v != nil && bytes.Equal(v, l.Value) {
 			continue
 		}
@@ -569,13 +563,11 @@ func (mg *merged) noteCollapsed(m *Merger, orig, out []wire.Label) {
 	}
 }
 
-func namesSorted(ls []wire.Label) bool {
-	for i := 1; i < len(ls); i++ {
-		if bytes.Compare(ls[i-1].Name, ls[i].Name) >= 0 {
-			return false
-		}
-	}
-	return true
+// aliases reports whether a and b are the same slices: the same label,
+// untouched.
+func aliases(a, b *wire.Label) bool {
+	return len(a.Name) == len(b.Name) && len(a.Value) == len(b.Value) && len(a.Name) > 0 && len(a.Value) > 0 &&
+		&a.Name[0] == &b.Name[0] && &a.Value[0] == &b.Value[0]
 }
 
 // hasName reports whether name is in names; the sets are a few names long.

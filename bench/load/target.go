@@ -203,11 +203,15 @@ func CardinalConfig(downstream, allowlist string, flush time.Duration) string {
 }
 
 // cardinalConfig is CardinalConfig forwarding the remote-write version
-// message (v1 or v2).
+// message (v1 or v2). v1 is written as the default, without the key, so
+// that builds before the key (--cardinal-bin) take the configuration.
 func cardinalConfig(downstream, allowlist string, flush time.Duration, message string) string {
+	proto := ""
+	if message != "v1" {
+		proto = "  protobuf_message: " + message + "\n"
+	}
 	return "downstream:\n" +
-		"  url: " + downstream + "\n" +
-		"  protobuf_message: " + message + "\n" +
+		"  url: " + downstream + "\n" + proto +
 		"  timeout: 30s\n" +
 		"relabel_configs:\n" + relabelRules("  ", RulesLabelKeep, allowlist, nil) +
 		"merge:\n" +
