@@ -126,14 +126,17 @@ bench:
 ## FUZZPARALLEL workers (default: one per core).
 FUZZTIME ?= 60s
 FUZZPARALLEL ?= 0
-FUZZ_TARGETS ?= wire:FuzzUnmarshal wire:FuzzUnmarshalV2 wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler \
+# Minimizing each new interesting input for Go's default minute stalls the
+# targets whose inputs are whole requests: a few seconds keep them running.
+FUZZMINIMIZETIME ?= 5s
+FUZZ_TARGETS ?= wire:FuzzUnmarshal wire:FuzzUnmarshalV2 wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler ingest:FuzzPipeline \
 	gateway:FuzzGateway tracesample:FuzzParse config:FuzzParse admin:FuzzParseLimit \
 	admin:FuzzLoadState merge:FuzzLoadState internal/rematch:FuzzMatch
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
 		echo ">> $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) \
+		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
 			$$( [ "$(FUZZPARALLEL)" = 0 ] || echo -parallel $(FUZZPARALLEL) ) || exit 1; \
 	done
 
