@@ -31,11 +31,13 @@ import (
 // against these). Those of a package that runs the setting are that
 // package's: one place for each.
 const (
-	DefaultTimeout         = forward.DefaultTimeout
-	DefaultMinBackoff      = forward.DefaultMinBackoff
-	DefaultMaxBackoff      = forward.DefaultMaxBackoff
-	DefaultMaxRetries      = forward.DefaultMaxRetries
-	DefaultMaxRetryAfter   = forward.DefaultMaxRetryAfter
+	DefaultTimeout       = forward.DefaultTimeout
+	DefaultMinBackoff    = forward.DefaultMinBackoff
+	DefaultMaxBackoff    = forward.DefaultMaxBackoff
+	DefaultMaxRetries    = forward.DefaultMaxRetries
+	DefaultMaxRetryAfter = forward.DefaultMaxRetryAfter
+	// DefaultProtobufMessage is remote write 1.0: every receiver speaks it.
+	DefaultProtobufMessage = "v1"
 	DefaultMaxRequestBytes = 32 << 20
 	DefaultStaleness       = merge.DefaultStaleness
 	DefaultMaxInputs       = 5_000_000
@@ -352,6 +354,7 @@ func (c *DownstreamConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		MaxBackoff:       model.Duration(DefaultMaxBackoff),
 		MaxRetries:       DefaultMaxRetries,
 		MaxRetryAfter:    model.Duration(DefaultMaxRetryAfter),
+		ProtobufMessage:  DefaultProtobufMessage,
 		HTTPClientConfig: commoncfg.DefaultHTTPClientConfig,
 	}
 	type plain DownstreamConfig
@@ -452,10 +455,8 @@ func (c *Config) Validate() error {
 	if d.MaxRetryAfter <= 0 {
 		return errors.New("downstream.max_retry_after must be positive")
 	}
-	switch d.ProtobufMessage {
-	case "", "v1", "v2", "auto":
-	default:
-		return fmt.Errorf("downstream.protobuf_message: %q is not one of v1, v2, auto", d.ProtobufMessage)
+	if _, err := forward.ParseProtocol(d.ProtobufMessage); err != nil {
+		return fmt.Errorf("downstream.%w", err)
 	}
 	for name := range d.Headers {
 		switch textproto.CanonicalMIMEHeaderKey(name) {

@@ -125,7 +125,7 @@ func ParseProtocol(s string) (Protocol, error) {
 	case "auto":
 		return ProtocolAuto, nil
 	}
-	return 0, fmt.Errorf("unknown protobuf_message %q: want v1, v2 or auto", s)
+	return 0, fmt.Errorf("protobuf_message: %q is not one of v1, v2, auto", s)
 }
 
 // ErrFellBack is returned by SendV2 when ProtocolAuto found that the

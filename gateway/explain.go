@@ -44,6 +44,14 @@ func (c *Compiled) Explain(w io.Writer) {
 	d := cfg.Downstream
 	p("downstream: forward to %s; a forward may take %s with up to %d retries (backoff %s to %s), then the sender gets 503",
 		d.URL, time.Duration(d.Timeout), d.MaxRetries, time.Duration(d.MinBackoff), time.Duration(d.MaxBackoff))
+	switch d.ProtobufMessage {
+	case "v2":
+		p("downstream.protobuf_message: remote write 2.0; if the downstream does not speak it (415, or 2xx without Written headers) the sender gets 502 and keeps the data")
+	case "auto":
+		p("downstream.protobuf_message: remote write 2.0 until the downstream shows it does not speak it (415, or 2xx without Written headers), then 1.0 for good")
+	default:
+		p("downstream.protobuf_message: remote write 1.0, which every receiver speaks (2.0 input keeps its data and metadata; start timestamps are lost)")
+	}
 	if c.Scope == nil {
 		p("scope: rules, trace sampling and caps apply to every series")
 	} else {
