@@ -1,13 +1,15 @@
 // Package wire owns Cardinal's in-memory remote-write request and its protobuf
-// codec for remote write 1.0 (prometheus.WriteRequest).
+// codecs for remote write 1.0 (prometheus.WriteRequest) and 2.0
+// (io.prometheus.write.v2.Request), which decode into the same model.
 //
 // The model is built for a proxy: labels are byte slices that point into the
 // buffer the request was decoded from, and every slice of a Request is reused
-// across requests. After warm-up, Unmarshal and MarshalAppend allocate nothing.
-// The package knows nothing about HTTP or compression.
+// across requests. After warm-up, the decoders and encoders of both
+// versions allocate nothing. The package knows nothing about HTTP or
+// compression.
 //
-// The codec accepts exactly what Prometheus' receiver decodes (gogo's
-// prompb): Unmarshal rejects what it rejects, and Sanitize drops the series
+// The codecs accept exactly what Prometheus' receiver decodes (gogo's
+// prompb and writev2): Unmarshal and UnmarshalV2 reject what they reject, and Sanitize drops the series
 // it would refuse after decoding, native histograms included
 // (ValidateHistogram). Native histograms travel as their encoded bytes;
 // DecodeFloatHistogram decodes one for the stages that compute with it.
@@ -140,7 +142,7 @@ type Metadata struct {
 	Unit       []byte
 }
 
-// Request is a decoded remote-write 1.0 WriteRequest.
+// Request is a decoded remote-write request, of either version.
 //
 // A Request is meant to be pooled: Reset keeps every buffer's capacity.
 type Request struct {
