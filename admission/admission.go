@@ -75,6 +75,15 @@ func Cost(compressed, decompressed int) int64 {
 	return int64(compressed) + 3*int64(decompressed)
 }
 
+// DecodedCost is Cost once the request is decoded and its model's size is
+// known: the compressed body, the decompressed one, the model, and the
+// encoded body forwarded, about the larger of the decompressed body (1.0
+// forwarded as 1.0) and the model (2.0, whose interned labels 1.0 spells
+// out).
+func DecodedCost(compressed, decompressed, model int) int64 {
+	return int64(compressed) + int64(decompressed) + int64(model) + int64(max(decompressed, model))
+}
+
 // Acquire admits a request that is expected to hold cost bytes, or says
 // why not. An admitted request must call Release with the same cost (or
 // what Resize last set). The first request is always admitted when nothing

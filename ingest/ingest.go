@@ -247,6 +247,17 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	if herr := decode(&ws.req, msg, ws.raw); herr != nil {
 		return herr
 	}
+	if h.adm != nil {
+		// The model's real size: a 2.0 request decodes into several times
+		// its own size, which the estimate from the body did not know.
+		cost := admission.DecodedCost(len(ws.body), n, ws.req.DecodedBytes())
+		if cost > ws.cost && !h.adm.Resize(ws.cost, cost) {
+			return h.overloaded(admission.TooManyBytes)
+		}
+		if cost > ws.cost {
+			ws.cost = cost
+		}
+	}
 	floats, histograms, exemplars := ws.req.Counts()
 	res, err := h.proc.Process(r.Context(), &ws.req)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
+	"github.com/cardinal-gateway/cardinal/admission"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/gateway"
 	"github.com/cardinal-gateway/cardinal/wire"
@@ -382,4 +383,47 @@ func (p *nopProcessor) MaxRequestBytes() int { return p.limit }
 func (p *nopProcessor) Process(_ context.Context, req *wire.Request) (gateway.Result, error) {
 	p.samples += req.NumSamples()
 	return gateway.Result{}, nil
+}
+
+// TestAdmissionCountsTheDecodedModel: a 2.0 request decodes into several
+// times its own size; the bytes in flight are corrected to that once it is
+// decoded, and a request that then no longer fits beside the others is
+// shed with 503.
+func TestAdmissionCountsTheDecodedModel(t *testing.T) {
+	pb := &writev2.Request{Symbols: []string{"", "__name__", "up", "a", "b"}}
+	for range 2000 {
+		pb.Timeseries = append(pb.Timeseries, writev2.TimeSeries{LabelsRefs: []uint32{1, 2, 3, 4, 4, 3}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}})
+	}
+	raw := mustV2(t, pb)
+	body := snappy.Encode(nil, raw)
+	var req wire.Request
+	if err := req.UnmarshalV2(raw); err != nil {
+		t.Fatal(err)
+	}
+	estimate := admission.Cost(len(body), len(raw))
+	real := admission.DecodedCost(len(body), len(raw), req.DecodedBytes())
+	if real <= estimate {
+		t.Fatalf("decoded cost %d not above the estimate %d: the test proves nothing", real, estimate)
+	}
+	// Room for the estimate beside another request in flight, not for the
+	// real cost.
+	const other = 1000
+	adm := admission.New(admission.Options{MaxBytes: other + (estimate+real)/2})
+	if adm.Acquire(other) != admission.Admitted {
+		t.Fatal("the other request was not admitted")
+	}
+	p := &fakeProcessor{limit: 1 << 20}
+	h := New(Options{Processor: p, Admission: adm, Registerer: prometheus.NewRegistry()})
+	w := post(h, body, setHeader("Content-Type", ctV2))
+	if w.Code != http.StatusServiceUnavailable || p.calls != 0 {
+		t.Fatalf("status %d, pipeline called %d times; want 503 before the pipeline", w.Code, p.calls)
+	}
+	if _, bytes := adm.InFlight(); bytes != other {
+		t.Fatalf("%d bytes in flight after the answer, want %d", bytes, other)
+	}
+	adm.Release(other)
+	// Alone, it is admitted whatever its size.
+	if w := post(h, body, setHeader("Content-Type", ctV2)); w.Code != http.StatusNoContent {
+		t.Fatalf("alone: status %d: %s", w.Code, w.Body)
+	}
 }

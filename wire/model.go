@@ -17,6 +17,7 @@ package wire
 
 import (
 	"bytes"
+	"reflect"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -210,6 +211,29 @@ func (r *Request) NumSamples() int {
 		n += len(r.Series[i].Samples) + len(r.Series[i].Histograms)
 	}
 	return n
+}
+
+// Sizes of the model's elements, for DecodedBytes.
+var (
+	sizeSeries    = int(reflect.TypeFor[Series]().Size())
+	sizeLabel     = int(reflect.TypeFor[Label]().Size())
+	sizeSample    = int(reflect.TypeFor[Sample]().Size())
+	sizeExemplar  = int(reflect.TypeFor[Exemplar]().Size())
+	sizeHistogram = int(reflect.TypeFor[Histogram]().Size())
+	sizeMetadata  = int(reflect.TypeFor[Metadata]().Size())
+	sizeSymbol    = int(reflect.TypeFor[[]byte]().Size())
+)
+
+// DecodedBytes returns the memory the decoded request holds beyond the
+// bytes it was decoded from: the headers of its series, labels, samples,
+// exemplars, histograms, metadata and symbols. A 2.0 request holds several
+// times its own size (its labels are interned, the model's are not), a 1.0
+// request about its size; admission control accounts for it.
+func (r *Request) DecodedBytes() int {
+	return len(r.Series)*sizeSeries + (len(r.labels)+len(r.exLabels))*sizeLabel +
+		len(r.samples)*sizeSample + len(r.exemplars)*sizeExemplar +
+		len(r.histograms)*sizeHistogram + len(r.Metadata)*sizeMetadata +
+		len(r.symbols)*sizeSymbol + 4*cap(r.refs)
 }
 
 // Capacity reports how many labels, samples and series r can hold without
