@@ -664,3 +664,47 @@ func TestLargeSeriesLengths(t *testing.T) {
 		}
 	}
 }
+
+// TestEstimateDecodedBytes: the estimate made before decoding is at least
+// what decoding holds, and close to it, for both versions, random and
+// hostile (empty series, empty labels) bodies alike; it allocates nothing.
+func TestEstimateDecodedBytes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	check := func(name string, src []byte, v2 bool) {
+		t.Helper()
+		est := EstimateDecodedBytes(src, v2)
+		var r Request
+		var err error
+		if v2 {
+			err = r.UnmarshalV2(src)
+		} else {
+			err = r.Unmarshal(src)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got := r.DecodedBytes()
+		if est < got || est > 2*got+1024 {
+			t.Fatalf("%s: estimate %d, decoded %d", name, est, got)
+		}
+	}
+	for i := range 300 {
+		pb := randomRequest(rng, rng.IntN(30), false)
+		check(fmt.Sprint("1.0 case ", i), mustMarshal(t, pb), false)
+		check(fmt.Sprint("2.0 case ", i), mustMarshalV2(t, randomRequestV2(t, rng, rng.IntN(30), i%2 == 0)), true)
+	}
+	emptySeries := bytes.Repeat([]byte{0x0a, 0x00}, 10000)
+	check("1.0 empty series", emptySeries, false)
+	if est := EstimateDecodedBytes(emptySeries, false); est < 50*len(emptySeries) {
+		t.Fatalf("empty series: estimate %d for %d bytes; the amplification is missed", est, len(emptySeries))
+	}
+	emptyLabels := append([]byte{0x0a, 0xa0, 0x9c, 0x01}, bytes.Repeat([]byte{0x0a, 0x00}, 10000)...)
+	check("1.0 empty labels", emptyLabels, false)
+	check("2.0 empty series", bytes.Repeat([]byte{0x2a, 0x00}, 10000), true)
+	if !raceEnabled {
+		src := mustMarshalV2(t, randomRequestV2(t, rng, 100, false))
+		if n := testing.AllocsPerRun(20, func() { EstimateDecodedBytes(src, true) }); n != 0 {
+			t.Fatalf("EstimateDecodedBytes allocates %v times", n)
+		}
+	}
+}
