@@ -244,20 +244,19 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	if err != nil {
 		return errorf(http.StatusBadRequest, "corrupt snappy body: %s", err)
 	}
-	if h.adm != nil {
-		// What decoding will hold, counted before it allocates: a 2.0
-		// request decodes into many times its own size (mesh traffic:
-		// 18 times), which the estimate from the body did not know.
-		cost := admission.DecodedCost(len(ws.body), n, wire.EstimateDecodedBytes(ws.raw, msg == messageV2))
-		if cost > ws.cost {
-			if !h.adm.Resize(ws.cost, cost) {
-				return h.overloaded(admission.TooManyBytes)
-			}
-			ws.cost = cost
-		}
-	}
 	if herr := decode(&ws.req, msg, ws.raw); herr != nil {
 		return herr
+	}
+	if h.adm != nil {
+		// The model's real size: a 2.0 request decodes into several times
+		// its own size, which the estimate from the body did not know.
+		cost := admission.DecodedCost(len(ws.body), n, ws.req.DecodedBytes())
+		if cost > ws.cost && !h.adm.Resize(ws.cost, cost) {
+			return h.overloaded(admission.TooManyBytes)
+		}
+		if cost > ws.cost {
+			ws.cost = cost
+		}
 	}
 	floats, histograms, exemplars := ws.req.Counts()
 	res, err := h.proc.Process(r.Context(), &ws.req)

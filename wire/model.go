@@ -233,7 +233,7 @@ func (r *Request) DecodedBytes() int {
 	return len(r.Series)*sizeSeries + (len(r.labels)+len(r.exLabels))*sizeLabel +
 		len(r.samples)*sizeSample + len(r.exemplars)*sizeExemplar +
 		len(r.histograms)*sizeHistogram + len(r.Metadata)*sizeMetadata +
-		len(r.symbols)*sizeSymbol
+		len(r.symbols)*sizeSymbol + 4*cap(r.refs)
 }
 
 // Capacity reports how many labels, samples and series r can hold without
