@@ -75,6 +75,7 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
 	pool     *freelist.List[workspace]
+	maxBytes int64 // the admission controller's byte bound, 0 for none
 }
 
 // workspace holds one request's buffers; pooled.
@@ -131,6 +132,9 @@ func New(opts Options) *Handler {
 		}),
 	}
 	h.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace { return new(workspace) })
+	if h.adm != nil {
+		h.maxBytes = h.adm.Options().MaxBytes
+	}
 	return h
 }
 
@@ -243,6 +247,16 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	ws.raw, err = snappy.Decode(ws.raw[:cap(ws.raw)], ws.body)
 	if err != nil {
 		return errorf(http.StatusBadRequest, "corrupt snappy body: %s", err)
+	}
+	if h.adm != nil {
+		// Before decoding allocates: every series takes a header, however
+		// few bytes it came in (an empty series is two). A body whose series
+		// headers alone exceed the in-flight budget can never be processed
+		// within it, alone or not.
+		if model := wire.CountSeries(ws.raw, msg == messageV2) * wire.SeriesSize; h.maxBytes > 0 && int64(model) > h.maxBytes {
+			return errorf(http.StatusRequestEntityTooLarge, "request of %d bytes holds %d series, whose headers alone take %d bytes, more than receive.max_inflight_bytes (%d)",
+				n, model/wire.SeriesSize, model, h.maxBytes)
+		}
 	}
 	if herr := decode(&ws.req, msg, ws.raw); herr != nil {
 		return herr

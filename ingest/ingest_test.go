@@ -427,3 +427,23 @@ func TestAdmissionCountsTheDecodedModel(t *testing.T) {
 		t.Fatalf("alone: status %d: %s", w.Code, w.Body)
 	}
 }
+
+// TestManyEmptySeriesRefused: a body of empty series (two bytes each,
+// a series header each when decoded) that could never be decoded within the
+// in-flight byte budget is refused with 413 before decoding allocates, even
+// alone; real requests of the same size are not.
+func TestManyEmptySeriesRefused(t *testing.T) {
+	hostile := snappy.Encode(nil, bytes.Repeat([]byte{0x0a, 0x00}, 100_000)) // 200 kB, 100 000 series
+	adm := admission.New(admission.Options{MaxBytes: 4 << 20})
+	p := &fakeProcessor{limit: 1 << 20}
+	h := New(Options{Processor: p, Admission: adm, Registerer: prometheus.NewRegistry()})
+	if w := post(h, hostile, nil); w.Code != http.StatusRequestEntityTooLarge || p.calls != 0 {
+		t.Fatalf("status %d (%s), pipeline called %d times; want 413 before the pipeline", w.Code, w.Body, p.calls)
+	}
+	if w := post(h, validBody(t), nil); w.Code != http.StatusNoContent {
+		t.Fatalf("a real request: status %d", w.Code)
+	}
+	if _, b := adm.InFlight(); b != 0 {
+		t.Fatalf("%d bytes left in flight", b)
+	}
+}

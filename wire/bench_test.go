@@ -264,3 +264,16 @@ func BenchmarkGogoDecodeFloatHistogram(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCountSeries is the walk ingest makes before decoding, to refuse
+// bodies whose series headers could not fit; compare with BenchmarkUnmarshal.
+func BenchmarkCountSeries(b *testing.B) {
+	_, src := meshRequest(b)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		if CountSeries(src, false) != 2000 {
+			b.Fatal("miscounted")
+		}
+	}
+}

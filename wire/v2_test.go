@@ -664,3 +664,29 @@ func TestLargeSeriesLengths(t *testing.T) {
 		}
 	}
 }
+
+// TestCountSeries: the series counted without decoding are the series
+// decoded, for both versions.
+func TestCountSeries(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	var r Request
+	for i := range 200 {
+		src := mustMarshal(t, randomRequest(rng, rng.IntN(30), false))
+		if err := r.Unmarshal(src); err != nil {
+			t.Fatal(err)
+		}
+		if got := CountSeries(src, false); got != len(r.Series) {
+			t.Fatalf("1.0 case %d: counted %d, decoded %d", i, got, len(r.Series))
+		}
+		src = mustMarshalV2(t, randomRequestV2(t, rng, rng.IntN(30), i%2 == 0))
+		if err := r.UnmarshalV2(src); err != nil {
+			t.Fatal(err)
+		}
+		if got := CountSeries(src, true); got != len(r.Series) {
+			t.Fatalf("2.0 case %d: counted %d, decoded %d", i, got, len(r.Series))
+		}
+	}
+	if n := CountSeries(bytes.Repeat([]byte{0x0a, 0x00}, 1000), false); n != 1000 {
+		t.Fatalf("empty series: counted %d", n)
+	}
+}
