@@ -248,12 +248,12 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	if err != nil {
 		return errorf(http.StatusBadRequest, "corrupt snappy body: %s", err)
 	}
-	if h.adm != nil {
+	if h.maxBytes > 0 {
 		// Before decoding allocates: every series takes a header, however
 		// few bytes it came in (an empty series is two). A body whose series
 		// headers alone exceed the in-flight budget can never be processed
 		// within it, alone or not.
-		if model := wire.CountSeries(ws.raw, msg == messageV2) * wire.SeriesSize; h.maxBytes > 0 && int64(model) > h.maxBytes {
+		if model := wire.CountSeries(ws.raw, msg == messageV2) * wire.SeriesSize; int64(model) > h.maxBytes {
 			return errorf(http.StatusRequestEntityTooLarge, "request of %d bytes holds %d series, whose headers alone take %d bytes, more than receive.max_inflight_bytes (%d)",
 				n, model/wire.SeriesSize, model, h.maxBytes)
 		}

@@ -267,7 +267,6 @@ func (r *Request) unmarshalExemplar(src []byte) error {
 			return fieldError(num, err)
 		}
 		i = next
-		var v uint64
 		switch num {
 		case 1:
 			if wt != wireBytes {
@@ -282,31 +281,47 @@ func (r *Request) unmarshalExemplar(src []byte) error {
 				return fmt.Errorf("label %d: %w", len(r.exLabels)-labelsStart, err)
 			}
 			r.exLabels = append(r.exLabels, l)
-		case 2:
-			if wt != wireFixed64 {
-				return fmt.Errorf("field 2: %w", errWrongWireType)
-			}
-			if v, i, err = readFixed64(src, i); err != nil {
-				return fmt.Errorf("field 2: %w", err)
-			}
-			e.Value = math.Float64frombits(v)
-		case 3:
-			if wt != wireVarint {
-				return fmt.Errorf("field 3: %w", errWrongWireType)
-			}
-			if v, i, err = readVarint(src, i); err != nil {
-				return fmt.Errorf("field 3: %w", err)
-			}
-			e.Timestamp = int64(v)
 		default:
-			if i, err = skipField(src, i, wt); err != nil {
-				return fieldError(num, err)
+			if i, err = e.readField(src, i, num, wt); err != nil {
+				return err
 			}
 		}
 	}
 	e.Labels = r.exLabels[labelsStart:len(r.exLabels):len(r.exLabels)]
 	r.exemplars = append(r.exemplars, e)
 	return nil
+}
+
+// readField reads the field num of an Exemplar message at src[i:], other
+// than its labels (field 1, which the two versions encode differently): the
+// value, the timestamp, or an unknown field, skipped. Both versions number
+// them alike.
+func (e *Exemplar) readField(src []byte, i int, num int32, wt uint8) (int, error) {
+	var v uint64
+	var err error
+	switch num {
+	case 2:
+		if wt != wireFixed64 {
+			return i, fmt.Errorf("field 2: %w", errWrongWireType)
+		}
+		if v, i, err = readFixed64(src, i); err != nil {
+			return i, fmt.Errorf("field 2: %w", err)
+		}
+		e.Value = math.Float64frombits(v)
+	case 3:
+		if wt != wireVarint {
+			return i, fmt.Errorf("field 3: %w", errWrongWireType)
+		}
+		if v, i, err = readVarint(src, i); err != nil {
+			return i, fmt.Errorf("field 3: %w", err)
+		}
+		e.Timestamp = int64(v)
+	default:
+		if i, err = skipField(src, i, wt); err != nil {
+			return i, fieldError(num, err)
+		}
+	}
+	return i, nil
 }
 
 func (r *Request) unmarshalMetadata(src []byte) error {

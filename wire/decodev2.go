@@ -263,17 +263,9 @@ func (r *Request) unmarshalSeriesV2(src []byte) error {
 
 	var invalid InvalidReason
 	bad := false
-	if len(r.refs)%2 != 0 {
+	var ok bool
+	if r.labels, ok = r.resolve(r.labels, r.refs); !ok {
 		invalid, bad = InvalidReference, true
-	}
-	for k := 0; !bad && k < len(r.refs); k += 2 {
-		name, ok1 := r.symbol(r.refs[k])
-		value, ok2 := r.symbol(r.refs[k+1])
-		if !ok1 || !ok2 {
-			invalid, bad = InvalidReference, true
-			break
-		}
-		r.labels = append(r.labels, Label{Name: name, Value: value})
 	}
 	var m SeriesMetadata
 	if !bad {
@@ -393,53 +385,42 @@ func (r *Request) unmarshalExemplarV2(src []byte) error {
 			return fieldError(num, err)
 		}
 		i = next
-		var v uint64
-		switch num {
-		case 1:
+		if num == 1 {
 			if r.refs, i, err = appendRefs(r.refs, src, i, wt); err != nil {
 				return fmt.Errorf("labels_refs: %w", err)
 			}
-		case 2:
-			if wt != wireFixed64 {
-				return fmt.Errorf("field 2: %w", errWrongWireType)
-			}
-			if v, i, err = readFixed64(src, i); err != nil {
-				return fmt.Errorf("field 2: %w", err)
-			}
-			e.Value = math.Float64frombits(v)
-		case 3:
-			if wt != wireVarint {
-				return fmt.Errorf("field 3: %w", errWrongWireType)
-			}
-			if v, i, err = readVarint(src, i); err != nil {
-				return fmt.Errorf("field 3: %w", err)
-			}
-			e.Timestamp = int64(v)
-		default:
-			if i, err = skipField(src, i, wt); err != nil {
-				return fieldError(num, err)
-			}
+			continue
+		}
+		if i, err = e.readField(src, i, num, wt); err != nil {
+			return err
 		}
 	}
 	// The exemplar's references share r.refs with the series' own, which
 	// may still be growing: resolve them now and take them back out.
-	refs := r.refs[refsStart:]
-	if len(refs)%2 != 0 {
+	var ok bool
+	if r.exLabels, ok = r.resolve(r.exLabels, r.refs[refsStart:]); !ok {
 		r.exemplarRefsBad = true
-	}
-	for k := 0; k+1 < len(refs); k += 2 {
-		name, ok1 := r.symbol(refs[k])
-		value, ok2 := r.symbol(refs[k+1])
-		if !ok1 || !ok2 {
-			r.exemplarRefsBad = true
-			break
-		}
-		r.exLabels = append(r.exLabels, Label{Name: name, Value: value})
 	}
 	r.refs = r.refs[:refsStart]
 	e.Labels = r.exLabels[labelsStart:len(r.exLabels):len(r.exLabels)]
 	r.exemplars = append(r.exemplars, e)
 	return nil
+}
+
+// resolve appends the labels that refs (name and value references, in
+// pairs) stand for to dst. It reports false for an odd number of
+// references or one outside the symbol table, leaving dst with the labels
+// before the bad one.
+func (r *Request) resolve(dst []Label, refs []uint32) ([]Label, bool) {
+	for k := 0; k+1 < len(refs); k += 2 {
+		name, ok1 := r.symbol(refs[k])
+		value, ok2 := r.symbol(refs[k+1])
+		if !ok1 || !ok2 {
+			return dst, false
+		}
+		dst = append(dst, Label{Name: name, Value: value})
+	}
+	return dst, len(refs)%2 == 0
 }
 
 func unmarshalMetadataV2(typ, help, unit *uint32, src []byte) error {

@@ -177,9 +177,7 @@ func (t *SymbolTable) appendSeries(dst []byte, s *Series, meta *SeriesMetadata) 
 			return true
 		})
 	} else {
-		for i := range s.Labels {
-			t.refs = append(t.refs, t.ref(s.Labels[i].Name), t.ref(s.Labels[i].Value))
-		}
+		t.internLabels(s.Labels)
 	}
 	dst = append(dst, tagV2Series, 0, 0)
 	start := len(dst)
@@ -200,9 +198,7 @@ func (t *SymbolTable) appendSeries(dst []byte, s *Series, meta *SeriesMetadata) 
 	for i := range s.Exemplars {
 		e := &s.Exemplars[i]
 		t.refs = t.refs[:0]
-		for j := range e.Labels {
-			t.refs = append(t.refs, t.ref(e.Labels[j].Name), t.ref(e.Labels[j].Value))
-		}
+		t.internLabels(e.Labels)
 		n := sizeRefsField(t.refs) + sizeFloatField(e.Value) + sizeIntField(e.Timestamp)
 		dst = append(dst, tagV2Exemplar)
 		dst = appendVarint(dst, uint64(n))
@@ -226,6 +222,13 @@ func (t *SymbolTable) appendSeries(dst []byte, s *Series, meta *SeriesMetadata) 
 		dst = appendIntField(dst, tagV2MetaUnit, int64(unit))
 	}
 	return patchLength(dst, start)
+}
+
+// internLabels appends the references of ls' names and values to t.refs.
+func (t *SymbolTable) internLabels(ls []Label) {
+	for i := range ls {
+		t.refs = append(t.refs, t.ref(ls[i].Name), t.ref(ls[i].Value))
+	}
 }
 
 // patchLength writes the length of dst[start:] into the two bytes reserved

@@ -686,7 +686,13 @@ func TestCountSeries(t *testing.T) {
 			t.Fatalf("2.0 case %d: counted %d, decoded %d", i, got, len(r.Series))
 		}
 	}
-	if n := CountSeries(bytes.Repeat([]byte{0x0a, 0x00}, 1000), false); n != 1000 {
+	empty := bytes.Repeat([]byte{0x0a, 0x00}, 1000)
+	if n := CountSeries(empty, false); n != 1000 {
 		t.Fatalf("empty series: counted %d", n)
+	}
+	if !raceEnabled {
+		if n := testing.AllocsPerRun(20, func() { CountSeries(empty, false) }); n != 0 {
+			t.Fatalf("CountSeries allocates %v times", n)
+		}
 	}
 }
