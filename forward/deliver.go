@@ -26,6 +26,22 @@ type V2Sender interface {
 	SendV2(ctx context.Context, body []byte, hasData bool) error
 }
 
+// Target is a BodySender with its remote write 2.0 side resolved once, by
+// NewTarget. Asserting the interface on every request would let the
+// runtime rebuild its type-assertion cache at random moments, which are
+// allocations on a path whose budget is zero.
+type Target struct {
+	Body BodySender
+	// V2 is Body as a V2Sender, or nil when it only sends 1.0.
+	V2 V2Sender
+}
+
+// NewTarget returns the Target of s.
+func NewTarget(s BodySender) Target {
+	vs, _ := s.(V2Sender)
+	return Target{Body: s, V2: vs}
+}
+
 // MetadataSeries is the Series of a Rejection that is about req.Metadata,
 // which Deliver sends as one unit, rather than about a series.
 const MetadataSeries = -1
@@ -154,13 +170,13 @@ func EncodeRange(dst []byte, req *wire.Request, from, to int, withMetadata bool)
 //
 // req is only read. Deliver relies on s to honour ctx; *Client does.
 func Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
-	return (*DeliverMetrics)(nil).Deliver(ctx, s, req, sc, onReject)
+	return (*DeliverMetrics)(nil).Deliver(ctx, NewTarget(s), req, sc, onReject)
 }
 
-// Deliver is the package function Deliver, counting splits and rejections
-// into m. A nil m counts nothing.
-func (m *DeliverMetrics) Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
-	vs, _ := s.(V2Sender)
+// Deliver is the package function Deliver to t, counting splits and
+// rejections into m. A nil m counts nothing.
+func (m *DeliverMetrics) Deliver(ctx context.Context, t Target, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
+	s, vs := t.Body, t.V2
 	sc.v2 = vs != nil && vs.SendsV2()
 	rep, err := m.deliver(ctx, s, vs, req, sc, onReject)
 	if errors.Is(err, ErrFellBack) {

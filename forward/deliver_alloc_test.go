@@ -92,9 +92,10 @@ func TestDeliverAllocs(t *testing.T) {
 	measure := func(name string, s BodySender, reqs []*wire.Request, wantRejected int) {
 		t.Helper()
 		var sc Scratch
+		tg := NewTarget(s)
 		deliver := func(req *wire.Request) {
 			rejected = 0
-			if _, err := m.Deliver(context.Background(), s, req, &sc, onReject); err != nil {
+			if _, err := m.Deliver(context.Background(), tg, req, &sc, onReject); err != nil {
 				t.Fatal(err)
 			}
 			if rejected != wantRejected {

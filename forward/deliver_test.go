@@ -408,7 +408,7 @@ func TestDeliverIsolatesPoisonedSeries(t *testing.T) {
 				req, _ := buildRequest(t, specs)
 				rj := &rejections{t: t}
 				var sc Scratch
-				rep, err := m.Deliver(testCtx(t), c, req, &sc, rj.add)
+				rep, err := m.Deliver(testCtx(t), NewTarget(c), req, &sc, rj.add)
 				if err != nil {
 					t.Fatalf("Deliver: %v", err)
 				}
@@ -826,7 +826,7 @@ func TestDeliverMetricsRegistration(t *testing.T) {
 	req, _ := buildRequest(t, specs)
 	var sc Scratch
 	for _, m := range []*DeliverMetrics{m1, m2} {
-		if _, err := m.Deliver(testCtx(t), d, req, &sc, nil); err != nil {
+		if _, err := m.Deliver(testCtx(t), NewTarget(d), req, &sc, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

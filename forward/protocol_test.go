@@ -182,7 +182,7 @@ func TestDeliverDropsRefusedExemplars(t *testing.T) {
 	}
 	var sc Scratch
 	var rj rejections
-	rep, err := m.Deliver(testCtx(t), c, req, &sc, rj.add)
+	rep, err := m.Deliver(testCtx(t), NewTarget(c), req, &sc, rj.add)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,7 +187,7 @@ func requestFixture(b *testing.B) (compressed, forwarded []byte) {
 	}
 	sender := &bodySender{}
 	g, _ := newTestGateway(b, fullConfig, &recordingSender{})
-	g.state.Load().sender = sender
+	setSender(g, sender)
 	var req wire.Request
 	if err := req.Unmarshal(src); err != nil {
 		b.Fatal(err)

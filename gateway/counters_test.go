@@ -29,7 +29,7 @@ limits:
   max_series_per_workload: 4
 `
 	g, reg := newTestGateway(t, cfg, &recordingSender{})
-	g.state.Load().sender = refusingSender{label: "refuse"}
+	setSender(g, refusingSender{label: "refuse"})
 	pb := &prompb.WriteRequest{}
 	for i := range 12 {
 		app := fmt.Sprintf("app-%d", i%3)

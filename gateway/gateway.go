@@ -109,6 +109,7 @@ type state struct {
 	// to; other series pass through untouched.
 	scope  *selector.Set
 	sender Sender
+	target forward.Target // sender's, resolved once
 }
 
 type metrics struct {
@@ -444,7 +445,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	}
 	g.merger.SetRules(c.Merge)
 	g.limiter.SetSettings(c.Limits)
-	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: c.Relabel, rules: c.Merge, trace: c.Trace, scope: c.Scope, sender: sender})
+	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: c.Relabel, rules: c.Merge, trace: c.Trace, scope: c.Scope, sender: sender, target: forward.NewTarget(sender)})
 	// Routes of the old rules are dead (their gen no longer matches); free
 	// their memory.
 	g.routes.clear()
@@ -474,13 +475,13 @@ func (g *Gateway) Probe(ctx context.Context) error {
 	// snappy's encoding of zero bytes: an empty request, of either
 	// version, in the version the downstream is sent.
 	empty := []byte{0}
-	sender := g.state.Load().sender
+	t := g.state.Load().target
 	err := error(forward.ErrFellBack)
-	if vs, ok := sender.(forward.V2Sender); ok && vs.SendsV2() {
-		err = vs.SendV2(ctx, empty, false)
+	if t.V2 != nil && t.V2.SendsV2() {
+		err = t.V2.SendV2(ctx, empty, false)
 	}
 	if errors.Is(err, forward.ErrFellBack) {
-		err = sender.Send(ctx, empty)
+		err = t.Body.Send(ctx, empty)
 	}
 	g.merger.NoteDelivery(err == nil)
 	return err
@@ -499,7 +500,7 @@ func (g *Gateway) Run(ctx context.Context) {
 // the downstream timeout, and a batch the downstream refuses is split to
 // isolate the series it refuses.
 func (g *Gateway) deliverMerged(ctx context.Context, req *wire.Request, onReject func(int, string, error)) error {
-	rep, err := g.delivery.Deliver(ctx, g.state.Load().sender, req, &g.flushScratch, func(r forward.Rejection) {
+	rep, err := g.delivery.Deliver(ctx, g.state.Load().target, req, &g.flushScratch, func(r forward.Rejection) {
 		if r.Series >= 0 {
 			onReject(r.Series, r.Err.Reason, r.Err)
 		}
@@ -570,7 +571,7 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 		return res, nil
 	}
 	ws.rejected = Rejected{}
-	rep, err := g.delivery.Deliver(ctx, st.sender, req, &ws.fwd, ws.onReject)
+	rep, err := g.delivery.Deliver(ctx, st.target, req, &ws.fwd, ws.onReject)
 	res.Forwarded = rep.DeliveredSamples
 	res.Rejected = ws.rejected
 	g.metrics.forwarded.Add(float64(res.Forwarded))

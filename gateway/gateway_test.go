@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/config"
+	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/internal/rw2conv"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
@@ -79,6 +80,12 @@ func newTestGateway(t testing.TB, yml string, sender *recordingSender) (*Gateway
 		t.Fatal(err)
 	}
 	return g, reg
+}
+
+// setSender makes s the sender of g's configuration in force.
+func setSender(g *Gateway, s Sender) {
+	st := g.state.Load()
+	st.sender, st.target = s, forward.NewTarget(s)
 }
 
 // decode turns pb into the request the gateway receives: remote write 1.0,
