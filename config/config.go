@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,8 @@ type Config struct {
 	Merge          MergeConfig       `yaml:"merge,omitempty"`
 	Limits         LimitsConfig      `yaml:"limits,omitempty"`
 	TraceSampling  TraceConfig       `yaml:"trace_sampling,omitempty"`
+	Cardinality    CardinalityConfig `yaml:"cardinality,omitempty"`
+	Guard          GuardConfig       `yaml:"guard,omitempty"`
 	Admin          AdminConfig       `yaml:"admin,omitempty"`
 
 	// dir is the directory of the file the config came from; relative paths
@@ -281,6 +284,122 @@ func (c *LimitsConfig) validate() error {
 	return nil
 }
 
+// CardinalityConfig turns on the in-line estimates: series per workload and
+// metric before and after the rules, distinct values per label, churn.
+type CardinalityConfig struct {
+	// Enabled turns the estimates on; the guard turns them on too.
+	Enabled bool `yaml:"enabled,omitempty"`
+	// Window is the span the estimates cover.
+	Window model.Duration `yaml:"window,omitempty"`
+	// WorkloadLabels identify a workload, as limits.workload_labels does
+	// (its default, then [namespace, app]).
+	WorkloadLabels []string `yaml:"workload_labels,omitempty"`
+	// Top bounds the series of the estimate metrics.
+	Top int `yaml:"top,omitempty"`
+	// MaxGroups bounds the (workload, metric) groups tracked.
+	MaxGroups int `yaml:"max_groups,omitempty"`
+}
+
+// Defaults of the cardinality section.
+const (
+	DefaultCardinalityWindow = 10 * time.Minute
+	DefaultCardinalityTop    = 20
+	DefaultMaxGroups         = 10000
+)
+
+// GuardConfig is the adaptive guard: a label whose distinct values within
+// one workload and metric exceed Threshold within the estimates' window is
+// aggregated away for that metric.
+type GuardConfig struct {
+	// Mode is "enforce" or "dry_run"; empty turns the guard off.
+	Mode Mode `yaml:"mode,omitempty"`
+	// Scope limits the guard to the series matching any of these PromQL
+	// series selectors (within the top-level scope); empty: every series.
+	Scope     []string       `yaml:"scope,omitempty"`
+	Threshold int            `yaml:"threshold,omitempty"`
+	LiftAfter model.Duration `yaml:"lift_after,omitempty"`
+	// Protect are labels never aggregated away (besides the workload
+	// labels, __name__, le and quantile).
+	Protect []string `yaml:"protect,omitempty"`
+	// Window, WorkloadLabels: the same as cardinality's (either may set
+	// them; set in both, they must agree).
+	Window         model.Duration `yaml:"window,omitempty"`
+	WorkloadLabels []string       `yaml:"workload_labels,omitempty"`
+}
+
+// Defaults of the guard section.
+const (
+	DefaultGuardThreshold = 1000
+	DefaultLiftAfter      = 30 * time.Minute
+)
+
+// EstimatesEnabled reports whether the estimates run.
+func (c *Config) EstimatesEnabled() bool { return c.Cardinality.Enabled || c.Guard.Mode != "" }
+
+// EstimateWindow returns the estimates' window.
+func (c *Config) EstimateWindow() time.Duration {
+	switch {
+	case c.Cardinality.Window > 0:
+		return time.Duration(c.Cardinality.Window)
+	case c.Guard.Window > 0:
+		return time.Duration(c.Guard.Window)
+	}
+	return DefaultCardinalityWindow
+}
+
+// EstimateWorkloadLabels returns the labels that identify a workload for the
+// estimates and the guard.
+func (c *Config) EstimateWorkloadLabels() []string {
+	for _, ls := range [][]string{c.Cardinality.WorkloadLabels, c.Guard.WorkloadLabels, c.Limits.WorkloadLabels} {
+		if len(ls) > 0 {
+			return ls
+		}
+	}
+	return []string{"namespace", "app"}
+}
+
+func (c *Config) validateEstimates() error {
+	cc, g := &c.Cardinality, &c.Guard
+	if cc.Window < 0 || g.Window < 0 || (cc.Window > 0 && g.Window > 0 && cc.Window != g.Window) {
+		return fmt.Errorf("cardinality.window (%s) and guard.window (%s): positive, and equal when both are set", cc.Window, g.Window)
+	}
+	if w := c.EstimateWindow(); w < 2*time.Second {
+		return fmt.Errorf("the estimates' window (%s) must be at least 2s", model.Duration(w))
+	}
+	if len(cc.WorkloadLabels) > 0 && len(g.WorkloadLabels) > 0 && !slices.Equal(cc.WorkloadLabels, g.WorkloadLabels) {
+		return errors.New("cardinality.workload_labels and guard.workload_labels must agree when both are set")
+	}
+	if cc.Top < 0 || cc.MaxGroups < 0 {
+		return errors.New("cardinality.top and cardinality.max_groups must not be negative")
+	}
+	if g.Mode != "" && g.Mode != ModeEnforce && g.Mode != ModeDryRun {
+		return fmt.Errorf("guard.mode: %q is not enforce or dry_run", g.Mode)
+	}
+	if g.Threshold < 0 || g.LiftAfter < 0 {
+		return errors.New("guard.threshold and guard.lift_after must not be negative")
+	}
+	if _, err := selector.Parse(g.Scope); err != nil {
+		return fmt.Errorf("guard.scope%w", err)
+	}
+	return nil
+}
+
+// GuardThreshold returns guard.threshold or its default.
+func (g *GuardConfig) GuardThreshold() int {
+	if g.Threshold > 0 {
+		return g.Threshold
+	}
+	return DefaultGuardThreshold
+}
+
+// GuardLiftAfter returns guard.lift_after or its default.
+func (g *GuardConfig) GuardLiftAfter() time.Duration {
+	if g.LiftAfter > 0 {
+		return time.Duration(g.LiftAfter)
+	}
+	return DefaultLiftAfter
+}
+
 // TraceConfig turns trace-id labels into exemplars on a sampled fraction of
 // series and removes the labels.
 type TraceConfig struct {
@@ -495,6 +614,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.TraceSampling.validate(); err != nil {
+		return err
+	}
+	if err := c.validateEstimates(); err != nil {
 		return err
 	}
 	return c.Merge.validate()

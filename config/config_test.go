@@ -344,7 +344,7 @@ func TestParseValidate(t *testing.T) {
 	f(u+"}\nrelabel_configs: [{action: hashmod, source_labels: [a], target_label: b}]", "")
 	f(u+"}\nrelabel_configs: [{action: Drop, regex: x}]", "")
 	f(u+"}\nrelabel_configs: [{action: dropp, regex: x}]", `unknown relabel action "dropp"`)
-	f(u+"}\nunknown: 1", "unknown: unknown key (known here: admin, downstream")
+	f(u+"}\nunknown: 1", "unknown: unknown key (known here: admin, cardinality, downstream")
 }
 
 func TestParseDefaultsPerSection(t *testing.T) {

@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/cardinal-gateway/cardinal/cardinality"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/internal/freelist"
@@ -96,6 +99,11 @@ type Gateway struct {
 
 	// The merger's deliveries' buffers; only its flusher uses them.
 	flushScratch forward.Scratch
+
+	// est holds the estimates and the guard (estimates.go).
+	est estimates
+	// applyMu serializes the state swaps of Apply and republish.
+	applyMu sync.Mutex
 }
 
 // state is one compiled configuration.
@@ -110,6 +118,7 @@ type state struct {
 	scope  *selector.Set
 	sender Sender
 	target forward.Target // sender's, resolved once
+	est    *estState      // nil: estimates and guard off
 }
 
 type metrics struct {
@@ -141,6 +150,14 @@ type workspace struct {
 	fwd      forward.Scratch
 	onReject func(forward.Rejection)
 	rejected Rejected
+	// Estimates and guard: the workload name, the observation, the
+	// relabeled labels of a route-cache hit, and the stale markers of the
+	// series the guard hands over to an aggregate.
+	wlBuf        []byte
+	obs          cardinality.Observation
+	obsLabels    []wire.Label
+	stale        []wire.Series
+	staleSamples []wire.Sample
 }
 
 // Rejected describes the series the downstream refused on their own.
@@ -443,9 +460,22 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("downstream: %w", err)
 	}
+	es, err := compileEstimates(cfg)
+	if err != nil {
+		return fmt.Errorf("guard.scope%w", err)
+	}
 	g.merger.SetRules(c.Merge)
 	g.limiter.SetSettings(c.Limits)
-	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: c.Relabel, rules: c.Merge, trace: c.Trace, scope: c.Scope, sender: sender, target: forward.NewTarget(sender)})
+	g.applyEstimates(cfg)
+	g.applyMu.Lock()
+	if es != nil && es.guardOn {
+		es.active = g.est.guard.Active()
+	}
+	if es == nil {
+		g.merger.SetEpoch(0)
+	}
+	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: c.Relabel, rules: c.Merge, trace: c.Trace, scope: c.Scope, sender: sender, target: forward.NewTarget(sender), est: es})
+	g.applyMu.Unlock()
 	// Routes of the old rules are dead (their gen no longer matches); free
 	// their memory.
 	g.routes.clear()
@@ -492,6 +522,7 @@ func (g *Gateway) Probe(ctx context.Context) error {
 func (g *Gateway) Run(ctx context.Context) {
 	go g.limiter.Run(ctx)
 	go g.sweepRoutes(ctx)
+	go g.runGuard(ctx)
 	g.merger.Run(ctx, g.deliverMerged)
 }
 
@@ -588,7 +619,8 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
 	prog, trace := st.relabel, st.trace
 	limits := g.limiter.Settings().Enabled()
-	if prog.Len() == 0 && !limits && trace == nil && !g.merger.HasMerged() {
+	es := st.est
+	if prog.Len() == 0 && !limits && trace == nil && es == nil && !g.merger.HasMerged() {
 		// Without rules, caps or trace labels no two series can collapse
 		// into one. (Outputs merged under earlier rules still must be.)
 		return
@@ -600,6 +632,10 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	ws.exLabels = ws.exLabels[:0]
 	ws.exBytes = ws.exBytes[:0]
 	clear(ws.exemplified)
+	ws.stale, ws.staleSamples = ws.stale[:0], ws.staleSamples[:0]
+	if est := g.est.est.Load(); es != nil && est != nil {
+		g.merger.SetEpoch(est.EpochStart(nowMs))
+	}
 	out := req.Series[:0]
 	for i := range req.Series {
 		s := req.Series[i]
@@ -615,7 +651,11 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			// sees it, so that an in-scope output rewritten to the same
 			// labels is merged rather than sent twice.
 			outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, s.Labels)
-			switch g.merger.Route(tk, in, outHash, s.Labels, &s, nowMs, false) {
+			d := g.merger.Route(tk, in, outHash, s.Labels, &s, nowMs, false)
+			if d&merge.NewInEpoch != 0 && es != nil {
+				g.observe(es, ws, in, s.Labels, s.Labels, outHash, nowMs, false)
+			}
+			switch d.Base() {
 			case merge.Absorbed:
 				res.Merged += n
 				continue
@@ -639,6 +679,15 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		if trace != nil {
 			ls = trace.strip(ls)
 		}
+		// The guard: labels it aggregates away for this group go, and the
+		// series is merged into the aggregate (see handover below).
+		ruled := ls
+		var guardGroup uint64
+		guardable := es != nil && es.guardOn && (es.guardScope == nil || es.guardScope.Matches(ls))
+		if guardable && !es.active.Empty() {
+			ls, guardGroup = ws.guardStrip(es, ls)
+		}
+		guarded := guardGroup != 0
 		outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
 		limiterHash := outHash
 		if trace != nil {
@@ -660,12 +709,32 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			}
 		}
 		s.Labels = ls
+		if guarded {
+			var pre uint64
+			pre, ws.hashBuf = wire.HashLabels(ws.hashBuf, ruled)
+			g.handover(ws, pre, ruled, outHash, ls, &s, nowMs)
+			g.est.noteAggregate(guardGroup, outHash)
+		}
 		// An overflow series is merged from its first input on: it must
-		// never carry a sender's timestamp, see merge.Route.
-		switch g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs, folded) {
+		// never carry a sender's timestamp, see merge.Route. So is an
+		// aggregate of the guard, which takes over series that passed
+		// through.
+		d := g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs, folded || guarded)
+		if d&merge.NewInEpoch != 0 && es != nil {
+			g.observe(es, ws, in, ws.orig, ruled, outHash, nowMs, guardable)
+		} else if guarded {
+			// The guard watches the label it aggregates away on every
+			// sample: it lifts only once the label has calmed down.
+			g.observe(es, ws, in, nil, ruled, outHash, nowMs, guardable)
+		}
+		switch d.Base() {
 		case merge.Absorbed:
 			res.Merged += n
-			g.routes.put(in, newRoute(st.gen, limiterHash, outHash, nowSec, folded))
+			if !guarded {
+				// A guarded series takes the slow path every time, so
+				// that the guard sees its label.
+				g.routes.put(in, newRoute(st.gen, limiterHash, outHash, nowSec, folded))
+			}
 			continue
 		case merge.Dropped:
 			res.DroppedByMerge += n
@@ -676,7 +745,14 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		}
 		out = append(out, s)
 	}
-	clear(req.Series[len(out):])
+	// The stale markers of the series the guard handed over: they end
+	// downstream as the aggregate takes over.
+	if len(ws.stale) > 0 && len(out)+len(ws.stale) <= len(req.Series) {
+		out = append(out, ws.stale...)
+	} else if len(ws.stale) > 0 {
+		out = append(slices.Clip(out), ws.stale...)
+	}
+	clear(req.Series[min(len(out), len(req.Series)):])
 	req.Series = out
 }
 
@@ -702,12 +778,24 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 	if st.trace != nil {
 		g.exemplify(st.trace, ws, s.Labels, s, r.limiterHash)
 	}
-	if !g.merger.RouteKnown(in, r.outHash, s, nowMs) {
+	d := g.merger.RouteKnown(in, r.outHash, s, nowMs)
+	if d.Base() != merge.Absorbed {
 		g.routes.del(in)
 		if r.folded() {
 			res.Folded -= n // the slow path counts it again
 		}
 		return false
+	}
+	if d&merge.NewInEpoch != 0 && st.est != nil {
+		// Once per input and half-window: the estimates need the labels
+		// after the rules, which the cache skips.
+		ws.obsLabels = append(ws.obsLabels[:0], s.Labels...)
+		if ls, keep := st.relabel.Apply(&ws.scratch, ws.obsLabels); keep {
+			if st.trace != nil {
+				ls = st.trace.strip(ls)
+			}
+			g.observe(st.est, ws, in, s.Labels, ls, r.outHash, nowMs, false)
+		}
 	}
 	res.Merged += n
 	return true

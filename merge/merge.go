@@ -240,6 +240,9 @@ type Merger struct {
 	stopping atomic.Bool
 	// failing: the last flush could not deliver (see DeliveryFailing).
 	failing atomic.Bool
+	// epoch (wall-clock ms) is where the estimates' half-window starts:
+	// a series last seen before it is reported NewInEpoch (SetEpoch).
+	epoch atomic.Int64
 
 	rejectLog logLimiter
 

@@ -167,6 +167,27 @@ const (
 	Dropped
 )
 
+// NewInEpoch is a flag Route adds to Pass or Absorbed when the input had
+// no sample since the epoch set by SetEpoch (or is new): the gateway then
+// observes it for the estimates, once per input and half-window.
+const NewInEpoch Decision = 0x80
+
+// Base returns d without NewInEpoch.
+func (d Decision) Base() Decision { return d &^ NewInEpoch }
+
+// SetEpoch sets the start (wall-clock ms) of the estimates' half-window;
+// 0, the default, never reports NewInEpoch.
+func (m *Merger) SetEpoch(ms int64) { m.epoch.Store(ms) }
+
+// newIn reports whether seen (the last sample of an input, 0 for none) is
+// before the epoch.
+func (m *Merger) newIn(seen int64) Decision {
+	if e := m.epoch.Load(); e != 0 && seen < e {
+		return NewInEpoch
+	}
+	return 0
+}
+
 // Route decides for one series after relabeling. in and out are the hashes
 // of its labels before and after relabeling; orig are the labels before
 // relabeling (read only when an output becomes merged, to name the labels
@@ -181,12 +202,14 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
 	o := sh.outputs[out]
+	var first Decision
 	if o == nil {
 		// Slow path: a series never seen.
 		if m.full() {
 			sh.mu.Unlock()
 			return Dropped
 		}
+		first = m.newIn(0)
 		o = &output{input: in, seen: nowMs, lastTs: noSample}
 		sh.outputs[out] = o
 		if forceMerge {
@@ -198,9 +221,12 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 	if o.m == nil {
 		if o.input == in && !forceMerge {
 			// Fast path: the single input of its output.
+			if first == 0 {
+				first = m.newIn(o.seen)
+			}
 			o.pass(s, nowMs, m.rules.Load().MaxAhead.Milliseconds())
 			sh.mu.Unlock()
-			return Pass
+			return Pass | first
 		}
 		// Slow path: a second input collapses into the output. It takes a
 		// slot of its own.
@@ -221,6 +247,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 			sh.mu.Unlock()
 			return Dropped
 		}
+		first = m.newIn(0)
 		fresh, revived := m.revive(mg, in)
 		if !revived && mg.inputs.len() > 0 {
 			m.metrics.collisions.Inc()
@@ -229,33 +256,138 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		m.tracked.Add(1)
 		m.metrics.mergeInputs.Inc()
 		mg.noteCollapsed(m, orig, s.Labels)
+	} else {
+		first = m.newIn(ip.seen)
 	}
 	o.seen = nowMs
 	m.absorb(sh, mg, ip, s, nowMs)
 	sh.mu.Unlock()
-	return Absorbed
+	return Absorbed | first
 }
 
 // RouteKnown absorbs the samples of s if input in is already a live input
-// of the merged output out, and reports whether it was. It never creates
-// state, so s.Labels need not be the output's labels: the gateway's route
-// cache calls it before relabeling, and relabels only when it returns false.
-func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) bool {
+// of the merged output out, and reports whether it was, with NewInEpoch as
+// Route does (Absorbed, or Pass for "not known"). It never creates state, so
+// s.Labels need not be the output's labels: the gateway's route cache calls
+// it before relabeling, and relabels only when it returns Pass.
+func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decision {
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
 	o := sh.outputs[out]
 	if o == nil || o.m == nil || o.m.enc == nil {
 		sh.mu.Unlock()
-		return false
+		return Pass
 	}
 	ip := o.m.inputs.get(in)
 	if ip == nil {
 		sh.mu.Unlock()
-		return false
+		return Pass
 	}
+	first := m.newIn(ip.seen)
 	o.seen = nowMs
 	m.absorb(sh, o.m, ip, s, nowMs)
 	sh.mu.Unlock()
+	return Absorbed | first
+}
+
+// Handover moves the input of the pass-through output from into the merged
+// output to (labels toLabels, made merged if it is not), as the guard does
+// when it aggregates a label away: the input carries its last value over,
+// so the merged output has the totals it would have had if the label had
+// been dropped from the start, and nothing is counted twice when the input
+// reports again. The output from is forgotten. It returns the largest
+// timestamp passed through for from (after which its stale marker must
+// go), and false when from was not a pass-through output (unknown, or
+// already merged: a merged output keeps its own state).
+func (m *Merger) Handover(from, to uint64, toLabels []wire.Label, nowMs int64) (int64, bool) {
+	sh := &m.shards[from%numShards]
+	sh.mu.Lock()
+	o := sh.outputs[from]
+	if o == nil || o.m != nil {
+		sh.mu.Unlock()
+		return 0, false
+	}
+	delete(sh.outputs, from)
+	snap := *o
+	sh.mu.Unlock()
+	m.tracked.Add(-1) // added back below when the input joins
+
+	sh = &m.shards[to%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.outputs[to]
+	if t == nil {
+		t = &output{input: snap.input, seen: nowMs, lastTs: noSample}
+		sh.outputs[to] = t
+		t.m = m.newMerged(toLabels, 0)
+	} else if t.m == nil {
+		if t.input == snap.input {
+			return snap.passTs, true
+		}
+		m.startMerging(t, nil, toLabels)
+	}
+	mg := t.m
+	if mg.enc == nil {
+		mg.learn(m, toLabels)
+	}
+	if mg.inputs.get(snap.input) != nil {
+		return snap.passTs, true
+	}
+	in, _ := m.revive(mg, snap.input)
+	in.seen = snap.seen
+	if snap.lastTs != noSample {
+		in.ts, in.val, in.has = snap.lastTs, snap.lastVal, true
+		mg.dataTs = max(mg.dataTs, min(snap.lastTs, snap.passTs))
+		if !mg.dirty {
+			mg.dirty, mg.windowStart = true, mg.dataTs
+		}
+		mg.ended = false
+	} else {
+		in.pending = true
+	}
+	// Emissions must come after anything the input passed through.
+	mg.lastTs = max(mg.lastTs, snap.passTs)
+	mg.addInput(in)
+	m.tracked.Add(1)
+	m.metrics.mergeInputs.Inc()
+	return snap.passTs, true
+}
+
+// EndOutput ends the merged output out downstream now, as the guard does
+// when it lifts a mitigation and the inputs go back to outputs of their
+// own: it queues the output's stale marker and forgets its inputs, so
+// that no instant sees both the aggregate and the series it had replaced.
+// It reports whether out was a merged output.
+func (m *Merger) EndOutput(out uint64) bool {
+	sh := &m.shards[out%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	o := sh.outputs[out]
+	if o == nil || o.m == nil || o.m.enc == nil {
+		return false
+	}
+	mg := o.m
+	nowMs := m.now().UnixMilli()
+	if mg.dirty {
+		m.snapshot(mg, nowMs)
+	}
+	if !mg.ended && mg.everQueued {
+		m.queueStaleMarker(mg, nowMs)
+	}
+	mg.ended = true
+	n := int64(mg.inputs.len())
+	for mg.inputs.len() > 0 {
+		mg.inputs.removeAt(mg.inputs.len() - 1)
+	}
+	m.tracked.Add(-n)
+	m.metrics.mergeInputs.Sub(float64(n))
+	if r := int64(len(mg.retired)); r > 0 {
+		m.retired.Add(-r)
+		m.metrics.retiredInputs.Sub(float64(r))
+		mg.retired = nil
+	}
+	mg.base, mg.baseHist = 0, nil
+	o.seen = 0 // forgotten at the next flush once its points are delivered
 	return true
 }
 

@@ -124,6 +124,9 @@ func New(opts Options) (*Server, error) {
 	r.Get("/-/ready", s.serveReady)
 	r.Post("/-/reload", s.requireAdmin(s.serveReload))
 	r.Get("/api/v1/collisions", s.serveCollisions)
+	r.Get("/api/v1/cardinality/labels", s.serveLabels)
+	r.Get("/api/v1/cardinality/workloads", s.serveWorkloads)
+	r.Get("/api/v1/guard", s.serveGuard)
 	// Go's profiler and expvar, as Prometheus and vmagent expose them, for
 	// finding where CPU and memory go under real traffic. A CPU profile
 	// costs CPU and the command line may hold secrets: with an admin token
@@ -180,6 +183,9 @@ var Endpoints = []Endpoint{
 	{"PUT", "/api/v1/limits/{workload}", `set a workload's cap, body {"max_series": N} (admin token)`},
 	{"DELETE", "/api/v1/limits/{workload}", "remove a workload's API override (admin token)"},
 	{"GET", "/api/v1/cardinality?top=N", "active and folded series per workload"},
+	{"GET", "/api/v1/cardinality/workloads?top=N", "estimated series before and after the rules, and churn, per workload"},
+	{"GET", "/api/v1/cardinality/labels?workload=W&metric=M&top=N", "estimated distinct values per label, per workload and metric"},
+	{"GET", "/api/v1/guard", "the guard's mitigations and events"},
 	{"GET", "/debug/pprof/", "Go's profiler (admin token when one is configured)"},
 }
 

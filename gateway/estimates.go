@@ -1,0 +1,354 @@
+package gateway
+
+import (
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/cardinal-gateway/cardinal/cardinality"
+	"github.com/cardinal-gateway/cardinal/config"
+	"github.com/cardinal-gateway/cardinal/guard"
+	"github.com/cardinal-gateway/cardinal/internal/selector"
+	"github.com/cardinal-gateway/cardinal/wire"
+)
+
+// estState is the compiled estimates and guard part of a configuration.
+type estState struct {
+	workloadLabels []string
+	// guardScope: nil when the guard covers every series in scope.
+	guardScope *selector.Set
+	guardOn    bool
+	// active are the guard's enforced mitigations when the state was
+	// published; a change publishes a new state (see republish), so that
+	// the routes cached under the old mitigations die with their gen.
+	active *guard.Active
+}
+
+func compileEstimates(cfg *config.Config) (*estState, error) {
+	if !cfg.EstimatesEnabled() {
+		return nil, nil
+	}
+	es := &estState{workloadLabels: cfg.EstimateWorkloadLabels(), guardOn: cfg.Guard.Mode != ""}
+	sc, err := selector.Parse(cfg.Guard.Scope)
+	if err != nil {
+		return nil, err
+	}
+	if !sc.Empty() {
+		es.guardScope = sc
+	}
+	return es, nil
+}
+
+func guardSettings(cfg *config.Config) guard.Settings {
+	mode, _ := guard.ParseMode(string(cfg.Guard.Mode))
+	s := guard.Settings{Mode: mode, Threshold: cfg.Guard.GuardThreshold(), LiftAfter: cfg.Guard.GuardLiftAfter()}
+	s.Never = append(slices.Clone(cfg.Guard.Protect), cfg.EstimateWorkloadLabels()...)
+	return s
+}
+
+// estimates owns the estimator, the guard and the aggregates the guard's
+// mitigations route to.
+type estimates struct {
+	mu     sync.Mutex
+	est    atomic.Pointer[cardinality.Estimator]
+	guard  *guard.Guard
+	window time.Duration
+	// aggregates are the merged outputs of enforced mitigations, by
+	// group: ended when the mitigation lifts.
+	aggMu      sync.Mutex
+	aggregates map[uint64]map[uint64]struct{}
+	collector  *estimateCollector
+}
+
+// maxAggregates bounds the outputs remembered per group.
+const maxAggregates = 100_000
+
+// GuardInterval is how often the guard evaluates the estimates.
+var GuardInterval = 5 * time.Second
+
+// applyEstimates makes the estimator and the guard follow cfg.
+func (g *Gateway) applyEstimates(cfg *config.Config) {
+	e := &g.est
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !cfg.EstimatesEnabled() {
+		return // an estimator once made stays, idle: its metrics keep their series
+	}
+	w := cfg.EstimateWindow()
+	if e.est.Load() == nil || e.window != w {
+		e.est.Store(cardinality.New(cardinality.Options{Window: w, MaxGroups: cfg.Cardinality.MaxGroups}))
+		e.window = w
+	}
+	if e.collector == nil {
+		e.collector = &estimateCollector{g: g}
+		if g.opts.Registerer != nil {
+			g.opts.Registerer.MustRegister(e.collector)
+		}
+	}
+	top := cfg.Cardinality.Top
+	if top <= 0 {
+		top = config.DefaultCardinalityTop
+	}
+	e.collector.setTop(top)
+	if e.guard == nil {
+		e.guard = guard.New(guardSettings(cfg), w, g.logger, guard.NewMetrics(g.opts.Registerer))
+	} else {
+		e.guard.SetSettings(guardSettings(cfg), w)
+	}
+}
+
+// Estimator returns the estimates, nil when they are off.
+func (g *Gateway) Estimator() *cardinality.Estimator {
+	g.est.mu.Lock()
+	defer g.est.mu.Unlock()
+	if st := g.state.Load(); st == nil || st.est == nil {
+		return nil
+	}
+	return g.est.est.Load()
+}
+
+// Guard returns the guard, nil when it is off.
+func (g *Gateway) Guard() *guard.Guard {
+	g.est.mu.Lock()
+	defer g.est.mu.Unlock()
+	if st := g.state.Load(); st == nil || st.est == nil || !st.est.guardOn {
+		return nil
+	}
+	return g.est.guard
+}
+
+// runGuard evaluates the guard every GuardInterval until ctx ends.
+func (g *Gateway) runGuard(ctx context.Context) {
+	t := time.NewTicker(GuardInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.EvaluateGuard()
+		}
+	}
+}
+
+// EvaluateGuard runs one evaluation of the guard now (Run does it every
+// GuardInterval), and sweeps the estimates.
+func (g *Gateway) EvaluateGuard() {
+	est, gd := g.Estimator(), g.Guard()
+	if est == nil {
+		return
+	}
+	now := g.now()
+	est.Sweep(now.UnixMilli())
+	if gd == nil {
+		return
+	}
+	lifted, changed := gd.Evaluate(now, est)
+	if changed {
+		g.republish()
+	}
+	// Lifted one evaluation ago: the requests routed under the old
+	// mitigations are done; the aggregates end now, before their inputs'
+	// own series start again downstream.
+	for _, l := range lifted {
+		g.est.aggMu.Lock()
+		aggs := g.est.aggregates[l.Group]
+		delete(g.est.aggregates, l.Group)
+		g.est.aggMu.Unlock()
+		for out := range aggs {
+			g.merger.EndOutput(out)
+		}
+	}
+}
+
+// republish swaps in a copy of the state with the guard's mitigations in
+// force and a new gen.
+func (g *Gateway) republish() {
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	old := g.state.Load()
+	if old == nil || old.est == nil {
+		return
+	}
+	ns := *old
+	es := *old.est
+	es.active = g.est.guard.Active()
+	ns.est = &es
+	ns.gen = g.gens.Add(1)
+	g.state.Store(&ns)
+}
+
+func (e *estimates) noteAggregate(group, out uint64) {
+	e.aggMu.Lock()
+	if e.aggregates == nil {
+		e.aggregates = map[uint64]map[uint64]struct{}{}
+	}
+	m := e.aggregates[group]
+	if m == nil {
+		m = map[uint64]struct{}{}
+		e.aggregates[group] = m
+	}
+	if len(m) < maxAggregates {
+		m[out] = struct{}{}
+	}
+	e.aggMu.Unlock()
+}
+
+// groupOf returns the (workload, metric) group of labels ls, and the
+// workload's name in ws.wlBuf.
+func (ws *workspace) groupOf(es *estState, ls []wire.Label) (uint64, []byte, []byte) {
+	ws.wlBuf = ws.wlBuf[:0]
+	for i, n := range es.workloadLabels {
+		if i > 0 {
+			ws.wlBuf = append(ws.wlBuf, '/')
+		}
+		ws.wlBuf = append(ws.wlBuf, wire.GetLabel(ls, n)...)
+	}
+	name := wire.GetLabel(ls, "__name__")
+	return cardinality.GroupKey(ws.wlBuf, name), ws.wlBuf, name
+}
+
+// observe adds one series to the estimates; out are its labels after the
+// rules (before the guard), outHash its identity as forwarded.
+func (g *Gateway) observe(es *estState, ws *workspace, in uint64, inLabels, out []wire.Label, outHash uint64, nowMs int64, guardable bool) {
+	est := g.est.est.Load()
+	if est == nil {
+		return
+	}
+	group, wl, name := ws.groupOf(es, out)
+	ws.obs = cardinality.Observation{
+		Group: group, Workload: wl, Metric: name, In: in, Out: outHash,
+		InLabels: inLabels, OutLabels: out, NowMs: nowMs, Guardable: guardable,
+	}
+	est.Observe(&ws.obs)
+	ws.obs = cardinality.Observation{}
+}
+
+// guardStrip removes the labels the guard aggregates away for ls's group;
+// it returns ls unchanged and 0 when none.
+func (ws *workspace) guardStrip(es *estState, ls []wire.Label) ([]wire.Label, uint64) {
+	group, _, _ := ws.groupOf(es, ls)
+	drop := es.active.Labels(group)
+	if drop == nil {
+		return ls, 0
+	}
+	start := len(ws.overflow)
+	for _, l := range ls {
+		if _, found := slices.BinarySearch(drop, string(l.Name)); !found {
+			ws.overflow = append(ws.overflow, l)
+		}
+	}
+	return ws.overflow[start:len(ws.overflow):len(ws.overflow)], group
+}
+
+// handover moves the pass-through output pre (the series' output before
+// the guard) into the aggregate out, and queues pre's stale marker when it
+// was live.
+func (g *Gateway) handover(ws *workspace, pre uint64, preLabels []wire.Label, out uint64, outLabels []wire.Label, s *wire.Series, nowMs int64) {
+	passTs, ok := g.merger.Handover(pre, out, outLabels, nowMs)
+	if !ok {
+		return
+	}
+	ts := passTs + 1
+	for _, smp := range s.Samples {
+		ts = max(ts, smp.Timestamp)
+	}
+	for _, h := range s.Histograms {
+		ts = max(ts, h.Timestamp)
+	}
+	start := len(ws.staleSamples)
+	ws.staleSamples = append(ws.staleSamples, wire.Sample{Value: math.Float64frombits(value.StaleNaN), Timestamp: ts})
+	ws.stale = append(ws.stale, wire.Series{Labels: preLabels, Samples: ws.staleSamples[start:len(ws.staleSamples):len(ws.staleSamples)]})
+}
+
+// estimateCollector exposes the estimates as metrics bounded to the top N.
+type estimateCollector struct {
+	g   *Gateway
+	mu  sync.Mutex
+	top int
+}
+
+var (
+	seriesDesc = prometheus.NewDesc("cardinal_cardinality_series",
+		"Estimated active series within the estimates' window, before the rules (stage=in) and as forwarded (stage=out), for the top workloads.",
+		[]string{"workload", "stage"}, nil)
+	labelValuesDesc = prometheus.NewDesc("cardinal_cardinality_label_values",
+		"Estimated distinct values of a label within the window, after the rules and before the guard, for the top (workload, metric, label).",
+		[]string{"workload", "metric", "label"}, nil)
+	churnDesc = prometheus.NewDesc("cardinal_cardinality_churn_ratio",
+		"Share of a workload's forwarded series new within the last half-window, for the top workloads.",
+		[]string{"workload"}, nil)
+	groupsDesc = prometheus.NewDesc("cardinal_cardinality_groups",
+		"(workload, metric) groups the estimates track.", nil, nil)
+	droppedGroupsDesc = prometheus.NewDesc("cardinal_cardinality_dropped_groups_total",
+		"Observations of a new group beyond cardinality.max_groups, not estimated.", nil, nil)
+)
+
+func (c *estimateCollector) setTop(n int) {
+	c.mu.Lock()
+	c.top = n
+	c.mu.Unlock()
+}
+
+func (c *estimateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- seriesDesc
+	ch <- labelValuesDesc
+	ch <- churnDesc
+	ch <- groupsDesc
+	ch <- droppedGroupsDesc
+}
+
+func (c *estimateCollector) Collect(ch chan<- prometheus.Metric) {
+	est := c.g.Estimator()
+	if est == nil {
+		return
+	}
+	c.mu.Lock()
+	top := c.top
+	c.mu.Unlock()
+	groups := est.Report(c.g.now().UnixMilli(), cardinality.Filter{})
+	ch <- prometheus.MustNewConstMetric(groupsDesc, prometheus.GaugeValue, float64(est.Groups()))
+	ch <- prometheus.MustNewConstMetric(droppedGroupsDesc, prometheus.CounterValue, float64(est.DroppedGroups()))
+	wls := cardinality.Workloads(groups)
+	for i, w := range wls {
+		if i >= top {
+			break
+		}
+		ch <- prometheus.MustNewConstMetric(seriesDesc, prometheus.GaugeValue, float64(w.SeriesIn), w.Workload, "in")
+		ch <- prometheus.MustNewConstMetric(seriesDesc, prometheus.GaugeValue, float64(w.SeriesOut), w.Workload, "out")
+		ch <- prometheus.MustNewConstMetric(churnDesc, prometheus.GaugeValue, w.Churn, w.Workload)
+	}
+	type lv struct {
+		g *cardinality.GroupReport
+		l cardinality.LabelReport
+	}
+	var all []lv
+	for i := range groups {
+		for _, l := range groups[i].Labels {
+			if l.ValuesOut > 0 && l.Name != "__name__" {
+				all = append(all, lv{&groups[i], l})
+			}
+		}
+	}
+	slices.SortFunc(all, func(a, b lv) int {
+		switch {
+		case a.l.ValuesOut > b.l.ValuesOut:
+			return -1
+		case a.l.ValuesOut < b.l.ValuesOut:
+			return 1
+		}
+		return 0
+	})
+	for i, x := range all {
+		if i >= top {
+			break
+		}
+		ch <- prometheus.MustNewConstMetric(labelValuesDesc, prometheus.GaugeValue, float64(x.l.ValuesOut), x.g.Workload, x.g.Metric, x.l.Name)
+	}
+}
