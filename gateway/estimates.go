@@ -2,14 +2,12 @@ package gateway
 
 import (
 	"context"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/cardinal-gateway/cardinal/cardinality"
 	"github.com/cardinal-gateway/cardinal/config"
@@ -64,6 +62,98 @@ type estimates struct {
 	aggMu      sync.Mutex
 	aggregates map[uint64]map[uint64]struct{}
 	collector  *estimateCollector
+	records    records
+}
+
+// records remember the series of armed groups (guard.Armed) by their
+// output, with their labels after the rules: when the guard engages, the
+// aggregates take over the series that ended since the group was armed,
+// which no request brings back. Live series are handed over when they next
+// report.
+type records struct {
+	mu      sync.Mutex
+	byGroup map[uint64]map[uint64]*record
+	n       int
+}
+
+type record struct {
+	labels []wire.Label // own copy
+	seenMs int64
+}
+
+// MaxRecords bounds the series recorded for the guard, in all groups:
+// about 300 bytes each with mesh labels.
+const MaxRecords = 200_000
+
+// note records the series out (labels ls) of group.
+func (r *records) note(group, out uint64, ls []wire.Label, nowMs int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byGroup == nil {
+		r.byGroup = map[uint64]map[uint64]*record{}
+	}
+	m := r.byGroup[group]
+	if m == nil {
+		m = map[uint64]*record{}
+		r.byGroup[group] = m
+	}
+	if rec := m[out]; rec != nil {
+		rec.seenMs = nowMs
+		return
+	}
+	if r.n >= MaxRecords {
+		return
+	}
+	m[out] = &record{labels: cloneLabels(ls), seenMs: nowMs}
+	r.n++
+}
+
+// take removes and returns group's records.
+func (r *records) take(group uint64) map[uint64]*record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.byGroup[group]
+	delete(r.byGroup, group)
+	r.n -= len(m)
+	return m
+}
+
+// prune drops the records of groups no longer armed and those not seen
+// within maxAgeMs (the merger forgot their outputs).
+func (r *records) prune(armed *guard.Armed, nowMs, maxAgeMs int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for group, m := range r.byGroup {
+		if !armed.Has(group) {
+			r.n -= len(m)
+			delete(r.byGroup, group)
+			continue
+		}
+		for out, rec := range m {
+			if nowMs-rec.seenMs > maxAgeMs {
+				delete(m, out)
+				r.n--
+			}
+		}
+	}
+}
+
+func cloneLabels(ls []wire.Label) []wire.Label {
+	n := 0
+	for _, l := range ls {
+		n += len(l.Name) + len(l.Value)
+	}
+	buf := make([]byte, 0, n)
+	out := make([]wire.Label, len(ls))
+	for i, l := range ls {
+		start := len(buf)
+		buf = append(buf, l.Name...)
+		out[i].Name = buf[start:len(buf):len(buf)]
+		start = len(buf)
+		buf = append(buf, l.Value...)
+		out[i].Value = buf[start:len(buf):len(buf)]
+	}
+	return out
 }
 
 // maxAggregates bounds the outputs remembered per group.
@@ -149,20 +239,60 @@ func (g *Gateway) EvaluateGuard() {
 	if gd == nil {
 		return
 	}
-	lifted, changed := gd.Evaluate(now, est)
-	if changed {
+	res := gd.Evaluate(now, est)
+	if res.Changed {
 		g.republish()
 	}
+	g.takeOver(res.Engaged, now.UnixMilli())
+	g.est.records.prune(gd.Armed(), now.UnixMilli(), g.merger.Rules().Staleness.Milliseconds())
 	// Lifted one evaluation ago: the requests routed under the old
 	// mitigations are done; the aggregates end now, before their inputs'
 	// own series start again downstream.
-	for _, l := range lifted {
+	for _, l := range res.Lifted {
 		g.est.aggMu.Lock()
 		aggs := g.est.aggregates[l.Group]
 		delete(g.est.aggregates, l.Group)
 		g.est.aggMu.Unlock()
 		for out := range aggs {
 			g.merger.EndOutput(out)
+		}
+	}
+}
+
+// takeOver hands the recorded series of the groups just engaged over to
+// their aggregates (the live ones would be handed over as they report; the
+// ended ones only this way).
+func (g *Gateway) takeOver(engaged []guard.Lifted, nowMs int64) {
+	st := g.state.Load()
+	if st == nil || st.est == nil {
+		return
+	}
+	var hashBuf []byte
+	var stripped []wire.Label
+	done := map[uint64]bool{}
+	for _, e := range engaged {
+		if done[e.Group] {
+			continue
+		}
+		done[e.Group] = true
+		drop := st.est.active.Labels(e.Group)
+		if drop == nil {
+			continue
+		}
+		for pre, rec := range g.est.records.take(e.Group) {
+			stripped = stripped[:0]
+			for _, l := range rec.labels {
+				if _, found := slices.BinarySearch(drop, string(l.Name)); !found {
+					stripped = append(stripped, l)
+				}
+			}
+			// The aggregate keeps the labels: its own copy.
+			agg := cloneLabels(stripped)
+			var out uint64
+			out, hashBuf = wire.HashLabels(hashBuf, agg)
+			if g.merger.Handover(pre, out, agg, rec.labels, nowMs) {
+				g.est.noteAggregate(e.Group, out)
+			}
 		}
 	}
 }
@@ -245,26 +375,6 @@ func (ws *workspace) guardStrip(es *estState, ls []wire.Label) ([]wire.Label, ui
 		}
 	}
 	return ws.overflow[start:len(ws.overflow):len(ws.overflow)], group
-}
-
-// handover moves the pass-through output pre (the series' output before
-// the guard) into the aggregate out, and queues pre's stale marker when it
-// was live.
-func (g *Gateway) handover(ws *workspace, pre uint64, preLabels []wire.Label, out uint64, outLabels []wire.Label, s *wire.Series, nowMs int64) {
-	passTs, ok := g.merger.Handover(pre, out, outLabels, nowMs)
-	if !ok {
-		return
-	}
-	ts := passTs + 1
-	for _, smp := range s.Samples {
-		ts = max(ts, smp.Timestamp)
-	}
-	for _, h := range s.Histograms {
-		ts = max(ts, h.Timestamp)
-	}
-	start := len(ws.staleSamples)
-	ws.staleSamples = append(ws.staleSamples, wire.Sample{Value: math.Float64frombits(value.StaleNaN), Timestamp: ts})
-	ws.stale = append(ws.stale, wire.Series{Labels: preLabels, Samples: ws.staleSamples[start:len(ws.staleSamples):len(ws.staleSamples)]})
 }
 
 // estimateCollector exposes the estimates as metrics bounded to the top N.

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,14 +149,11 @@ type workspace struct {
 	fwd      forward.Scratch
 	onReject func(forward.Rejection)
 	rejected Rejected
-	// Estimates and guard: the workload name, the observation, the
-	// relabeled labels of a route-cache hit, and the stale markers of the
-	// series the guard hands over to an aggregate.
-	wlBuf        []byte
-	obs          cardinality.Observation
-	obsLabels    []wire.Label
-	stale        []wire.Series
-	staleSamples []wire.Sample
+	// Estimates and guard: the workload name, the observation, and the
+	// relabeled labels of a route-cache hit.
+	wlBuf     []byte
+	obs       cardinality.Observation
+	obsLabels []wire.Label
 }
 
 // Rejected describes the series the downstream refused on their own.
@@ -632,7 +628,6 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	ws.exLabels = ws.exLabels[:0]
 	ws.exBytes = ws.exBytes[:0]
 	clear(ws.exemplified)
-	ws.stale, ws.staleSamples = ws.stale[:0], ws.staleSamples[:0]
 	if est := g.est.est.Load(); es != nil && est != nil {
 		g.merger.SetEpoch(est.EpochStart(nowMs))
 	}
@@ -687,6 +682,15 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		if guardable && !es.active.Empty() {
 			ls, guardGroup = ws.guardStrip(es, ls)
 		}
+		if guardable && guardGroup == 0 {
+			if armed := g.est.guard.Armed(); !armed.Empty() {
+				if group, _, _ := ws.groupOf(es, ls); armed.Has(group) {
+					var pre uint64
+					pre, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
+					g.est.records.note(group, pre, ls, nowMs)
+				}
+			}
+		}
 		guarded := guardGroup != 0
 		outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
 		limiterHash := outHash
@@ -712,7 +716,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		if guarded {
 			var pre uint64
 			pre, ws.hashBuf = wire.HashLabels(ws.hashBuf, ruled)
-			g.handover(ws, pre, ruled, outHash, ls, &s, nowMs)
+			g.merger.Handover(pre, outHash, ls, ruled, nowMs)
 			g.est.noteAggregate(guardGroup, outHash)
 		}
 		// An overflow series is merged from its first input on: it must
@@ -745,14 +749,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		}
 		out = append(out, s)
 	}
-	// The stale markers of the series the guard handed over: they end
-	// downstream as the aggregate takes over.
-	if len(ws.stale) > 0 && len(out)+len(ws.stale) <= len(req.Series) {
-		out = append(out, ws.stale...)
-	} else if len(ws.stale) > 0 {
-		out = append(slices.Clip(out), ws.stale...)
-	}
-	clear(req.Series[min(len(out), len(req.Series)):])
+	clear(req.Series[len(out):])
 	req.Series = out
 }
 

@@ -175,6 +175,44 @@ type Guard struct {
 	// evaluation: the gateway ends them one evaluation later, once the
 	// requests routed under the old mitigations have finished.
 	lifted []Lifted
+	armed  atomic.Pointer[Armed]
+}
+
+// Armed is the immutable set of groups with a label past ArmFraction of
+// the threshold and not yet aggregated: the gateway records their series,
+// so that when the guard engages, the aggregate also takes over the series
+// that ended in between (see the gateway's records).
+type Armed struct {
+	groups map[uint64]struct{}
+}
+
+// Has reports whether group is armed.
+func (a *Armed) Has(group uint64) bool {
+	if a == nil || len(a.groups) == 0 {
+		return false
+	}
+	_, ok := a.groups[group]
+	return ok
+}
+
+// Empty reports whether no group is armed.
+func (a *Armed) Empty() bool { return a == nil || len(a.groups) == 0 }
+
+// ArmFraction: a group is armed once one of its labels has 1/ArmFraction
+// of the threshold's distinct values.
+const ArmFraction = 10
+
+// Armed returns the armed groups.
+func (g *Guard) Armed() *Armed { return g.armed.Load() }
+
+// Result is what one evaluation changed.
+type Result struct {
+	// Engaged are the enforced mitigations engaged now; Lifted those
+	// lifted at the previous evaluation, which the caller may now end for
+	// good (the requests routed under them have finished).
+	Engaged, Lifted []Lifted
+	// Changed: the enforced set changed (Active is new).
+	Changed bool
 }
 
 type key struct {
@@ -193,6 +231,7 @@ func New(s Settings, window time.Duration, logger *slog.Logger, metrics *Metrics
 	s.Normalize()
 	g := &Guard{settings: s, window: window, active: map[key]*Mitigation{}, logger: logger, metrics: metrics}
 	g.snapshot.Store(&Active{})
+	g.armed.Store(&Armed{})
 	return g
 }
 
@@ -215,23 +254,31 @@ func (s *Settings) Protected(label string) bool {
 	return found
 }
 
-// Evaluate engages and lifts mitigations from the estimates at now. It
-// returns the enforced mitigations lifted at the previous evaluation, which
-// the caller may now end for good, and whether the enforced set changed.
-func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) (lifted []Lifted, changed bool) {
+// Evaluate engages and lifts mitigations from the estimates at now.
+func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) Result {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	lifted, g.lifted = g.lifted, nil
+	var res Result
+	res.Lifted, g.lifted = g.lifted, nil
+	changed := false
 	s := g.settings
 	groups := est.Report(now.UnixMilli(), cardinality.Filter{})
 	seen := map[key]bool{}
+	armed := map[uint64]struct{}{}
+	armAt := uint64(max(s.Threshold/ArmFraction, 2))
 	for i := range groups {
 		gr := &groups[i]
 		for _, l := range gr.Labels {
 			k := key{gr.Key(), l.Name}
 			m := g.active[k]
 			if m == nil {
-				if s.Mode == Off || !gr.Guardable || l.ValuesOut < uint64(s.Threshold) || s.Protected(l.Name) {
+				if s.Mode == Off || !gr.Guardable || s.Protected(l.Name) {
+					continue
+				}
+				if l.ValuesOut < uint64(s.Threshold) {
+					if s.Mode == Enforce && l.ValuesOut >= armAt {
+						armed[k.group] = struct{}{}
+					}
 					continue
 				}
 				m = &Mitigation{
@@ -240,7 +287,10 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) (lifted []Li
 				}
 				g.active[k] = m
 				g.record(now, "engaged", m)
-				changed = changed || s.Mode == Enforce
+				if s.Mode == Enforce {
+					changed = true
+					res.Engaged = append(res.Engaged, Lifted{Group: k.group, Label: l.Name})
+				}
 			}
 			seen[k] = true
 			m.ValuesNow = l.ValuesOut
@@ -279,8 +329,10 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) (lifted []Li
 	if changed {
 		g.publish()
 	}
+	g.armed.Store(&Armed{groups: armed})
 	g.metrics.set(g.active)
-	return lifted, changed
+	res.Changed = changed
+	return res
 }
 
 // saved estimates the series that dropping a label with values distinct

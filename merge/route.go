@@ -69,6 +69,11 @@ type merged struct {
 	dirty       bool
 	ended       bool
 	everQueued  bool
+	// movedTo: the guard handed the output over to this one (Handover);
+	// closed: the guard lifted the mitigation this aggregate served
+	// (EndOutput), and outputs handed over to it start again.
+	movedTo uint64
+	closed  bool
 	// pendingUntil: the output was restored from a state file saved before
 	// a crash, its inputs are pending until they report again or this
 	// wall-clock time passes (see LoadState).
@@ -218,6 +223,26 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 			m.tracked.Add(1)
 		}
 	}
+	if o.m != nil && o.m.movedTo != 0 {
+		// Slow path: handed over by the guard (see Handover).
+		to := o.m.movedTo
+		sh.mu.Unlock()
+		if m.routeMoved(in, to, orig, s, nowMs) {
+			return Absorbed
+		}
+		// The aggregate is gone or closed: the output starts again.
+		sh.mu.Lock()
+		if cur := sh.outputs[out]; cur == o {
+			// Its stale marker, if still queued, would now come after the
+			// samples that start it again: it goes.
+			delete(sh.outputs, out)
+			m.pending.Add(-int64(len(o.m.points)))
+			m.metrics.mergedSeries.Dec()
+			m.merged.Add(-1)
+		}
+		sh.mu.Unlock()
+		return m.Route(tk, in, out, orig, s, nowMs, forceMerge)
+	}
 	if o.m == nil {
 		if o.input == in && !forceMerge {
 			// Fast path: the single input of its output.
@@ -274,7 +299,7 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decisio
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
 	o := sh.outputs[out]
-	if o == nil || o.m == nil || o.m.enc == nil {
+	if o == nil || o.m == nil || o.m.enc == nil || o.m.movedTo != 0 {
 		sh.mu.Unlock()
 		return Pass
 	}
@@ -290,67 +315,157 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decisio
 	return Absorbed | first
 }
 
-// Handover moves the input of the pass-through output from into the merged
-// output to (labels toLabels, made merged if it is not), as the guard does
-// when it aggregates a label away: the input carries its last value over,
-// so the merged output has the totals it would have had if the label had
-// been dropped from the start, and nothing is counted twice when the input
-// reports again. The output from is forgotten. It returns the largest
-// timestamp passed through for from (after which its stale marker must
-// go), and false when from was not a pass-through output (unknown, or
-// already merged: a merged output keeps its own state).
-func (m *Merger) Handover(from, to uint64, toLabels []wire.Label, nowMs int64) (int64, bool) {
+// Handover moves what the output from holds into the merged output to
+// (labels toLabels, made merged if it is not), as the guard does when it
+// aggregates a label away: a pass-through output's input carries its last
+// value over, a merged output's inputs, retired inputs and base move as they
+// are, so the aggregate has the totals it would have had if the label had
+// been dropped from the start, and nothing is counted twice when the inputs
+// report again. from then ends downstream with a stale marker (under
+// fromLabels) after anything it emitted, and stays, for the staleness
+// period, a pointer to to: a sample routed to it by a request still under
+// the old rules joins the aggregate instead of starting it again. It
+// reports whether from was there to move.
+func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, nowMs int64) bool {
+	if from == to {
+		return false
+	}
 	sh := &m.shards[from%numShards]
 	sh.mu.Lock()
 	o := sh.outputs[from]
-	if o == nil || o.m != nil {
+	if o == nil || (o.m != nil && (o.m.movedTo != 0 || o.m.enc == nil)) {
 		sh.mu.Unlock()
-		return 0, false
+		return false
 	}
-	delete(sh.outputs, from)
-	snap := *o
+	var moved []input
+	var retired map[uint64]*retiredInput
+	var base float64
+	var baseHist *histogram.FloatHistogram
+	passed := o.m == nil
+	single := input{key: o.input, seen: o.seen}
+	floor := o.passTs
+	if passed {
+		if o.lastTs != noSample {
+			single.ts, single.val, single.has = o.lastTs, o.lastVal, true
+		} else {
+			single.pending = true
+		}
+		moved = []input{single}
+		// The pass-through output becomes a merged one of its own
+		// labels: it only ever emits its stale marker.
+		o.m = m.newMerged(fromLabels, floor)
+		m.tracked.Add(-1) // the input moves
+	} else {
+		mg := o.m
+		if mg.dirty {
+			m.snapshot(mg, nowMs)
+		}
+		moved = slices.Clone(mg.inputs.list)
+		for mg.inputs.len() > 0 {
+			mg.inputs.removeAt(mg.inputs.len() - 1)
+		}
+		retired, mg.retired = mg.retired, nil
+		base, baseHist = mg.base, mg.baseHist
+		mg.base, mg.baseHist = 0, nil
+		floor = max(floor, mg.lastTs)
+		m.tracked.Add(-int64(len(moved)))
+		m.metrics.mergeInputs.Sub(float64(len(moved)))
+	}
+	tomb := o.m
+	tomb.movedTo = to
+	tomb.minSeen = 0
+	if fromLabels != nil && (floor > 0 || tomb.everQueued) {
+		tomb.lastTs = max(tomb.lastTs, floor)
+		m.queueStaleMarker(tomb, nowMs)
+	}
+	tomb.ended = true
+	o.seen = nowMs
 	sh.mu.Unlock()
-	m.tracked.Add(-1) // added back below when the input joins
 
 	sh = &m.shards[to%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	t := sh.outputs[to]
 	if t == nil {
-		t = &output{input: snap.input, seen: nowMs, lastTs: noSample}
+		t = &output{input: single.key, seen: nowMs, lastTs: noSample}
 		sh.outputs[to] = t
 		t.m = m.newMerged(toLabels, 0)
 	} else if t.m == nil {
-		if t.input == snap.input {
-			return snap.passTs, true
-		}
 		m.startMerging(t, nil, toLabels)
 	}
 	mg := t.m
 	if mg.enc == nil {
 		mg.learn(m, toLabels)
 	}
-	if mg.inputs.get(snap.input) != nil {
-		return snap.passTs, true
-	}
-	in, _ := m.revive(mg, snap.input)
-	in.seen = snap.seen
-	if snap.lastTs != noSample {
-		in.ts, in.val, in.has = snap.lastTs, snap.lastVal, true
-		mg.dataTs = max(mg.dataTs, min(snap.lastTs, snap.passTs))
-		if !mg.dirty {
-			mg.dirty, mg.windowStart = true, mg.dataTs
+	// Emissions must come after anything the inputs were sent under.
+	mg.lastTs = max(mg.lastTs, floor)
+	for _, in := range moved {
+		if mg.inputs.get(in.key) != nil {
+			continue // already there: the aggregate has its state
 		}
-		mg.ended = false
-	} else {
-		in.pending = true
+		if r := mg.retired[in.key]; r != nil {
+			delete(mg.retired, in.key)
+			m.retired.Add(-1)
+		}
+		if in.has {
+			mg.dataTs = max(mg.dataTs, min(in.ts, nowMs+m.rules.Load().MaxAhead.Milliseconds()))
+			if !mg.dirty {
+				mg.dirty, mg.windowStart = true, mg.dataTs
+			}
+			mg.ended = false
+		}
+		mg.addInput(in)
+		m.tracked.Add(1)
+		m.metrics.mergeInputs.Inc()
 	}
-	// Emissions must come after anything the input passed through.
-	mg.lastTs = max(mg.lastTs, snap.passTs)
-	mg.addInput(in)
-	m.tracked.Add(1)
-	m.metrics.mergeInputs.Inc()
-	return snap.passTs, true
+	for k, r := range retired {
+		if mg.inputs.get(k) != nil || mg.retired[k] != nil {
+			m.retired.Add(-1)
+			continue
+		}
+		if mg.retired == nil {
+			mg.retired = map[uint64]*retiredInput{}
+		}
+		mg.retired[k] = r
+	}
+	if base != 0 || baseHist != nil {
+		mg.base += base
+		if baseHist != nil {
+			if mg.baseHist == nil {
+				mg.baseHist = baseHist
+			} else {
+				m.addHistogram(mg.baseHist, baseHist)
+			}
+		}
+		mg.dirty = true
+	}
+	return true
+}
+
+// routeMoved absorbs s into the output to that a handed-over output points
+// to, when to is still there and not closed, and reports whether it did.
+func (m *Merger) routeMoved(in, to uint64, orig []wire.Label, s *wire.Series, nowMs int64) bool {
+	sh := &m.shards[to%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.outputs[to]
+	if t == nil || t.m == nil || t.m.closed || t.m.enc == nil {
+		return false
+	}
+	mg := t.m
+	ip := mg.inputs.get(in)
+	if ip == nil {
+		if m.full() {
+			return false
+		}
+		fresh, _ := m.revive(mg, in)
+		ip = mg.addInput(fresh)
+		m.tracked.Add(1)
+		m.metrics.mergeInputs.Inc()
+	}
+	t.seen = nowMs
+	m.absorb(sh, mg, ip, s, nowMs)
+	return true
 }
 
 // EndOutput ends the merged output out downstream now, as the guard does
@@ -367,6 +482,7 @@ func (m *Merger) EndOutput(out uint64) bool {
 		return false
 	}
 	mg := o.m
+	mg.closed = true
 	nowMs := m.now().UnixMilli()
 	if mg.dirty {
 		m.snapshot(mg, nowMs)

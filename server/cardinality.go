@@ -27,7 +27,7 @@ type workloadsAnswer struct {
 	Workloads     []cardinality.WorkloadReport `json:"workloads"`
 }
 
-func (s *Server) estimator(w http.ResponseWriter) *cardinality.Estimator {
+func (s *Server) requireEstimator(w http.ResponseWriter) *cardinality.Estimator {
 	est := s.gw.Estimator()
 	if est == nil {
 		admin.WriteError(w, http.StatusNotFound, "the estimates are off: set cardinality.enabled: true (or configure the guard)")
@@ -44,7 +44,7 @@ func (s *Server) serveLabels(w http.ResponseWriter, r *http.Request) {
 		admin.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	est := s.estimator(w)
+	est := s.requireEstimator(w)
 	if est == nil {
 		return
 	}
@@ -68,7 +68,7 @@ func (s *Server) serveWorkloads(w http.ResponseWriter, r *http.Request) {
 		admin.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	est := s.estimator(w)
+	est := s.requireEstimator(w)
 	if est == nil {
 		return
 	}
