@@ -1,0 +1,503 @@
+package monitoringtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+	"github.com/cardinal-gateway/cardinal/internal/promtest"
+	"github.com/cardinal-gateway/cardinal/internal/rwclient"
+)
+
+// Bounds of the end-to-end test.
+const (
+	// readyTimeout bounds the wait for Cardinal's /-/ready.
+	readyTimeout = 30 * time.Second
+	// stopTimeout bounds the wait for Cardinal to exit after SIGTERM.
+	stopTimeout = 20 * time.Second
+	// exposeTimeout bounds the traffic loop that waits for every metric
+	// to be exposed (the estimates and the guard report periodically).
+	exposeTimeout = 2 * time.Minute
+	// minSteps is how many scrapes of mesh traffic are sent at least, so
+	// that churned request ids cross the guard's threshold.
+	minSteps = 4
+)
+
+// cardinalConfig is what Cardinal runs with: the mesh rules of the presets
+// (deploy/examples/istio.yml's drop of Envoy's internal stats, then a
+// labelkeep of the standard Istio, Envoy and Linkerd labels, which drops
+// pod and instance so that pods collapse and are merged), except that
+// request_id slips through the allowlist (the mistake the guard exists to
+// catch); a cap of 50 series per workload, so that folding happens; merged
+// series flushed every second; and the cardinality estimates and the guard
+// on, in dry_run. The first %s is the downstream's write URL, the second
+// the allowlist.
+const cardinalConfig = `downstream:
+  url: %s
+  timeout: 10s
+  max_retries: 2
+receive:
+  memory_limit: 2147483648
+relabel_configs:
+  - action: drop
+    source_labels: [__name__]
+    regex: envoy_(server|cluster_manager|listener_manager|runtime)_.*
+  - action: labelkeep
+    regex: %s|request_id
+trace_sampling:
+  labels: [trace_id]
+  ratio: 0.5
+  always_keep:
+    - {label: response_code, regex: "5.."}
+merge:
+  flush_interval: 1s
+limits:
+  workload_labels: [namespace, app]
+  max_series_per_workload: 50
+  window: 10m
+  mode: enforce
+cardinality:
+  enabled: true
+  window: 10m
+  top: 20
+guard:
+  mode: dry_run
+  threshold: 20
+  window: 10m
+  lift_after: 30m
+  workload_labels: [namespace, app]
+`
+
+// TestMetricsExposedByCardinal runs the real binary between generated mesh
+// traffic and a real Prometheus 2.42 and checks that every metric the
+// dashboard and the alerts select is on its /metrics. The receiver also
+// scrapes Cardinal and evaluates every expression: each must be valid
+// for Prometheus 2.42, not only for the parser of this module's version.
+func TestMetricsExposedByCardinal(t *testing.T) {
+	promtest.Binary(t) // skip, or fail under CARDINAL_E2E=require
+	d := loadDashboard(t)
+	qs := append(dashboardQueries(t, d), rulesQueries(loadRules(t))...)
+	names, nameMatchers := usedMetrics(t, qs)
+	if t.Failed() {
+		return
+	}
+	bin := buildCardinal(t)
+
+	addr := freeAddr(t)
+	receiver := promtest.Start(t, promtest.Options{
+		RemoteWriteReceiver: true,
+		ScrapeTargets:       []string{addr},
+	})
+	cfg := fmt.Sprintf(cardinalConfig, receiver.WriteURL(), meshgen.DefaultAllowlist)
+	gw := startCardinal(t, bin, cfg, addr)
+
+	ctx := context.Background()
+	client := &http.Client{Timeout: 30 * time.Second}
+	codes := map[int]int{}
+	post := func(req *prompb.WriteRequest) int {
+		t.Helper()
+		raw, err := req.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := rwclient.Post(ctx, client, gw.url+"/api/v1/write", snappy.Encode(nil, raw))
+		if err != nil {
+			t.Fatalf("remote write to cardinal: %v", err)
+		}
+		codes[code]++
+		return code
+	}
+	gen := meshgen.New(meshgen.Config{Workloads: 12, PodsPerWorkload: 2, Churn: true, Seed: 15})
+
+	var missing []string
+	deadline := time.Now().Add(exposeTimeout)
+	for step := 0; ; step++ {
+		for _, req := range gen.WriteRequests(step, time.Now().UnixMilli(), 1000) {
+			post(req)
+		}
+		if step == 0 {
+			// A series the downstream refuses on its own (an out-of-order
+			// sample), so that the refusal metrics exist.
+			now := time.Now().UnixMilli()
+			first, second := post(probe(now)), post(probe(now-60_000))
+			t.Logf("out-of-order probe: answered %d, then %d", first, second)
+		}
+		fams := scrape(t, gw.url)
+		missing = missingMetrics(fams, names, nameMatchers)
+		// The traffic must also exercise what the panels show: folding at
+		// the cap, merging, and the guard engaging on request_id.
+		for _, c := range []struct{ name, label, value string }{
+			{"cardinal_series_limit_reached_total", "", ""},
+			{"cardinal_merged_series", "", ""},
+			{"cardinal_guard_events_total", "action", "engaged"},
+			{"cardinal_guard_mitigations", "mode", "dry_run"},
+		} {
+			if familySum(fams, c.name, c.label, c.value) == 0 {
+				missing = append(missing, fmt.Sprintf("%s{%s=%q} is 0: the traffic does not exercise its panels", c.name, c.label, c.value))
+			}
+		}
+		if step+1 >= minSteps && len(missing) == 0 {
+			t.Logf("every metric exposed after %d scrapes of mesh traffic (%d series each) in %s",
+				step+1, gen.NumSeries(), time.Since(deadline.Add(-exposeTimeout)).Round(time.Second))
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("cardinal answered: %v", codes)
+	if codes[http.StatusNoContent] == 0 {
+		t.Errorf("cardinal accepted no request: %v", codes)
+	}
+	for _, m := range missing {
+		t.Error(m)
+	}
+
+	// The receiver scraped Cardinal meanwhile; give it the scrapes that
+	// $__rate_interval (1m here) needs, then evaluate everything.
+	promtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		s, err := receiver.Query(ctx, `count_over_time(cardinal_received_samples_total[1m])`)
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(s) == 0 || s[0].Value < 3 {
+			return false, fmt.Sprintf("receiver has %v scrapes of cardinal", s)
+		}
+		return true, ""
+	})
+	eval := newSubstituter(d)
+	eval.multi = func(string) string { return ".+" }
+	empty := 0
+	for _, q := range qs {
+		expr, err := eval.substitute(q.raw)
+		if err != nil {
+			t.Errorf("%s: %v", q.where, err)
+			continue
+		}
+		s, err := receiver.Query(ctx, expr)
+		if err != nil {
+			t.Errorf("%s: prometheus 2.42 refuses %s: %v", q.where, expr, err)
+			continue
+		}
+		if len(s) == 0 {
+			empty++
+			t.Logf("%s: no data now: %s", q.where, expr)
+		}
+	}
+	t.Logf("evaluated %d expressions at the receiver, %d without data now (alerts below their thresholds, filters)", len(qs), empty)
+}
+
+// probe is one sample of a series outside the mesh at ts.
+func probe(ts int64) *prompb.WriteRequest {
+	return &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "monitoringtest_probe_total"}, {Name: "job", Value: "monitoringtest"}},
+		Samples: []prompb.Sample{{Value: 1, Timestamp: ts}},
+	}}}
+}
+
+// missingMetrics returns, for each name or name matcher that fams does not
+// expose, a message saying where it is used.
+func missingMetrics(fams map[string]*dto.MetricFamily, names map[string][]string, matchers map[*labels.Matcher]string) []string {
+	var out []string
+	for name, where := range names {
+		if err := exposed(fams, name); err != nil {
+			out = append(out, fmt.Sprintf("%v; used by %s", err, strings.Join(where, ", ")))
+		}
+	}
+	for m, where := range matchers {
+		found := false
+		for fam := range fams {
+			for _, n := range seriesNames(fams[fam]) {
+				found = found || m.Matches(n)
+			}
+		}
+		if !found {
+			out = append(out, fmt.Sprintf("no exposed metric matches %s; used by %s", m, where))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// exposed reports whether a selector of name finds series in fams: a
+// counter, gauge or untyped family of that name, or the _bucket, _sum or
+// _count series of a histogram (_sum and _count of a summary).
+func exposed(fams map[string]*dto.MetricFamily, name string) error {
+	if f, ok := fams[name]; ok && len(f.GetMetric()) > 0 {
+		switch f.GetType() {
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM, dto.MetricType_SUMMARY:
+			return fmt.Errorf("%s is a %s: select its _bucket, _sum or _count series", name, f.GetType())
+		}
+		return nil
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		base, ok := strings.CutSuffix(name, suffix)
+		if !ok {
+			continue
+		}
+		f, ok := fams[base]
+		if !ok || len(f.GetMetric()) == 0 {
+			break
+		}
+		switch f.GetType() {
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			return nil
+		case dto.MetricType_SUMMARY:
+			if suffix != "_bucket" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: %s is a %s, which has no %s series", name, base, f.GetType(), suffix)
+	}
+	return fmt.Errorf("cardinal does not expose %s", name)
+}
+
+// familySum sums the values of the counter or gauge family name, only of
+// its series with label=value when label is set.
+func familySum(fams map[string]*dto.MetricFamily, name, label, value string) float64 {
+	sum := 0.0
+	for _, m := range fams[name].GetMetric() {
+		if label != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == label && l.GetValue() == value }) {
+			continue
+		}
+		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+	}
+	return sum
+}
+
+// seriesNames returns the names of the series a family is exposed as.
+func seriesNames(f *dto.MetricFamily) []string {
+	n := f.GetName()
+	switch f.GetType() {
+	case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+		return []string{n + "_bucket", n + "_sum", n + "_count"}
+	case dto.MetricType_SUMMARY:
+		return []string{n, n + "_sum", n + "_count"}
+	}
+	return []string{n}
+}
+
+// TestExposed checks exposed on families whose answer is known.
+func TestExposed(t *testing.T) {
+	text := `# TYPE c_total counter
+c_total 1
+# TYPE h_seconds histogram
+h_seconds_bucket{le="+Inf"} 1
+h_seconds_sum 1
+h_seconds_count 1
+# TYPE s summary
+s{quantile="0.5"} 1
+s_sum 1
+s_count 1
+`
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ok := range map[string]bool{
+		"c_total": true, "h_seconds_bucket": true, "h_seconds_count": true, "s_sum": true,
+		"h_seconds": false, "s_bucket": false, "c_total_bucket": false, "absent": false, "c": false,
+	} {
+		if err := exposed(fams, name); (err == nil) != ok {
+			t.Errorf("exposed(%s) = %v, want ok %v", name, err, ok)
+		}
+	}
+	re := labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, "h_.*_count")
+	none := labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, "x_.*")
+	got := missingMetrics(fams, map[string][]string{"c_total": {"a"}, "gone": {"b"}}, map[*labels.Matcher]string{re: "c", none: "d"})
+	if len(got) != 2 || !strings.Contains(got[0], "gone") || !strings.Contains(got[1], "x_.*") {
+		t.Errorf("missingMetrics = %q, want gone and x_.* reported", got)
+	}
+}
+
+// scrape reads and parses Cardinal's /metrics.
+func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape cardinal: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape cardinal: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse cardinal's /metrics: %v", err)
+	}
+	return fams
+}
+
+// buildCardinal builds ./cmd/cardinal into the test's temporary directory.
+func buildCardinal(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cardinal")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cardinal")
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/cardinal: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// cardinalProc is a running `cardinal serve`.
+type cardinalProc struct {
+	url string
+	cmd *exec.Cmd
+	log *promtest.LogBuffer
+}
+
+// startCardinal writes cfg next to the test and runs `cardinal serve` on
+// addr until the test ends, waiting for /-/ready (which needs the
+// downstream). Its log is printed if the test fails.
+func startCardinal(t *testing.T, bin, cfg, addr string) *cardinalProc {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "cardinal.yml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &cardinalProc{url: "http://" + addr, log: &promtest.LogBuffer{}}
+	c.cmd = exec.Command(bin, "serve", "--config.file="+file, "--web.listen-address="+addr)
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(stopTimeout):
+			_ = c.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("cardinal config:\n%s\ncardinal log:\n%s", cfg, c.log.String())
+		}
+	})
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		err := ready(c.url)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cardinal not ready within %s: %v", readyTimeout, err)
+		}
+		select {
+		case err := <-done:
+			done <- err // for the cleanup
+			t.Fatalf("cardinal exited during start: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func ready(base string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/-/ready", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(resp.Status)
+	}
+	return nil
+}
+
+// promtoolBinary finds promtool: $PROMTOOL_BINARY, /usr/bin/promtool, PATH.
+// Without one the test skips, or fails under CARDINAL_E2E=require.
+func promtoolBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PROMTOOL_BINARY"); p != "" {
+		return p
+	}
+	for _, p := range []string{"/usr/bin/promtool"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("promtool"); err == nil {
+		return p
+	}
+	msg := "promtool not found in $PROMTOOL_BINARY, /usr/bin or PATH; install the prometheus package (Debian: apt-get install prometheus)"
+	if os.Getenv(promtest.EnvE2E) == promtest.EnvE2ERequire {
+		t.Fatalf("%s; %s=%s forbids skipping", msg, promtest.EnvE2E, promtest.EnvE2ERequire)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// TestPromtool runs `promtool check rules` on the rules and `promtool test
+// rules` on their unit tests.
+func TestPromtool(t *testing.T) {
+	promtool := promtoolBinary(t)
+	for _, args := range [][]string{
+		{"check", "rules", filepath.Base(rulesFile)},
+		{"test", "rules", filepath.Base(rulesTestFile)},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cmd := exec.CommandContext(ctx, promtool, args...)
+		cmd.Dir = filepath.Dir(rulesFile) // rule_files are relative to the test file
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+			continue
+		}
+		if !regexp.MustCompile(`SUCCESS`).Match(out) {
+			t.Errorf("promtool %s printed no SUCCESS:\n%s", strings.Join(args, " "), out)
+		}
+	}
+}
