@@ -44,6 +44,10 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	fi
 	@$(PROMETHEUS) --version 2>&1 | head -1
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo ">> installing chromium (Debian package), for the explorer page's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 	@if [ ! -x $(VMAGENT) ]; then \
 		echo ">> installing vmagent (Debian package victoria-metrics), the performance peer"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics >/dev/null; \

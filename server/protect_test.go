@@ -326,8 +326,18 @@ func TestAdminAPIAnswersInJSON(t *testing.T) {
 	if code, _, body := call(http.MethodGet, "/api/v1/cardinality", ""); code != 200 || strings.TrimSpace(body) == "null" {
 		t.Errorf("empty cardinality: %d %q", code, body)
 	}
-	code, _, body = call(http.MethodGet, "/", "")
-	if code != 200 || !strings.Contains(body, "/api/v1/write") || !strings.Contains(body, "/api/v1/limits/{workload}") {
+	// GET / is the explorer page; the JSON index stays for ?format=json.
+	code, hdr, body = call(http.MethodGet, "/?format=json", "")
+	var index struct {
+		Service   string
+		Endpoints []Endpoint
+	}
+	if err := json.Unmarshal([]byte(body), &index); code != 200 || err != nil || index.Service != "cardinal" || len(index.Endpoints) != len(Endpoints) ||
+		!strings.Contains(body, "/api/v1/write") || !strings.Contains(body, "/api/v1/limits/{workload}") || hdr.Get("Content-Type") != "application/json" {
+		t.Errorf("GET /?format=json: %d %v %s", code, err, body)
+	}
+	code, hdr, body = call(http.MethodGet, "/", "")
+	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || !strings.Contains(body, "/api/v1/write") || !strings.Contains(body, "/api/v1/limits/{workload}") {
 		t.Errorf("GET /: %d %s", code, body)
 	}
 }

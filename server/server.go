@@ -144,7 +144,7 @@ func New(opts Options) (*Server, error) {
 		RequireAdmin: s.requireAdmin,
 		Logger:       opts.Logger,
 	})
-	r.Get("/", serveIndex)
+	r.Get("/", s.serveIndex)
 	// Errors are JSON everywhere, with the allowed methods on a 405.
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s; GET / lists them", r.URL.Path))
@@ -189,8 +189,14 @@ var Endpoints = []Endpoint{
 	{"GET", "/debug/pprof/", "Go's profiler (admin token when one is configured)"},
 }
 
-func serveIndex(w http.ResponseWriter, _ *http.Request) {
-	admin.WriteJSON(w, http.StatusOK, map[string]any{"service": "cardinal", "endpoints": Endpoints})
+// serveIndex serves the explorer page, or the endpoints as JSON to a
+// client that asks for JSON (Accept: application/json, ?format=json).
+func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
+	if wantsJSON(r) {
+		admin.WriteJSON(w, http.StatusOK, map[string]any{"service": "cardinal", "endpoints": Endpoints})
+		return
+	}
+	s.explorer().ServeHTTP(w, r)
 }
 
 // MemoryLimitEnv names the environment variable that gives the memory
