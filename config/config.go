@@ -325,13 +325,24 @@ type GuardConfig struct {
 	// them; set in both, they must agree).
 	Window         model.Duration `yaml:"window,omitempty"`
 	WorkloadLabels []string       `yaml:"workload_labels,omitempty"`
+	// EvaluationInterval is how often the guard reads the estimates.
+	EvaluationInterval model.Duration `yaml:"evaluation_interval,omitempty"`
 }
 
 // Defaults of the guard section.
 const (
-	DefaultGuardThreshold = 1000
-	DefaultLiftAfter      = 30 * time.Minute
+	DefaultGuardThreshold  = 1000
+	DefaultLiftAfter       = 30 * time.Minute
+	DefaultGuardEvaluation = 5 * time.Second
 )
+
+// GuardEvaluationInterval returns guard.evaluation_interval or its default.
+func (g *GuardConfig) GuardEvaluationInterval() time.Duration {
+	if g.EvaluationInterval > 0 {
+		return time.Duration(g.EvaluationInterval)
+	}
+	return DefaultGuardEvaluation
+}
 
 // EstimatesEnabled reports whether the estimates run.
 func (c *Config) EstimatesEnabled() bool { return c.Cardinality.Enabled || c.Guard.Mode != "" }
@@ -375,8 +386,8 @@ func (c *Config) validateEstimates() error {
 	if g.Mode != "" && g.Mode != ModeEnforce && g.Mode != ModeDryRun {
 		return fmt.Errorf("guard.mode: %q is not enforce or dry_run", g.Mode)
 	}
-	if g.Threshold < 0 || g.LiftAfter < 0 {
-		return errors.New("guard.threshold and guard.lift_after must not be negative")
+	if g.Threshold < 0 || g.LiftAfter < 0 || g.EvaluationInterval < 0 {
+		return errors.New("guard.threshold, guard.lift_after and guard.evaluation_interval must not be negative")
 	}
 	if _, err := selector.Parse(g.Scope); err != nil {
 		return fmt.Errorf("guard.scope%w", err)

@@ -159,9 +159,6 @@ func cloneLabels(ls []wire.Label) []wire.Label {
 // maxAggregates bounds the outputs remembered per group.
 const maxAggregates = 100_000
 
-// GuardInterval is how often the guard evaluates the estimates.
-var GuardInterval = 5 * time.Second
-
 // applyEstimates makes the estimator and the guard follow cfg.
 func (g *Gateway) applyEstimates(cfg *config.Config) {
 	e := &g.est
@@ -213,9 +210,10 @@ func (g *Gateway) Guard() *guard.Guard {
 	return g.est.guard
 }
 
-// runGuard evaluates the guard every GuardInterval until ctx ends.
+// runGuard evaluates the guard every guard.evaluation_interval (of the
+// configuration in force) until ctx ends.
 func (g *Gateway) runGuard(ctx context.Context) {
-	t := time.NewTicker(GuardInterval)
+	t := time.NewTimer(g.Config().Guard.GuardEvaluationInterval())
 	defer t.Stop()
 	for {
 		select {
@@ -223,12 +221,13 @@ func (g *Gateway) runGuard(ctx context.Context) {
 			return
 		case <-t.C:
 			g.EvaluateGuard()
+			t.Reset(g.Config().Guard.GuardEvaluationInterval())
 		}
 	}
 }
 
 // EvaluateGuard runs one evaluation of the guard now (Run does it every
-// GuardInterval), and sweeps the estimates.
+// guard.evaluation_interval), and sweeps the estimates.
 func (g *Gateway) EvaluateGuard() {
 	est, gd := g.Estimator(), g.Guard()
 	if est == nil {
