@@ -122,6 +122,10 @@ type Observation struct {
 	// Guardable: the series is in the guard's scope, which makes its
 	// group a candidate for the guard (see GroupReport.Guardable).
 	Guardable bool
+	// OutKnown: the output was already observed in this half-window,
+	// through another input: only what the rules removed or rewrote is new
+	// (the output's labels define it, so every input of it shares them).
+	OutKnown bool
 }
 
 // GroupKey returns the identity of a (workload, metric) pair.
@@ -153,20 +157,59 @@ func (e *Estimator) Observe(o *Observation) {
 	g.guardable = g.guardable || o.Guardable
 	gen := g.rotate(epoch, &sh.dense)
 	gen.in.insert(o.In, &sh.dense)
-	gen.out.insert(o.Out, &sh.dense)
+	if !o.OutKnown {
+		gen.out.insert(o.Out, &sh.dense)
+	}
+	// In and out labels are both sorted by name, and the rules mostly keep
+	// or drop labels: walk them together, and hash a value kept as it was
+	// once for both. The labels of one group come in the same order every
+	// time, so the next sketch is almost always where the last one ended.
+	hint, j := 0, 0
+	out := o.OutLabels
+	if o.OutKnown {
+		out = nil // seen with the output; kept labels are skipped below
+	}
 	for i := range o.InLabels {
 		l := &o.InLabels[i]
-		if ls := gen.label(l.Name); ls != nil {
-			ls.in.insert(xxhash.Sum64(l.Value), &sh.dense)
+		for j < len(o.OutLabels) && string(o.OutLabels[j].Name) < string(l.Name) {
+			if out != nil {
+				e.observeOut(gen, &o.OutLabels[j], &hint, &sh.dense)
+			}
+			j++
+		}
+		kept := j < len(o.OutLabels) && string(o.OutLabels[j].Name) == string(l.Name)
+		same := kept && string(o.OutLabels[j].Value) == string(l.Value)
+		if same && o.OutKnown {
+			j++
+			continue // observed with the output's first input
+		}
+		ls := gen.label(l.Name, &hint)
+		h := xxhash.Sum64(l.Value)
+		if ls != nil {
+			ls.in.insert(h, &sh.dense)
+		}
+		if kept {
+			if !same {
+				h = xxhash.Sum64(o.OutLabels[j].Value)
+			}
+			if ls != nil && out != nil {
+				ls.out.insert(h, &sh.dense)
+			}
+			j++
 		}
 	}
-	for i := range o.OutLabels {
-		l := &o.OutLabels[i]
-		if ls := gen.label(l.Name); ls != nil {
-			ls.out.insert(xxhash.Sum64(l.Value), &sh.dense)
-		}
+	for ; j < len(out); j++ {
+		e.observeOut(gen, &out[j], &hint, &sh.dense)
 	}
 	sh.mu.Unlock()
+}
+
+// observeOut adds an output label the input did not have (or had
+// elsewhere in its order).
+func (e *Estimator) observeOut(gen *generation, l *wire.Label, hint *int, b *budget) {
+	if ls := gen.label(l.Name, hint); ls != nil {
+		ls.out.insert(xxhash.Sum64(l.Value), b)
+	}
 }
 
 // rotate moves g to the half-window epoch and returns its current
@@ -187,6 +230,16 @@ func (g *group) rotate(epoch int64, b *budget) *generation {
 	return &g.gens[g.cur]
 }
 
+// release gives the generation's dense sketches back.
+func (gen *generation) release(b *budget) {
+	gen.in.release(b)
+	gen.out.release(b)
+	for i := range gen.labels {
+		gen.labels[i].in.release(b)
+		gen.labels[i].out.release(b)
+	}
+}
+
 func (gen *generation) reset(b *budget) {
 	gen.in.reset(b)
 	gen.out.reset(b)
@@ -199,9 +252,15 @@ func (gen *generation) reset(b *budget) {
 }
 
 // label returns the sketches of name, adding them; nil beyond MaxLabels.
-func (gen *generation) label(name []byte) *labelSketch {
+// *hint is where to look first; it is left after the sketch found.
+func (gen *generation) label(name []byte, hint *int) *labelSketch {
+	if h := *hint; h < len(gen.labels) && gen.labels[h].name == string(name) {
+		*hint = h + 1
+		return &gen.labels[h]
+	}
 	for i := range gen.labels {
 		if gen.labels[i].name == string(name) {
+			*hint = i + 1
 			return &gen.labels[i]
 		}
 	}
@@ -210,6 +269,7 @@ func (gen *generation) label(name []byte) *labelSketch {
 		return nil
 	}
 	gen.labels = append(gen.labels, labelSketch{name: string(name)})
+	*hint = len(gen.labels)
 	return &gen.labels[len(gen.labels)-1]
 }
 
@@ -417,8 +477,8 @@ func (e *Estimator) Sweep(nowMs int64) {
 		sh.mu.Lock()
 		for key, g := range sh.groups {
 			if g.epoch < epoch-1 {
-				g.gens[0].reset(&sh.dense)
-				g.gens[1].reset(&sh.dense)
+				g.gens[0].release(&sh.dense)
+				g.gens[1].release(&sh.dense)
 				delete(sh.groups, key)
 				e.groups.Add(-1)
 			}

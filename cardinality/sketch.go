@@ -27,15 +27,23 @@ const DenseBytes = 1 << Precision
 // fingerprints, 128 bytes at most), then with a HyperLogLog of Precision.
 // When the budget of dense sketches is spent, it stays exact-small and
 // reports saturated: its count is then a lower bound.
+//
+// A dense sketch survives a reset, cleared, for the next generation: a label
+// that exploded in one half-window usually does in the next, and
+// reallocating 4 KiB per label and half-window is garbage the request path
+// pays for. It is given back when a whole generation did not need it.
 type sketch struct {
-	small     []uint32
-	dense     *hyperloglog.Sketch
+	small []uint32
+	dense *hyperloglog.Sketch
+	// live: dense holds this generation's count; otherwise small does and
+	// dense, if any, is a cleared spare.
+	live      bool
 	saturated bool
 }
 
 // insert adds h; it reports whether the sketch may have changed.
 func (s *sketch) insert(h uint64, b *budget) bool {
-	if s.dense != nil {
+	if s.live {
 		s.dense.InsertHash(h)
 		return true
 	}
@@ -52,33 +60,40 @@ func (s *sketch) insert(h uint64, b *budget) bool {
 		s.small = append(s.small, fp)
 		return true
 	}
-	if !b.take() {
-		s.saturated = true
-		return false
+	if s.dense == nil {
+		if !b.take() {
+			s.saturated = true
+			return false
+		}
+		s.dense, _ = hyperloglog.NewSketch(Precision, false)
 	}
 	// The small set's fingerprints are the hashes' high halves: enough for
 	// the registers, which use the top Precision bits for the index and
 	// the rest for the rank, to within the 20 bits dropped.
-	d, _ := hyperloglog.NewSketch(Precision, false)
 	for _, v := range s.small {
-		d.InsertHash(uint64(v) << 32)
+		s.dense.InsertHash(uint64(v) << 32)
 	}
-	d.InsertHash(h)
-	s.dense, s.small = d, nil
+	s.dense.InsertHash(h)
+	s.live, s.small = true, s.small[:0]
 	return true
 }
 
 // count returns the estimate.
 func (s *sketch) count() uint64 {
-	if s.dense != nil {
+	if s.live {
 		return s.dense.Estimate()
 	}
 	return uint64(len(s.small))
 }
 
-// reset empties s for reuse, returning its dense sketch to b.
+// reset empties s for the next generation.
 func (s *sketch) reset(b *budget) {
-	if s.dense != nil {
+	switch {
+	case s.live:
+		s.dense.Reset()
+		s.live = false
+	case s.dense != nil:
+		// A spare for a whole generation: not needed any more.
 		s.dense = nil
 		b.give()
 	}
@@ -86,10 +101,20 @@ func (s *sketch) reset(b *budget) {
 	s.saturated = false
 }
 
+// release gives s's dense sketch back, for a forgotten group.
+func (s *sketch) release(b *budget) {
+	if s.dense != nil {
+		s.dense = nil
+		b.give()
+	}
+	s.live = false
+	s.small = nil
+}
+
 // union returns the estimated count of a ∪ b.
 func union(a, b *sketch) uint64 {
 	switch {
-	case a.dense == nil && b.dense == nil:
+	case !a.live && !b.live:
 		n := len(a.small)
 		for _, v := range b.small {
 			if !slices.Contains(a.small, v) {
@@ -97,13 +122,13 @@ func union(a, b *sketch) uint64 {
 			}
 		}
 		return uint64(n)
-	case a.dense != nil && b.dense != nil:
+	case a.live && b.live:
 		u := a.dense.Clone()
 		_ = u.Merge(b.dense) // same precision: cannot fail
 		return u.Estimate()
 	}
 	d, sm := a.dense, b.small
-	if d == nil {
+	if !a.live {
 		d, sm = b.dense, a.small
 	}
 	u := d.Clone()

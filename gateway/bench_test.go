@@ -58,6 +58,18 @@ func BenchmarkProcessFull(b *testing.B) {
 	benchScrapes(b, fullConfig, meshgen.Config{Workloads: 24, PodsPerWorkload: 3, Churn: true, Seed: 7})
 }
 
+// BenchmarkProcessFullEstimates is BenchmarkProcessFull with the estimates
+// and the guard (enforce) on: their cost on the request path is the
+// difference.
+func BenchmarkProcessFullEstimates(b *testing.B) {
+	benchScrapes(b, fullConfig+estimatesConfig, meshgen.Config{Workloads: 24, PodsPerWorkload: 3, Churn: true, Seed: 7})
+}
+
+const estimatesConfig = `
+cardinality: {enabled: true, window: 10m}
+guard: {mode: enforce, threshold: 1000}
+`
+
 // benchScrapes runs the gateway over successive scrapes of mesh traffic,
 // one request per iteration, never the same body twice: every scrape has
 // new timestamps and, with Churn, new request and trace ids. Generating the
@@ -124,7 +136,7 @@ func benchScrapes(b *testing.B, cfg string, mesh meshgen.Config) {
 	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
 }
 
-func newClockedGateway(b *testing.B, yml string, clock *testClock) *Gateway {
+func newClockedGateway(b testing.TB, yml string, clock *testClock) *Gateway {
 	cfg, err := config.Parse([]byte(yml))
 	if err != nil {
 		b.Fatal(err)

@@ -345,7 +345,7 @@ func (ws *workspace) groupOf(es *estState, ls []wire.Label) (uint64, []byte, []b
 
 // observe adds one series to the estimates; out are its labels after the
 // rules (before the guard), outHash its identity as forwarded.
-func (g *Gateway) observe(es *estState, ws *workspace, in uint64, inLabels, out []wire.Label, outHash uint64, nowMs int64, guardable bool) {
+func (g *Gateway) observe(es *estState, ws *workspace, in uint64, inLabels, out []wire.Label, outHash uint64, nowMs int64, guardable, outKnown bool) {
 	est := g.est.est.Load()
 	if est == nil {
 		return
@@ -353,7 +353,7 @@ func (g *Gateway) observe(es *estState, ws *workspace, in uint64, inLabels, out 
 	group, wl, name := ws.groupOf(es, out)
 	ws.obs = cardinality.Observation{
 		Group: group, Workload: wl, Metric: name, In: in, Out: outHash,
-		InLabels: inLabels, OutLabels: out, NowMs: nowMs, Guardable: guardable,
+		InLabels: inLabels, OutLabels: out, NowMs: nowMs, Guardable: guardable, OutKnown: outKnown,
 	}
 	est.Observe(&ws.obs)
 	ws.obs = cardinality.Observation{}

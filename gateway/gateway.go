@@ -648,7 +648,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, s.Labels)
 			d := g.merger.Route(tk, in, outHash, s.Labels, &s, nowMs, false)
 			if d&merge.NewInEpoch != 0 && es != nil {
-				g.observe(es, ws, in, s.Labels, s.Labels, outHash, nowMs, false)
+				g.observe(es, ws, in, s.Labels, s.Labels, outHash, nowMs, false, d&merge.NewOutInEpoch == 0)
 			}
 			switch d.Base() {
 			case merge.Absorbed:
@@ -725,11 +725,11 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		// through.
 		d := g.merger.Route(tk, in, outHash, ws.orig, &s, nowMs, folded || guarded)
 		if d&merge.NewInEpoch != 0 && es != nil {
-			g.observe(es, ws, in, ws.orig, ruled, outHash, nowMs, guardable)
+			g.observe(es, ws, in, ws.orig, ruled, outHash, nowMs, guardable, d&merge.NewOutInEpoch == 0 && !guarded)
 		} else if guarded {
 			// The guard watches the label it aggregates away on every
 			// sample: it lifts only once the label has calmed down.
-			g.observe(es, ws, in, nil, ruled, outHash, nowMs, guardable)
+			g.observe(es, ws, in, nil, ruled, outHash, nowMs, guardable, false)
 		}
 		switch d.Base() {
 		case merge.Absorbed:
@@ -785,13 +785,14 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 	}
 	if d&merge.NewInEpoch != 0 && st.est != nil {
 		// Once per input and half-window: the estimates need the labels
-		// after the rules, which the cache skips.
+		// after the rules, which the cache skips. (Its output is known
+		// unless the flag says otherwise.)
 		ws.obsLabels = append(ws.obsLabels[:0], s.Labels...)
 		if ls, keep := st.relabel.Apply(&ws.scratch, ws.obsLabels); keep {
 			if st.trace != nil {
 				ls = st.trace.strip(ls)
 			}
-			g.observe(st.est, ws, in, s.Labels, ls, r.outHash, nowMs, false)
+			g.observe(st.est, ws, in, s.Labels, ls, r.outHash, nowMs, false, d&merge.NewOutInEpoch == 0)
 		}
 	}
 	res.Merged += n

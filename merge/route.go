@@ -175,10 +175,14 @@ const (
 // NewInEpoch is a flag Route adds to Pass or Absorbed when the input had
 // no sample since the epoch set by SetEpoch (or is new): the gateway then
 // observes it for the estimates, once per input and half-window.
-const NewInEpoch Decision = 0x80
+// NewOutInEpoch says the same of the output.
+const (
+	NewInEpoch    Decision = 0x80
+	NewOutInEpoch Decision = 0x40
+)
 
-// Base returns d without NewInEpoch.
-func (d Decision) Base() Decision { return d &^ NewInEpoch }
+// Base returns d without NewInEpoch and NewOutInEpoch.
+func (d Decision) Base() Decision { return d &^ (NewInEpoch | NewOutInEpoch) }
 
 // SetEpoch sets the start (wall-clock ms) of the estimates' half-window;
 // 0, the default, never reports NewInEpoch.
@@ -189,6 +193,14 @@ func (m *Merger) SetEpoch(ms int64) { m.epoch.Store(ms) }
 func (m *Merger) newIn(seen int64) Decision {
 	if e := m.epoch.Load(); e != 0 && seen < e {
 		return NewInEpoch
+	}
+	return 0
+}
+
+// newOut is newIn for the output.
+func (m *Merger) newOut(seen int64) Decision {
+	if e := m.epoch.Load(); e != 0 && seen < e {
+		return NewOutInEpoch
 	}
 	return 0
 }
@@ -214,7 +226,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 			sh.mu.Unlock()
 			return Dropped
 		}
-		first = m.newIn(0)
+		first = m.newIn(0) | m.newOut(0)
 		o = &output{input: in, seen: nowMs, lastTs: noSample}
 		sh.outputs[out] = o
 		if forceMerge {
@@ -247,7 +259,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		if o.input == in && !forceMerge {
 			// Fast path: the single input of its output.
 			if first == 0 {
-				first = m.newIn(o.seen)
+				first = m.newIn(o.seen) | m.newOut(o.seen)
 			}
 			o.pass(s, nowMs, m.rules.Load().MaxAhead.Milliseconds())
 			sh.mu.Unlock()
@@ -282,8 +294,9 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		m.metrics.mergeInputs.Inc()
 		mg.noteCollapsed(m, orig, s.Labels)
 	} else {
-		first = m.newIn(ip.seen)
+		first |= m.newIn(ip.seen)
 	}
+	first |= m.newOut(o.seen)
 	o.seen = nowMs
 	m.absorb(sh, mg, ip, s, nowMs)
 	sh.mu.Unlock()
@@ -308,7 +321,7 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decisio
 		sh.mu.Unlock()
 		return Pass
 	}
-	first := m.newIn(ip.seen)
+	first := m.newIn(ip.seen) | m.newOut(o.seen)
 	o.seen = nowMs
 	m.absorb(sh, o.m, ip, s, nowMs)
 	sh.mu.Unlock()
