@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cardinal-gateway/cardinal/cardinality"
 	"io"
 	"math"
 	"net"
@@ -95,6 +96,12 @@ type Report struct {
 	// CountersChecked and CountersExact compare every counter series at the
 	// receiver with the sum of the inputs that collapsed into it.
 	CountersChecked, CountersExact int
+	// EstimatedIn and EstimatedOut are the estimates' series before and
+	// after the rules; TopLabel the label the rules removed with the most
+	// distinct values in one workload and metric (TopLabelGroup).
+	EstimatedIn, EstimatedOut uint64
+	TopLabel                  cardinality.LabelReport
+	TopLabelGroup             string
 	// InjectedDelivered lists injected high-cardinality label names that
 	// reached the receiver (must be empty).
 	InjectedDelivered []string
@@ -141,7 +148,7 @@ func Execute(ctx context.Context, opts Options) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	cfgFile := filepath.Join(dir, "cardinal.yml")
-	cfg := fmt.Sprintf("downstream:\n  url: %s/api/v1/write\nmerge:\n  flush_interval: 1s\nrelabel_configs:%s", recvURL, Rules())
+	cfg := fmt.Sprintf("downstream:\n  url: %s/api/v1/write\nmerge:\n  flush_interval: 1s\ncardinality:\n  enabled: true\nrelabel_configs:%s", recvURL, Rules())
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -197,6 +204,18 @@ func Execute(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	rep.MergedSeries = len(srv.Gateway().Collisions(1 << 30))
+	if est := srv.Gateway().Estimator(); est != nil {
+		groups := est.Report(time.Now().UnixMilli(), cardinality.Filter{})
+		for _, g := range groups {
+			rep.EstimatedIn += g.SeriesIn
+			rep.EstimatedOut += g.SeriesOut
+			for _, l := range g.Labels {
+				if l.ValuesOut == 0 && l.ValuesIn > rep.TopLabel.ValuesIn {
+					rep.TopLabel, rep.TopLabelGroup = l, g.Workload+" "+g.Metric
+				}
+			}
+		}
+	}
 	rep.DroppedByReason, err = droppedByReason(reg)
 	if err != nil {
 		return nil, err
@@ -436,6 +455,8 @@ func (r *Report) Print(w io.Writer, opts Options) {
 		injected = "DELIVERED: " + strings.Join(r.InjectedDelivered, ", ")
 	}
 	fmt.Fprintf(w, "injected labels:       %s of %s reached the receiver\n", injected, strings.Join(meshgen.DefaultInjectedLabels(), ", "))
+	fmt.Fprintf(w, "estimates:             ~%d series before the rules, ~%d after; the removed label with the most values: %s in %s (~%d; GET /api/v1/cardinality/labels)\n",
+		r.EstimatedIn, r.EstimatedOut, r.TopLabel.Name, r.TopLabelGroup, r.TopLabel.ValuesIn)
 	fmt.Fprintf(w, "elapsed:               %s\n", r.Elapsed.Round(time.Millisecond))
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"github.com/cardinal-gateway/cardinal/cardinality"
 	"io"
 	"slices"
 	"strings"
@@ -96,6 +97,27 @@ func (c *Compiled) Explain(w io.Writer) {
 		}
 		p("limits: a workload is %s; each may have %s active series (active: a sample within %s), %d overrides; %s; at most %d workloads",
 			strings.Join(l.WorkloadLabels, "/"), limit, time.Duration(l.Window), len(l.Overrides), action, l.MaxWorkloads)
+	}
+	switch {
+	case !cfg.EstimatesEnabled():
+		p("cardinality: estimates off (cardinality.enabled: true turns them on)")
+	default:
+		p("cardinality: series per workload (%s) and metric before and after the rules, distinct values per label and churn, over the last %s (exact to %d values, then HyperLogLog, %.1f %% error); GET /api/v1/cardinality/labels",
+			strings.Join(cfg.EstimateWorkloadLabels(), "/"), cfg.EstimateWindow(), cardinality.SmallMax, 100*cardinality.RelativeError)
+	}
+	if gd := cfg.Guard; gd.Mode != "" {
+		what := "aggregates it away for that metric (the series collapse and are merged, totals kept)"
+		if gd.Mode == "dry_run" {
+			what = "records that it would aggregate it away, changing nothing (dry run)"
+		}
+		scope := "every series in scope"
+		if len(gd.Scope) > 0 {
+			scope = "the series matching " + strings.Join(gd.Scope, " or ")
+		}
+		gs := guardSettings(cfg)
+		gs.Normalize()
+		p("guard: on %s, when a label takes more than %d distinct values within one workload and metric in %s, Cardinal %s; it lifts after %s at or below; never touched: %s",
+			scope, gd.GuardThreshold(), cfg.EstimateWindow(), what, gd.GuardLiftAfter(), strings.Join(gs.Never, ", "))
 	}
 	m := c.Merge
 	p("merge: series that collapse into one are merged and emitted every %s (data timestamps, at most %s ahead), in batches of %d samples or %d bytes; an input without samples for %s leaves gauges, a stopped counter input is remembered for %s; at most %d live inputs",

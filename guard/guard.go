@@ -275,7 +275,7 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) Result {
 				if s.Mode == Off || !gr.Guardable || s.Protected(l.Name) {
 					continue
 				}
-				if l.ValuesOut < uint64(s.Threshold) {
+				if l.ValuesOut <= uint64(s.Threshold) {
 					if s.Mode == Enforce && l.ValuesOut >= armAt {
 						armed[k.group] = struct{}{}
 					}
@@ -294,7 +294,7 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) Result {
 			}
 			seen[k] = true
 			m.ValuesNow = l.ValuesOut
-			if l.ValuesOut >= uint64(s.Threshold) {
+			if l.ValuesOut > uint64(s.Threshold) {
 				m.BelowSince = nil
 				continue
 			}

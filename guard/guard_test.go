@@ -33,7 +33,7 @@ func TestEngageAndLift(t *testing.T) {
 	if res := g.Evaluate(now, est); res.Changed || !g.Armed().Has(group) {
 		t.Fatalf("below the threshold: %+v, armed %v", res, g.Armed().Has(group))
 	}
-	feed(est, now, "x_id", 50)
+	feed(est, now, "x_id", 51)
 	res := g.Evaluate(now, est)
 	if !res.Changed || len(res.Engaged) != 1 || fmt.Sprint(g.Active().Labels(group)) != "[x_id]" {
 		t.Fatalf("at the threshold: %+v, active %v", res, g.Active().Labels(group))
@@ -55,7 +55,7 @@ func TestEngageAndLift(t *testing.T) {
 		t.Fatalf("the lifting is reported to the gateway one evaluation later: %+v", res)
 	}
 	st := g.Status()
-	if len(st.Events) != 2 || st.Events[0].Action != "lifted" || st.Events[1].Action != "engaged" || st.Events[1].Values < 50 {
+	if len(st.Events) != 2 || st.Events[0].Action != "lifted" || st.Events[1].Action != "engaged" || st.Events[1].Values <= 50 {
 		t.Fatalf("events %+v", st.Events)
 	}
 	if got := testutil.ToFloat64(g.metrics.events.WithLabelValues("engaged", "enforce")); got != 1 {
