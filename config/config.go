@@ -551,10 +551,35 @@ func Parse(data []byte) (*Config, error) {
 			cfg.Limits = defaultLimits()
 		}
 	}
+	// Conflicts first: filling in the defaults makes the two windows equal.
+	if err := cfg.validateEstimates(); err != nil {
+		return nil, err
+	}
+	cfg.fillEstimateDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// fillEstimateDefaults writes the defaults of the cardinality and guard
+// sections into c, so that `cardinal check config` shows them.
+func (c *Config) fillEstimateDefaults() {
+	w := model.Duration(c.EstimateWindow())
+	c.Cardinality.Window = w
+	if c.Guard.Mode != "" {
+		c.Guard.Window = w
+	}
+	if c.Cardinality.Top == 0 {
+		c.Cardinality.Top = DefaultCardinalityTop
+	}
+	if c.Cardinality.MaxGroups == 0 {
+		c.Cardinality.MaxGroups = DefaultMaxGroups
+	}
+	g := &c.Guard
+	g.Threshold = g.GuardThreshold()
+	g.LiftAfter = model.Duration(g.GuardLiftAfter())
+	g.EvaluationInterval = model.Duration(g.GuardEvaluationInterval())
 }
 
 // Validate checks the values that decoding alone cannot.
