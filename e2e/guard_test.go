@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -104,6 +105,23 @@ func (e *guardExporter) truth(family string, keep ...string) (map[string]float64
 	return out, n
 }
 
+// exact counts, for one app of guardFamily, the distinct x_request_id
+// values exposed and the series.
+func (e *guardExporter) exact(app string) (ids, series int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ls := range e.last {
+		if !strings.HasPrefix(ls, guardFamily+"{") || !strings.Contains(ls, "app="+app+",") {
+			continue
+		}
+		series++
+		if strings.Contains(ls, "x_request_id=") {
+			ids++
+		}
+	}
+	return ids, series
+}
+
 func guardSum(ctx context.Context, receiver *promtest.Prometheus, family string, keep ...string) (map[string]float64, error) {
 	samples, err := receiver.Query(ctx, fmt.Sprintf("sum by (%s) (%s)", strings.Join(keep, ","), family))
 	if err != nil {
@@ -201,6 +219,43 @@ guard:
 		}
 		return true, ""
 	})
+	// The estimates against the exact counts of what was exposed (the
+	// whole test fits in the window): per workload, the distinct
+	// x_request_id values and the series before the rules.
+	for _, app := range []string{"cart", "search"} {
+		code, body := httpGet(gw.URL + "/api/v1/cardinality/labels?workload=shop/" + app + "&metric=" + guardFamily + "&top=50")
+		var ans struct {
+			Groups []struct {
+				SeriesIn uint64 `json:"series_in"`
+				Labels   []struct {
+					Name      string `json:"name"`
+					ValuesOut uint64 `json:"values_out"`
+				} `json:"labels"`
+			} `json:"groups"`
+		}
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &ans) != nil || len(ans.Groups) != 1 {
+			t.Fatalf("GET /api/v1/cardinality/labels for shop/%s: %d %s", app, code, body)
+		}
+		ids, series := exp.exact(app)
+		var values uint64
+		for _, l := range ans.Groups[0].Labels {
+			if l.Name == "x_request_id" {
+				values = l.ValuesOut
+			}
+		}
+		for _, c := range []struct {
+			what      string
+			got, want uint64
+		}{{"x_request_id values", values, uint64(ids)}, {"series", ans.Groups[0].SeriesIn, uint64(series)}} {
+			tol := 4 * 0.0163 * float64(c.want)
+			if c.want <= 32 {
+				tol = 0
+			}
+			if math.Abs(float64(c.got)-float64(c.want)) > tol {
+				t.Errorf("shop/%s %s: estimated %d, exact %d (tolerance %.1f)", app, c.what, c.got, c.want, tol)
+			}
+		}
+	}
 	st := guardStatus(t, gw.URL)
 	var engaged *guard.Event
 	for i := range st.Events {
