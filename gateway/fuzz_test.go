@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/cardinal-gateway/cardinal/cardinality"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/merge"
@@ -105,7 +106,19 @@ merge: {staleness: 5m, flush_interval: 10s, max_inputs: 32, max_retired_inputs: 
 `
 )
 
-var fuzzConfigs = []string{fuzzConfigA, fuzzConfigB, fuzzConfigC, fuzzConfigD}
+// fuzzConfigE: the estimates and the guard in enforce with a tiny
+// threshold, so that labels are aggregated away, handed over and lifted
+// while the traffic goes on (opMaintain evaluates the guard).
+const fuzzConfigE = `
+downstream: {url: "http://127.0.0.1:1/api/v1/write"}
+relabel_configs:
+  - {action: labeldrop, regex: "pod"}
+guard: {mode: enforce, threshold: 2, window: 4m, lift_after: 1m, workload_labels: [namespace], protect: [app]}
+limits: {workload_labels: [namespace], max_series_per_workload: 6}
+merge: {staleness: 2m, forget_after: 5m, flush_interval: 15s, max_inputs: 64, max_retired_inputs: 8, max_samples_per_send: 5}
+`
+
+var fuzzConfigs = []string{fuzzConfigA, fuzzConfigB, fuzzConfigC, fuzzConfigD, fuzzConfigE}
 
 // fuzzEpoch is where every run's clock starts.
 const fuzzEpoch = 1_700_000_000_000
@@ -434,6 +447,7 @@ func (h *fuzzHarness) run(data []byte) {
 			h.g.limiter.Sweep()
 			stale := time.Duration(h.g.Config().Merge.Staleness)
 			h.g.routes.sweep(h.g.limiter.Clock(), uint32(stale/time.Second))
+			h.g.EvaluateGuard()
 		case opObserve:
 			h.note("observe")
 			if _, err := h.reg.Gather(); err != nil {
@@ -441,6 +455,12 @@ func (h *fuzzHarness) run(data []byte) {
 			}
 			h.g.Collisions(5)
 			h.g.limiter.Cardinality(0)
+			if est := h.g.Estimator(); est != nil {
+				cardinality.Workloads(est.Report(h.clock.Now().UnixMilli(), cardinality.Filter{TopLabels: 3}))
+			}
+			if gd := h.g.Guard(); gd != nil {
+				gd.Status()
+			}
 		case opRestart:
 			// Rare: saving and loading the state is the slowest operation.
 			if in.intn(4) == 0 {

@@ -82,7 +82,7 @@ cardinality:
   top: 20
 guard:
   mode: dry_run
-  threshold: 20
+  threshold: 5
   window: 10m
   lift_after: 30m
   workload_labels: [namespace, app]
