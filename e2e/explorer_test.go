@@ -87,7 +87,7 @@ cardinality:
   window: 20s
 guard:
   mode: dry_run
-  threshold: 20
+  threshold: 5
 admin:
   bearer_token_file: %s
   state_file: %s
