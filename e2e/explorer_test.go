@@ -302,6 +302,21 @@ func TestE2EExplorer(t *testing.T) {
 		case len(apis.Collisions) == 0 || len(apis.Labels.Groups) == 0:
 			return false, "no collisions or labels yet"
 		}
+		// request_id, new every scrape, must have overtaken the labels of
+		// bounded values (le has 26) before the page is read.
+		var ids, others uint64
+		for _, g := range apis.Labels.Groups {
+			for _, l := range g.Labels {
+				if l.Name == "request_id" {
+					ids = max(ids, l.ValuesOut)
+				} else {
+					others = max(others, l.ValuesOut)
+				}
+			}
+		}
+		if ids <= others {
+			return false, fmt.Sprintf("request_id has %d values as forwarded, another label %d; ", ids, others) + sender.status()
+		}
 		return true, ""
 	})
 	if apis.Guard.Mode != "dry_run" {
