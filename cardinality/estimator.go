@@ -436,38 +436,6 @@ func (gen *generation) saturated() bool {
 	return false
 }
 
-// LabelValues returns the estimated distinct values after the rules of
-// label within group key, and whether the group is known.
-func (e *Estimator) LabelValues(key uint64, label string, nowMs int64) (uint64, bool) {
-	epoch := nowMs / e.halfMs
-	sh := &e.shards[key%numShards]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	g := sh.groups[key]
-	if g == nil {
-		return 0, false
-	}
-	var cur, prev *generation
-	switch g.epoch {
-	case epoch:
-		cur, prev = &g.gens[g.cur], &g.gens[g.cur^1]
-	case epoch - 1:
-		cur, prev = &emptyGen, &g.gens[g.cur]
-	default:
-		return 0, true
-	}
-	a, b := cur.find(label), prev.find(label)
-	switch {
-	case a != nil && b != nil:
-		return union(&a.out, &b.out), true
-	case a != nil:
-		return a.out.count(), true
-	case b != nil:
-		return b.out.count(), true
-	}
-	return 0, true
-}
-
 // Sweep forgets the groups that saw nothing within the window, returning
 // their dense sketches to the budget.
 func (e *Estimator) Sweep(nowMs int64) {

@@ -165,17 +165,7 @@ func (h *guardHarness) deliverPassThrough() {
 	h.sender.reqs = nil
 	h.sender.mu.Unlock()
 	for _, r := range reqs {
-		for _, ts := range r.Timeseries {
-			name := ""
-			for _, l := range ts.Labels {
-				if l.Name == "__name__" {
-					name = l.Value
-				}
-			}
-			for _, s := range ts.Samples {
-				h.model.apply(labelString(name, ts.Labels), s)
-			}
-		}
+		h.apply(r)
 	}
 }
 
@@ -184,18 +174,23 @@ func (h *guardHarness) captureMerged(_ context.Context, req *wire.Request, _ fun
 	if err := pb.Unmarshal(req.MarshalAppend(nil)); err != nil {
 		h.t.Fatal(err)
 	}
-	for _, ts := range pb.Timeseries {
+	h.apply(&pb)
+	return nil
+}
+
+// apply delivers a request to the receiver model.
+func (h *guardHarness) apply(r *prompb.WriteRequest) {
+	for _, ts := range r.Timeseries {
 		name := ""
 		for _, l := range ts.Labels {
 			if l.Name == "__name__" {
 				name = l.Value
 			}
 		}
-		for _, smp := range ts.Samples {
-			h.model.apply(labelString(name, ts.Labels), smp)
+		for _, s := range ts.Samples {
+			h.model.apply(labelString(name, ts.Labels), s)
 		}
 	}
-	return nil
 }
 
 // truth sums lastOf by (app, code), in project's format.
