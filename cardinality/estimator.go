@@ -171,14 +171,20 @@ func (e *Estimator) Observe(o *Observation) {
 	}
 	for i := range o.InLabels {
 		l := &o.InLabels[i]
-		for j < len(o.OutLabels) && string(o.OutLabels[j].Name) < string(l.Name) {
-			if out != nil {
-				e.observeOut(gen, &o.OutLabels[j], &hint, &sh.dense)
+		// A label the rules kept as it was is usually the same memory in
+		// both: no byte needs comparing.
+		kept := j < len(o.OutLabels) && aliases(&o.OutLabels[j], l)
+		same := kept
+		if !kept {
+			for j < len(o.OutLabels) && string(o.OutLabels[j].Name) < string(l.Name) {
+				if out != nil {
+					e.observeOut(gen, &o.OutLabels[j], &hint, &sh.dense)
+				}
+				j++
 			}
-			j++
+			kept = j < len(o.OutLabels) && string(o.OutLabels[j].Name) == string(l.Name)
+			same = kept && string(o.OutLabels[j].Value) == string(l.Value)
 		}
-		kept := j < len(o.OutLabels) && string(o.OutLabels[j].Name) == string(l.Name)
-		same := kept && string(o.OutLabels[j].Value) == string(l.Value)
 		if same && o.OutKnown {
 			j++
 			continue // observed with the output's first input
@@ -202,6 +208,12 @@ func (e *Estimator) Observe(o *Observation) {
 		e.observeOut(gen, &out[j], &hint, &sh.dense)
 	}
 	sh.mu.Unlock()
+}
+
+// aliases reports whether a and b are the same name and value slices.
+func aliases(a, b *wire.Label) bool {
+	return len(a.Name) == len(b.Name) && len(a.Value) == len(b.Value) && len(a.Name) > 0 && len(a.Value) > 0 &&
+		&a.Name[0] == &b.Name[0] && &a.Value[0] == &b.Value[0]
 }
 
 // observeOut adds an output label the input did not have (or had

@@ -46,6 +46,8 @@ type Config struct {
 	DeliveryTimeout time.Duration
 	// FlushInterval is cardinal's merge.flush_interval (default 5s).
 	FlushInterval time.Duration
+	// Estimates runs Cardinal with the estimates and the guard (enforce).
+	Estimates bool
 
 	CardinalBinary string // built by BuildCardinal
 	VMAgentBinary  string // TargetVMAgent's binary, default DefaultVMAgent
@@ -150,7 +152,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		cardinal: cfg.CardinalBinary, vmagent: cfg.VMAgentBinary,
 		flush: cfg.FlushInterval, queues: cfg.VMAgentQueues, ready: 30 * time.Second,
 		rules: cfg.VMAgentRules, denied: w.Denied(), allowlist: w.Allowlist(), name: cfg.Target, gomaxprocs: cfg.GOMAXPROCS,
-		rw2: w.cfg.RW2,
+		rw2: w.cfg.RW2, estimates: cfg.Estimates,
 	}
 	var p *process
 	switch cfg.Target {

@@ -199,16 +199,21 @@ func relabelRules(indent, rules, allowlist string, denied []string) string {
 // CardinalConfig returns the production-shaped configuration (as
 // gateway/bench_test.go's fullConfig) forwarding to downstream.
 func CardinalConfig(downstream, allowlist string, flush time.Duration) string {
-	return cardinalConfig(downstream, allowlist, flush, "v1")
+	return cardinalConfig(downstream, allowlist, flush, "v1", false)
 }
 
 // cardinalConfig is CardinalConfig forwarding the remote-write version
-// message (v1 or v2). v1 is written as the default, without the key, so
-// that builds before the key (--cardinal-bin) take the configuration.
-func cardinalConfig(downstream, allowlist string, flush time.Duration, message string) string {
+// message (v1 or v2), with the estimates and the guard (enforce) when
+// estimates. v1 is written as the default, without the key, so that builds
+// before the key (--cardinal-bin) take the configuration.
+func cardinalConfig(downstream, allowlist string, flush time.Duration, message string, estimates bool) string {
 	proto := ""
 	if message != "v1" {
 		proto = "  protobuf_message: " + message + "\n"
+	}
+	extra := ""
+	if estimates {
+		extra = "cardinality: {enabled: true}\nguard: {mode: enforce, threshold: 1000}\n"
 	}
 	return "downstream:\n" +
 		"  url: " + downstream + "\n" + proto +
@@ -222,7 +227,7 @@ func cardinalConfig(downstream, allowlist string, flush time.Duration, message s
 		"  always_keep: [{label: response_code, regex: \"5..\"}]\n" +
 		"limits:\n" +
 		"  workload_labels: [namespace, app]\n" +
-		"  max_series_per_workload: 1000000\n"
+		"  max_series_per_workload: 1000000\n" + extra
 }
 
 // ModuleRoot returns the directory of the module that contains the working
@@ -272,6 +277,7 @@ type startOptions struct {
 	gomaxprocs int      // GOMAXPROCS of the target (0: unset)
 	ready      time.Duration
 	rw2        bool // the traffic is remote write 2.0; Cardinal forwards 2.0 too
+	estimates  bool // Cardinal runs the estimates and the guard
 }
 
 func startCardinal(ctx context.Context, o startOptions) (*process, error) {
@@ -280,7 +286,7 @@ func startCardinal(ctx context.Context, o startOptions) (*process, error) {
 	if o.rw2 {
 		message = "v2"
 	}
-	if err := os.WriteFile(cfgPath, []byte(cardinalConfig(o.downstream, o.allowlist, o.flush, message)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(cardinalConfig(o.downstream, o.allowlist, o.flush, message, o.estimates)), 0o600); err != nil {
 		return nil, err
 	}
 	addr, err := freeAddr()

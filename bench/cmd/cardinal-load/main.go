@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	churn := fs.Bool("churn", false, "fresh injected label values (request ids, trace ids) every step, as real traffic has")
 	bare := fs.Bool("bare-allowlist", false, "write the allowlist without its outer parentheses (to compare with builds before issue 13)")
 	rw2 := fs.Bool("rw2", false, "send remote write 2.0 (cardinal only), to compare its CPU with 1.0")
+	estimates := fs.Bool("estimates", false, "run cardinal with the estimates and the guard (enforce, threshold 1000), to measure their cost")
 	noColl := fs.Bool("no-collisions", false, "keep pod, instance and target_addr and inject nothing: no two series collide")
 	seed := fs.Uint64("seed", 1, "meshgen seed")
 	steps := fs.Int("steps", 10, "scrapes to pre-generate; counters advance from step to step")
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		},
 		run: load.Config{
 			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
-			FlushInterval: *flush, DeliveryTimeout: *delivery, GOMAXPROCS: *procs,
+			FlushInterval: *flush, DeliveryTimeout: *delivery, GOMAXPROCS: *procs, Estimates: *estimates,
 			VMAgentBinary: *vmagent, DebianVMAgentBinary: *vmagentDebian, VMAgentQueues: *queues, VMAgentRules: *vmRules, CardinalBinary: *cardinalBin,
 			Log: progress,
 		},
