@@ -244,9 +244,10 @@ func (g *Gateway) EvaluateGuard() {
 	}
 	g.takeOver(res.Engaged, now.UnixMilli())
 	g.est.records.prune(gd.Armed(), now.UnixMilli(), g.merger.Rules().Staleness.Milliseconds())
-	// Lifted one evaluation ago: the requests routed under the old
-	// mitigations are done; the aggregates end now, before their inputs'
-	// own series start again downstream.
+	// Lifted: with the rules without the mitigation in force, the
+	// aggregates end now (what requests under the old rules still bring
+	// them is dropped, see merge.Merger.EndOutput), before their inputs'
+	// own series reach the downstream.
 	for _, l := range res.Lifted {
 		g.est.aggMu.Lock()
 		aggs := g.est.aggregates[l.Group]

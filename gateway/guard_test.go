@@ -297,9 +297,25 @@ func TestGuardLifts(t *testing.T) {
 	if len(h.g.Guard().Status().Active) == 0 {
 		t.Fatal("the guard did not engage")
 	}
-	// Calm: the window (4m) passes, then lift_after (1m).
+	// Calm: the window (4m) passes, then lift_after (1m). At no step does
+	// the receiver hold an aggregate and one of the series it replaced.
+	both := func() {
+		t.Helper()
+		agg, own := 0, 0
+		for _, ls := range h.model.live("req_total") {
+			if strings.Contains(ls, "x_header=") {
+				own++
+			} else {
+				agg++
+			}
+		}
+		if agg > 0 && own > 0 {
+			t.Fatalf("step %d: aggregates and the series they replaced live at once: %v", h.step, h.model.live("req_total"))
+		}
+	}
 	for range 30 {
 		ids = h.scrape(false, ids)
+		both()
 		if len(h.g.Guard().Status().Active) == 0 {
 			break
 		}
@@ -310,6 +326,7 @@ func TestGuardLifts(t *testing.T) {
 	}
 	for range 3 {
 		ids = h.scrape(false, ids)
+		both()
 	}
 	live := h.model.live("req_total")
 	if len(live) != 4 {

@@ -171,11 +171,7 @@ type Guard struct {
 	snapshot atomic.Pointer[Active]
 	logger   *slog.Logger
 	metrics  *Metrics
-	// lifted are the outputs of enforced mitigations lifted at the last
-	// evaluation: the gateway ends them one evaluation later, once the
-	// requests routed under the old mitigations have finished.
-	lifted []Lifted
-	armed  atomic.Pointer[Armed]
+	armed    atomic.Pointer[Armed]
 }
 
 // Armed is the immutable set of groups with a label past ArmFraction of
@@ -207,9 +203,9 @@ func (g *Guard) Armed() *Armed { return g.armed.Load() }
 
 // Result is what one evaluation changed.
 type Result struct {
-	// Engaged are the enforced mitigations engaged now; Lifted those
-	// lifted at the previous evaluation, which the caller may now end for
-	// good (the requests routed under them have finished).
+	// Engaged and Lifted are the enforced mitigations engaged and lifted
+	// now: the caller hands the series over to the aggregates, or ends the
+	// aggregates, once Active is in force.
 	Engaged, Lifted []Lifted
 	// Changed: the enforced set changed (Active is new).
 	Changed bool
@@ -259,7 +255,6 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) Result {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var res Result
-	res.Lifted, g.lifted = g.lifted, nil
 	changed := false
 	s := g.settings
 	groups := est.Report(now.UnixMilli(), cardinality.Filter{})
@@ -323,7 +318,7 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) Result {
 		g.record(now, "lifted", m)
 		if m.Mode == Enforce.String() {
 			changed = true
-			g.lifted = append(g.lifted, Lifted{Group: m.group, Label: m.Label})
+			res.Lifted = append(res.Lifted, Lifted{Group: m.group, Label: m.Label})
 		}
 	}
 	if changed {

@@ -69,11 +69,13 @@ type merged struct {
 	dirty       bool
 	ended       bool
 	everQueued  bool
-	// movedTo: the guard handed the output over to this one (Handover);
-	// closed: the guard lifted the mitigation this aggregate served
-	// (EndOutput), and outputs handed over to it start again.
-	movedTo uint64
-	closed  bool
+	// movedTo: the guard handed the output over to this one (Handover).
+	// closedAt: the guard lifted the mitigation this aggregate served
+	// (EndOutput) when this ticket was the last issued: samples of the
+	// requests up to it (routed under the lifted mitigation) are dropped,
+	// later requests start the outputs handed over to it again.
+	movedTo  uint64
+	closedAt uint64
 	// pendingUntil: the output was restored from a state file saved before
 	// a crash, its inputs are pending until they report again or this
 	// wall-clock time passes (see LoadState).
@@ -235,11 +237,18 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 			m.tracked.Add(1)
 		}
 	}
+	if o.m != nil && o.m.closedAt != 0 && tk.seq <= o.m.closedAt {
+		// A request routed under a lifted mitigation: its sample would
+		// revive the aggregate after its stale marker. The input's next
+		// sample, under the rules in force, carries its value.
+		sh.mu.Unlock()
+		return Absorbed
+	}
 	if o.m != nil && o.m.movedTo != 0 {
 		// Slow path: handed over by the guard (see Handover).
 		to := o.m.movedTo
 		sh.mu.Unlock()
-		if m.routeMoved(in, to, orig, s, nowMs) {
+		if m.routeMoved(tk, in, to, s, nowMs) {
 			return Absorbed
 		}
 		// The aggregate is gone or closed: the output starts again.
@@ -312,7 +321,7 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decisio
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
 	o := sh.outputs[out]
-	if o == nil || o.m == nil || o.m.enc == nil || o.m.movedTo != 0 {
+	if o == nil || o.m == nil || o.m.enc == nil || o.m.movedTo != 0 || o.m.closedAt != 0 {
 		sh.mu.Unlock()
 		return Pass
 	}
@@ -456,16 +465,20 @@ func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, no
 }
 
 // routeMoved absorbs s into the output to that a handed-over output points
-// to, when to is still there and not closed, and reports whether it did.
-func (m *Merger) routeMoved(in, to uint64, orig []wire.Label, s *wire.Series, nowMs int64) bool {
+// to, when to is still there and not closed, and reports whether it did
+// (a sample of a request older than the closing is dropped, see closedAt).
+func (m *Merger) routeMoved(tk Ticket, in, to uint64, s *wire.Series, nowMs int64) bool {
 	sh := &m.shards[to%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	t := sh.outputs[to]
-	if t == nil || t.m == nil || t.m.closed || t.m.enc == nil {
+	if t == nil || t.m == nil || t.m.enc == nil {
 		return false
 	}
 	mg := t.m
+	if mg.closedAt != 0 {
+		return tk.seq <= mg.closedAt
+	}
 	ip := mg.inputs.get(in)
 	if ip == nil {
 		if m.full() {
@@ -485,7 +498,10 @@ func (m *Merger) routeMoved(in, to uint64, orig []wire.Label, s *wire.Series, no
 // when it lifts a mitigation and the inputs go back to outputs of their
 // own: it queues the output's stale marker and forgets its inputs, so
 // that no instant sees both the aggregate and the series it had replaced.
-// It reports whether out was a merged output.
+// The caller has put the rules without the mitigation in force: requests
+// issued before this call are taken to route under the old ones, and
+// their samples for out are dropped (see merged.closedAt). It reports
+// whether out was a merged output.
 func (m *Merger) EndOutput(out uint64) bool {
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
@@ -495,7 +511,7 @@ func (m *Merger) EndOutput(out uint64) bool {
 		return false
 	}
 	mg := o.m
-	mg.closed = true
+	mg.closedAt = max(m.tickets.issued(), 1)
 	nowMs := m.now().UnixMilli()
 	if mg.dirty {
 		m.snapshot(mg, nowMs)
@@ -516,7 +532,12 @@ func (m *Merger) EndOutput(out uint64) bool {
 		mg.retired = nil
 	}
 	mg.base, mg.baseHist = 0, nil
-	o.seen = 0 // forgotten at the next flush once its points are delivered
+	// The stale marker ends the series: what may come after it starts
+	// afresh, and must not be held up to the old value.
+	mg.lastV = 0
+	// It stays for the staleness period, its closing guarding it from
+	// requests under the lifted mitigation; then it is forgotten.
+	o.seen = nowMs
 	return true
 }
 
