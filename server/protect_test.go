@@ -139,7 +139,7 @@ func TestDebugListenAddress(t *testing.T) {
 		t.Errorf("GET /debug/pprof/ on the write port: %d, want 404", resp.StatusCode)
 	}
 	eventually(t, "the debug listener", func() bool {
-		resp, err := http.Get("http://" + addr + "/debug/pprof/")
+		resp, err := client.Get("http://" + addr + "/debug/pprof/")
 		if err != nil {
 			return false
 		}
@@ -241,7 +241,7 @@ func TestOverloadIsShedWith503(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/write", strings.NewReader(string(encodeWrite(t, sample{labels: []string{"__name__", "shed"}, value: 1, ts: int64(i)}))))
 		req.Header.Set("Content-Type", "application/x-protobuf")
 		req.Header.Set("Content-Encoding", "snappy")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +280,7 @@ func TestAdminAPIAnswersInJSON(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer tok")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

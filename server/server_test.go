@@ -192,7 +192,10 @@ func encodeWrite(t *testing.T, samples ...sample) []byte {
 	return snappy.Encode(nil, raw)
 }
 
-var client = &http.Client{Timeout: waitFor}
+// client has a transport of its own: an httptest.Server closing in a
+// parallel test closes http.DefaultTransport's idle connections, which
+// breaks a request that just picked one of them up.
+var client = &http.Client{Timeout: waitFor, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}}
 
 // remoteWrite posts samples to base's /api/v1/write and returns the status.
 func remoteWrite(t *testing.T, base string, samples ...sample) (int, string) {
