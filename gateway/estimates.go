@@ -108,6 +108,13 @@ func (r *records) note(group, out uint64, ls []wire.Label, nowMs int64) {
 	r.n++
 }
 
+// len returns the number of records.
+func (r *records) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
 // take removes and returns group's records.
 func (r *records) take(group uint64) map[uint64]*record {
 	r.mu.Lock()
@@ -398,6 +405,8 @@ var (
 		"(workload, metric) groups the estimates track.", nil, nil)
 	droppedGroupsDesc = prometheus.NewDesc("cardinal_cardinality_dropped_groups_total",
 		"Observations of a new group beyond cardinality.max_groups, not estimated.", nil, nil)
+	recordedDesc = prometheus.NewDesc("cardinal_guard_recorded_series",
+		"Series of armed groups recorded for the guard's takeover (at most 200000).", nil, nil)
 )
 
 func (c *estimateCollector) setTop(n int) {
@@ -412,6 +421,7 @@ func (c *estimateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- churnDesc
 	ch <- groupsDesc
 	ch <- droppedGroupsDesc
+	ch <- recordedDesc
 }
 
 func (c *estimateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -425,6 +435,7 @@ func (c *estimateCollector) Collect(ch chan<- prometheus.Metric) {
 	groups := est.Report(c.g.now().UnixMilli(), cardinality.Filter{})
 	ch <- prometheus.MustNewConstMetric(groupsDesc, prometheus.GaugeValue, float64(est.Groups()))
 	ch <- prometheus.MustNewConstMetric(droppedGroupsDesc, prometheus.CounterValue, float64(est.DroppedGroups()))
+	ch <- prometheus.MustNewConstMetric(recordedDesc, prometheus.GaugeValue, float64(c.g.est.records.len()))
 	wls := cardinality.Workloads(groups)
 	for i, w := range wls {
 		if i >= top {

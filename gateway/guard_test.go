@@ -229,6 +229,10 @@ func TestGuardEnforceKeepsTotals(t *testing.T) {
 	if len(st.Active) == 0 {
 		t.Fatalf("the guard did not engage: %+v", st)
 	}
+	// The engaged groups' records were handed over and let go.
+	if n := h.g.est.records.len(); n != 0 {
+		t.Fatalf("%d records left after the takeover", n)
+	}
 	for _, m := range st.Active {
 		if m.Label != "x_header" {
 			t.Fatalf("mitigation of %q, want only x_header: %+v", m.Label, st.Active)
