@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/cardinal-gateway/cardinal/cardinality"
 	"github.com/cardinal-gateway/cardinal/config"
@@ -22,6 +23,8 @@ type estState struct {
 	// guardScope: nil when the guard covers every series in scope.
 	guardScope *selector.Set
 	guardOn    bool
+	// enforce: the guard aggregates (dry_run records nothing for it).
+	enforce bool
 	// active are the guard's enforced mitigations when the state was
 	// published; a change publishes a new state (see republish), so that
 	// the routes cached under the old mitigations die with their gen.
@@ -32,7 +35,7 @@ func compileEstimates(cfg *config.Config) (*estState, error) {
 	if !cfg.EstimatesEnabled() {
 		return nil, nil
 	}
-	es := &estState{workloadLabels: cfg.EstimateWorkloadLabels(), guardOn: cfg.Guard.Mode != ""}
+	es := &estState{workloadLabels: cfg.EstimateWorkloadLabels(), guardOn: cfg.Guard.Mode != "", enforce: cfg.Guard.Mode == config.ModeEnforce}
 	sc, err := selector.Parse(cfg.Guard.Scope)
 	if err != nil {
 		return nil, err
@@ -65,11 +68,13 @@ type estimates struct {
 	records    records
 }
 
-// records remember the series of armed groups (guard.Armed) by their
-// output, with their labels after the rules: when the guard engages, the
-// aggregates take over the series that ended since the group was armed,
-// which no request brings back. Live series are handed over when they next
-// report.
+// records remember, by their output and with their labels after the
+// rules, the series of armed groups (guard.Armed) and, in every group the
+// guard covers, the series that ended with a stale marker (Prometheus
+// sends one the scrape after a series disappeared): when the guard
+// engages, the aggregates take over the series that ended within the
+// staleness period, which no request brings back. Live series are handed
+// over when they next report.
 type records struct {
 	mu      sync.Mutex
 	byGroup map[uint64]map[uint64]*record
@@ -79,14 +84,15 @@ type records struct {
 type record struct {
 	labels []wire.Label // own copy
 	seenMs int64
+	ended  bool // recorded for its stale marker, armed or not
 }
 
 // MaxRecords bounds the series recorded for the guard, in all groups:
 // about 300 bytes each with mesh labels.
 const MaxRecords = 200_000
 
-// note records the series out (labels ls) of group.
-func (r *records) note(group, out uint64, ls []wire.Label, nowMs int64) {
+// note records the series out (labels ls) of group; ended: it just ended.
+func (r *records) note(group, out uint64, ls []wire.Label, nowMs int64, ended bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.byGroup == nil {
@@ -99,12 +105,13 @@ func (r *records) note(group, out uint64, ls []wire.Label, nowMs int64) {
 	}
 	if rec := m[out]; rec != nil {
 		rec.seenMs = nowMs
+		rec.ended = rec.ended || ended
 		return
 	}
 	if r.n >= MaxRecords {
 		return
 	}
-	m[out] = &record{labels: cloneLabels(ls), seenMs: nowMs}
+	m[out] = &record{labels: cloneLabels(ls), seenMs: nowMs, ended: ended}
 	r.n++
 }
 
@@ -125,24 +132,29 @@ func (r *records) take(group uint64) map[uint64]*record {
 	return m
 }
 
-// prune drops the records of groups no longer armed and those not seen
-// within maxAgeMs (the merger forgot their outputs).
+// prune drops the records not seen within maxAgeMs (the merger forgot
+// their outputs), and those of live series in groups no longer armed.
 func (r *records) prune(armed *guard.Armed, nowMs, maxAgeMs int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for group, m := range r.byGroup {
-		if !armed.Has(group) {
-			r.n -= len(m)
-			delete(r.byGroup, group)
-			continue
-		}
+		keepLive := armed.Has(group)
 		for out, rec := range m {
-			if nowMs-rec.seenMs > maxAgeMs {
+			if nowMs-rec.seenMs > maxAgeMs || (!keepLive && !rec.ended) {
 				delete(m, out)
 				r.n--
 			}
 		}
+		if len(m) == 0 {
+			delete(r.byGroup, group)
+		}
 	}
+}
+
+// endsStale reports whether the newest float sample of s is a stale
+// marker: its series just ended.
+func endsStale(s *wire.Series) bool {
+	return len(s.Samples) > 0 && value.IsStaleNaN(s.Samples[len(s.Samples)-1].Value)
 }
 
 func cloneLabels(ls []wire.Label) []wire.Label {

@@ -682,12 +682,15 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		if guardable && !es.active.Empty() {
 			ls, guardGroup = ws.guardStrip(es, ls)
 		}
-		if guardable && guardGroup == 0 {
-			if armed := g.est.guard.Armed(); !armed.Empty() {
-				if group, _, _ := ws.groupOf(es, ls); armed.Has(group) {
+		if guardable && guardGroup == 0 && es.enforce {
+			// Records for the guard's takeover: the series of armed
+			// groups, and every series that just ended.
+			armed, ended := g.est.guard.Armed(), endsStale(&s)
+			if ended || !armed.Empty() {
+				if group, _, _ := ws.groupOf(es, ls); ended || armed.Has(group) {
 					var pre uint64
 					pre, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
-					g.est.records.note(group, pre, ls, nowMs)
+					g.est.records.note(group, pre, ls, nowMs, ended)
 				}
 			}
 		}

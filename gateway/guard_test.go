@@ -87,6 +87,9 @@ type guardHarness struct {
 	// counter series ever sent, as if x_header had been dropped.
 	lastOf map[string]float64
 	step   int
+	// idsPerStep is how many new x_header values each exploding scrape
+	// brings (6 unless set).
+	idsPerStep int
 }
 
 func newGuardHarness(t *testing.T, yml string) *guardHarness {
@@ -136,7 +139,11 @@ func (h *guardHarness) scrape(explode bool, prevIDs []string) []string {
 	}
 	var ids []string
 	if explode {
-		for i := range 6 {
+		n := h.idsPerStep
+		if n == 0 {
+			n = 6
+		}
+		for i := range n {
 			app, code := []string{"a", "b"}[i%2], []string{"200", "500"}[i/2%2]
 			id := fmt.Sprintf("id-%d-%d", h.step, i)
 			add(app, code, id, float64(1+i))
@@ -253,6 +260,37 @@ func TestGuardEnforceKeepsTotals(t *testing.T) {
 		if strings.Contains(ls, "x_header=") {
 			t.Fatalf("a series still carries the aggregated label: %s (live %v)", ls, h.model.live("req_total"))
 		}
+	}
+}
+
+// A label that grows slowly, one value a scrape: the series of its first
+// values ended before the group was armed (a tenth of the threshold); their
+// stale markers recorded them, and the aggregates take them over too.
+func TestGuardTakesOverSeriesEndedBeforeArming(t *testing.T) {
+	h := newGuardHarness(t, `
+downstream: {url: "http://127.0.0.1:1/w"}
+merge: {staleness: 30m, forget_after: 1h, flush_interval: 15s}
+guard:
+  mode: enforce
+  threshold: 50
+  window: 30m
+  lift_after: 1h
+  workload_labels: [namespace, app]
+`)
+	h.idsPerStep = 1
+	var ids []string
+	for range 60 {
+		ids = h.scrape(true, ids)
+	}
+	if len(h.g.Guard().Status().Active) == 0 {
+		t.Fatal("the guard did not engage")
+	}
+	for range 3 {
+		ids = h.scrape(true, ids)
+	}
+	got := h.model.sumBy("req_total", "app", "code")
+	if want := h.truth(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("totals per (app, code)\n got %v\nwant %v", got, want)
 	}
 }
 
