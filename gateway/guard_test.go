@@ -400,3 +400,29 @@ guard: {mode: enforce, threshold: 1000, workload_labels: [namespace, app]}
 	}
 	assertProcessAllocsNothing(t, g, pb, "the pipeline with estimates and the guard")
 }
+
+// With a mitigation in force, guarded series (stripped, handed over once,
+// then merged into their aggregate every scrape) allocate nothing either.
+func TestGuardEngagedAllocNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	g, _ := newTestGateway(t, fullConfig+`
+cardinality: {enabled: true, window: 10m}
+guard: {mode: enforce, threshold: 10, workload_labels: [namespace, app], protect: [response_code]}
+`, &recordingSender{})
+	pb := &prompb.WriteRequest{}
+	for i := range 400 {
+		pb.Timeseries = append(pb.Timeseries, series("istio_requests_total",
+			"namespace", "ns", "app", fmt.Sprintf("app-%d", i%4), "destination_workload", fmt.Sprintf("w-%d", i%50),
+			"response_code", []string{"200", "503"}[i%7/6]))
+	}
+	if _, err := g.Process(context.Background(), decode(t, pb)); err != nil {
+		t.Fatal(err)
+	}
+	g.EvaluateGuard()
+	if len(g.Guard().Status().Active) == 0 {
+		t.Fatalf("the guard did not engage: %+v", g.Guard().Status())
+	}
+	assertProcessAllocsNothing(t, g, pb, "the pipeline with a mitigation in force")
+}
