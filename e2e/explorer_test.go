@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"html"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/cardinal-gateway/cardinal/bench/meshgen"
 	"github.com/cardinal-gateway/cardinal/demo"
+	"github.com/cardinal-gateway/cardinal/internal/htmltest"
 	"github.com/cardinal-gateway/cardinal/internal/promtest"
 	"github.com/cardinal-gateway/cardinal/internal/rwclient"
 )
@@ -225,26 +224,8 @@ func readExplorerAPIs(base string) (*explorerAPIs, error) {
 	return &a, nil
 }
 
-// tableRows returns the cells' text of every body row of the table id in
-// an HTML page, tags stripped.
-func tableRows(page, id string) [][]string {
-	_, rest, ok := strings.Cut(page, `id="`+id+`"`)
-	if !ok {
-		return nil
-	}
-	table, _, _ := strings.Cut(rest, "</table>")
-	_, body, _ := strings.Cut(table, "<tbody>")
-	var out [][]string
-	for _, tr := range regexp.MustCompile(`(?s)<tr[^>]*>(.*?)</tr>`).FindAllStringSubmatch(body, -1) {
-		var cells []string
-		for _, td := range regexp.MustCompile(`(?s)<td[^>]*>(.*?)</td>`).FindAllStringSubmatch(tr[1], -1) {
-			text := regexp.MustCompile(`(?s)<[^>]*>`).ReplaceAllString(td[1], " ")
-			cells = append(cells, html.UnescapeString(strings.Join(strings.Fields(text), " ")))
-		}
-		out = append(out, cells)
-	}
-	return out
-}
+// tableRows is htmltest.TableRows.
+var tableRows = htmltest.TableRows
 
 func column(rows [][]string, i int) []string {
 	var out []string

@@ -281,7 +281,7 @@ func (g *Gateway) EvaluateGuard() {
 // takeOver hands the recorded series of the groups just engaged over to
 // their aggregates (the live ones would be handed over as they report; the
 // ended ones only this way).
-func (g *Gateway) takeOver(engaged []guard.Lifted, nowMs int64) {
+func (g *Gateway) takeOver(engaged []guard.Change, nowMs int64) {
 	st := g.state.Load()
 	if st == nil || st.est == nil {
 		return
@@ -350,8 +350,13 @@ func (e *estimates) noteAggregate(group, out uint64) {
 }
 
 // groupOf returns the (workload, metric) group of labels ls, and the
-// workload's name in ws.wlBuf.
+// workload's name in ws.wlBuf. The guard, its records and the estimates
+// all ask for the group of one series' labels after the rules: it is
+// computed once per series (route clears ws.grpOK for each).
 func (ws *workspace) groupOf(es *estState, ls []wire.Label) (uint64, []byte, []byte) {
+	if ws.grpOK {
+		return ws.grpKey, ws.wlBuf, ws.grpName
+	}
 	ws.wlBuf = ws.wlBuf[:0]
 	for i, n := range es.workloadLabels {
 		if i > 0 {
@@ -359,8 +364,9 @@ func (ws *workspace) groupOf(es *estState, ls []wire.Label) (uint64, []byte, []b
 		}
 		ws.wlBuf = append(ws.wlBuf, wire.GetLabel(ls, n)...)
 	}
-	name := wire.GetLabel(ls, "__name__")
-	return cardinality.GroupKey(ws.wlBuf, name), ws.wlBuf, name
+	ws.grpName = wire.GetLabel(ls, "__name__")
+	ws.grpKey, ws.grpOK = cardinality.GroupKey(ws.wlBuf, ws.grpName), true
+	return ws.grpKey, ws.wlBuf, ws.grpName
 }
 
 // observe adds one series to the estimates; out are its labels after the

@@ -154,6 +154,10 @@ type workspace struct {
 	wlBuf     []byte
 	obs       cardinality.Observation
 	obsLabels []wire.Label
+	// The group of the series being routed, once known (groupOf).
+	grpKey  uint64
+	grpName []byte
+	grpOK   bool
 }
 
 // Rejected describes the series the downstream refused on their own.
@@ -634,6 +638,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	out := req.Series[:0]
 	for i := range req.Series {
 		s := req.Series[i]
+		ws.grpOK = false
 		n := len(s.Samples) + len(s.Histograms)
 		var in, outHash uint64
 		in, ws.hashBuf = s.InputHash(ws.hashBuf)

@@ -12,6 +12,7 @@
 package guard
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -206,7 +207,7 @@ type Result struct {
 	// Engaged and Lifted are the enforced mitigations engaged and lifted
 	// now: the caller hands the series over to the aggregates, or ends the
 	// aggregates, once Active is in force.
-	Engaged, Lifted []Lifted
+	Engaged, Lifted []Change
 	// Changed: the enforced set changed (Active is new).
 	Changed bool
 }
@@ -216,8 +217,9 @@ type key struct {
 	label string
 }
 
-// Lifted names an enforced mitigation that was lifted.
-type Lifted struct {
+// Change names an enforced mitigation engaged or lifted: the group and the
+// label aggregated away.
+type Change struct {
 	Group uint64
 	Label string
 }
@@ -284,7 +286,7 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) Result {
 				g.record(now, "engaged", m)
 				if s.Mode == Enforce {
 					changed = true
-					res.Engaged = append(res.Engaged, Lifted{Group: k.group, Label: l.Name})
+					res.Engaged = append(res.Engaged, Change{Group: k.group, Label: l.Name})
 				}
 			}
 			seen[k] = true
@@ -318,7 +320,7 @@ func (g *Guard) Evaluate(now time.Time, est *cardinality.Estimator) Result {
 		g.record(now, "lifted", m)
 		if m.Mode == Enforce.String() {
 			changed = true
-			res.Lifted = append(res.Lifted, Lifted{Group: m.group, Label: m.Label})
+			res.Lifted = append(res.Lifted, Change{Group: m.group, Label: m.Label})
 		}
 	}
 	if changed {
@@ -393,20 +395,10 @@ func (g *Guard) Status() Status {
 		if c := b.Since.Compare(a.Since); c != 0 {
 			return c
 		}
-		return compareStrings(a.Workload+"\xff"+a.Metric+"\xff"+a.Label, b.Workload+"\xff"+b.Metric+"\xff"+b.Label)
+		return cmp.Or(cmp.Compare(a.Workload, b.Workload), cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.Label, b.Label))
 	})
 	for i := len(g.events) - 1; i >= 0; i-- {
 		st.Events = append(st.Events, g.events[i])
 	}
 	return st
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

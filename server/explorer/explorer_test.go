@@ -13,6 +13,7 @@ import (
 
 	"github.com/cardinal-gateway/cardinal/cardinality"
 	"github.com/cardinal-gateway/cardinal/guard"
+	"github.com/cardinal-gateway/cardinal/internal/htmltest"
 	"github.com/cardinal-gateway/cardinal/limiter"
 	"github.com/cardinal-gateway/cardinal/merge"
 )
@@ -86,26 +87,8 @@ func section(page, id string) string {
 	return s
 }
 
-// rows returns the text of the cells of every body row of the table with
-// the id, tags stripped.
-func rows(page, id string) [][]string {
-	_, rest, ok := strings.Cut(page, `<table class="data" id="`+id+`">`)
-	if !ok {
-		return nil
-	}
-	table, _, _ := strings.Cut(rest, "</table>")
-	_, body, _ := strings.Cut(table, "<tbody>")
-	var out [][]string
-	for _, tr := range regexp.MustCompile(`(?s)<tr[^>]*>(.*?)</tr>`).FindAllStringSubmatch(body, -1) {
-		var cells []string
-		for _, td := range regexp.MustCompile(`(?s)<td[^>]*>(.*?)</td>`).FindAllStringSubmatch(tr[1], -1) {
-			text := regexp.MustCompile(`(?s)<[^>]*>`).ReplaceAllString(td[1], " ")
-			cells = append(cells, strings.Join(strings.Fields(text), " "))
-		}
-		out = append(out, cells)
-	}
-	return out
-}
+// rows is htmltest.RawTableRows: the tests check the escaping.
+var rows = htmltest.RawTableRows
 
 func TestRenderShowsEverySection(t *testing.T) {
 	page := render(t, fakeData(), DefaultTop)
