@@ -54,10 +54,12 @@ type cardinal struct {
 	URL    string
 	addr   string
 	config string
-	cmd    *exec.Cmd
-	log    *promtest.LogBuffer
-	done   chan error
-	exit   error
+	// args are extra flags of cardinal serve (restartCardinal reuses them).
+	args []string
+	cmd  *exec.Cmd
+	log  *promtest.LogBuffer
+	done chan error
+	exit error
 }
 
 // startCardinal writes cfg to a file and runs `cardinal serve` on a free
@@ -65,20 +67,29 @@ type cardinal struct {
 // which means the downstream has been reached.
 func startCardinal(t testing.TB, cfg string) *cardinal {
 	t.Helper()
+	return startCardinalAt(t, cfg, "")
+}
+
+// startCardinalAt is startCardinal on addr (a free port when ""), with
+// extra flags.
+func startCardinalAt(t testing.TB, cfg, addr string, args ...string) *cardinal {
+	t.Helper()
 	bin := cardinalBinary(t)
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "cardinal.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if addr == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = ln.Addr().String()
+		ln.Close()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c := &cardinal{t: t, URL: "http://" + addr, addr: addr, config: cfgFile, log: &promtest.LogBuffer{}, done: make(chan error, 1)}
-	c.cmd = exec.Command(bin, "serve", "--config.file="+cfgFile, "--web.listen-address="+addr, "--log.level=debug")
+	c := &cardinal{t: t, URL: "http://" + addr, addr: addr, config: cfgFile, args: args, log: &promtest.LogBuffer{}, done: make(chan error, 1)}
+	c.cmd = exec.Command(bin, append([]string{"serve", "--config.file=" + cfgFile, "--web.listen-address=" + addr, "--log.level=debug"}, args...)...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {

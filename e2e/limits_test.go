@@ -97,8 +97,8 @@ func (e *limExporter) truth(namespace, app string) (map[string]float64, float64)
 // listen address of c, which must have exited, and waits until it is ready.
 func restartCardinal(t testing.TB, c *cardinal) *cardinal {
 	t.Helper()
-	n := &cardinal{t: t, URL: c.URL, addr: c.addr, config: c.config, log: &promtest.LogBuffer{}, done: make(chan error, 1)}
-	n.cmd = exec.Command(cardinalBinary(t), "serve", "--config.file="+c.config, "--web.listen-address="+c.addr, "--log.level=debug")
+	n := &cardinal{t: t, URL: c.URL, addr: c.addr, config: c.config, args: c.args, log: &promtest.LogBuffer{}, done: make(chan error, 1)}
+	n.cmd = exec.Command(cardinalBinary(t), append([]string{"serve", "--config.file=" + c.config, "--web.listen-address=" + c.addr, "--log.level=debug"}, c.args...)...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/cardinal-gateway/cardinal/cardinality"
+	"github.com/cardinal-gateway/cardinal/cluster"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/internal/freelist"
@@ -60,6 +61,9 @@ var errMergedUndeliverable = &forward.Error{
 const (
 	PathPassthrough = "passthrough"
 	PathMerged      = "merged"
+	// PathPeer: handed to the replica of the cluster that owns the
+	// workload, which forwards or merges them (and counts them again).
+	PathPeer = "peer"
 )
 
 // Sender delivers an encoded, snappy-compressed remote-write 1.0 body. The
@@ -78,6 +82,9 @@ type Options struct {
 	NewSender func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (Sender, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Cluster, when set, is the cluster this replica is in: series of
+	// workloads other replicas own are forwarded to them.
+	Cluster *cluster.Cluster
 }
 
 // Gateway is the pipeline. It is safe for concurrent use.
@@ -103,6 +110,10 @@ type Gateway struct {
 	est estimates
 	// applyMu serializes the state swaps of Apply and republish.
 	applyMu sync.Mutex
+
+	// cluster and forwarder are nil outside a cluster (cluster.go).
+	cluster   *cluster.Cluster
+	forwarder *cluster.Forwarder
 }
 
 // state is one compiled configuration.
@@ -124,6 +135,7 @@ type metrics struct {
 	received        prometheus.Counter
 	forwarded       prometheus.Counter
 	forwardedMerged prometheus.Counter
+	forwardedPeers  prometheus.Counter
 	droppedMerged   prometheus.Counter
 	droppedRejected prometheus.Counter
 	droppedRelabel  prometheus.Counter
@@ -158,6 +170,10 @@ type workspace struct {
 	grpKey  uint64
 	grpName []byte
 	grpOK   bool
+	// cluster: the request's parts for other replicas; fromPeer: it was
+	// forwarded by one.
+	cluster  clusterWork
+	fromPeer bool
 }
 
 // Rejected describes the series the downstream refused on their own.
@@ -203,6 +219,9 @@ type Result struct {
 	// Folded is the number of samples of series over their workload's cap,
 	// rewritten to the workload's overflow series.
 	Folded int
+	// ToPeers is the number of samples handed to the replicas that own
+	// their workloads, and acknowledged by them.
+	ToPeers int
 	// Rejected: series the downstream refused on their own. They were
 	// isolated by splitting the request and the rest was delivered.
 	Rejected Rejected
@@ -230,7 +249,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}, []string{"reason"})
 	forwarded := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardinal_forwarded_samples_total",
-		Help: "Samples the downstream acknowledged, by path: passthrough (forwarded as they came) or merged (emitted by the merger).",
+		Help: "Samples the downstream acknowledged, by path: passthrough (forwarded as they came), merged (emitted by the merger) or peer (acknowledged by the replica of the cluster that owns their workload).",
 	}, []string{"path"})
 	g.metrics = metrics{
 		received: f.NewCounter(prometheus.CounterOpts{
@@ -239,6 +258,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}),
 		forwarded:       forwarded.WithLabelValues(PathPassthrough),
 		forwardedMerged: forwarded.WithLabelValues(PathMerged),
+		forwardedPeers:  forwarded.WithLabelValues(PathPeer),
 		droppedMerged:   dropped.WithLabelValues(ReasonMerged),
 		droppedRejected: dropped.WithLabelValues(ReasonRejected),
 		droppedRelabel:  dropped.WithLabelValues(ReasonRelabel),
@@ -289,6 +309,14 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	if err := g.Apply(cfg); err != nil {
 		return nil, err
+	}
+	if opts.Cluster != nil {
+		g.cluster = opts.Cluster
+		g.forwarder = cluster.NewForwarder(opts.Cluster, opts.Registerer)
+		opts.Cluster.Subscribe(g.onViewChange)
+		if err := opts.Registerer.Register(g.ownedCollector()); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }
@@ -582,6 +610,12 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	ws := g.pool.Get()
 	defer g.putWorkspace(ws)
 	ws.scratch.Reset()
+	if g.cluster != nil {
+		ws.cluster.reset(g.cluster.View(), st, g.limiter)
+		if err := g.checkOrigin(ctx, ws); err != nil {
+			return res, err
+		}
+	}
 	g.merger.ObserveMetadata(req.Metadata)
 
 	// The ticket ends only after the forward below: until then this
@@ -595,11 +629,25 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	g.metrics.droppedLimit.Add(float64(res.Folded))
 	g.metrics.droppedMerged.Add(float64(res.Merged - res.Folded))
 
+	if g.cluster != nil {
+		if sent := g.sendParts(ctx, ws, req.Metadata); sent || ws.cluster.arriving+ws.cluster.down > 0 {
+			err := g.deliverLocal(ctx, st, ws, req, &res)
+			err = g.clusterResult(ws, &res, err)
+			g.metrics.forwardedPeers.Add(float64(res.ToPeers))
+			return res, err
+		}
+	}
+	err := g.deliverLocal(ctx, st, ws, req, &res)
+	return res, err
+}
+
+// deliverLocal forwards what route left of req downstream.
+func (g *Gateway) deliverLocal(ctx context.Context, st *state, ws *workspace, req *wire.Request, res *Result) error {
 	if len(req.Series) == 0 && len(req.Metadata) == 0 {
 		if res.Merged > 0 && g.merger.DeliveryFailing() {
-			return res, errMergedUndeliverable
+			return errMergedUndeliverable
 		}
-		return res, nil
+		return nil
 	}
 	ws.rejected = Rejected{}
 	rep, err := g.delivery.Deliver(ctx, st.target, req, &ws.fwd, ws.onReject)
@@ -611,7 +659,7 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	if err == nil && res.Merged > 0 && g.merger.DeliveryFailing() {
 		err = errMergedUndeliverable
 	}
-	return res, err
+	return err
 }
 
 // route runs every series through relabeling, the limiter and the merger,
@@ -620,12 +668,13 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	prog, trace := st.relabel, st.trace
 	limits := g.limiter.Settings().Enabled()
 	es := st.est
-	if prog.Len() == 0 && !limits && trace == nil && es == nil && !g.merger.HasMerged() {
+	if prog.Len() == 0 && !limits && trace == nil && es == nil && !g.merger.HasMerged() && g.cluster == nil {
 		// Without rules, caps or trace labels no two series can collapse
 		// into one. (Outputs merged under earlier rules still must be.)
 		return
 	}
-	nowMs := g.now().UnixMilli()
+	now := g.now()
+	nowMs := now.UnixMilli()
 	nowSec := g.limiter.Clock()
 	ws.overflow = ws.overflow[:0]
 	ws.exemplars = ws.exemplars[:0]
@@ -651,6 +700,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			// sees it, so that an in-scope output rewritten to the same
 			// labels is merged rather than sent twice.
 			outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, s.Labels)
+			if g.cluster != nil && !g.claim(ws, g.ownerKey(&ws.cluster, s.Labels, outHash), s.Labels, &s, n, now) {
+				continue
+			}
 			d := g.merger.Route(tk, in, outHash, s.Labels, &s, nowMs, false)
 			if d&merge.NewInEpoch != 0 && es != nil {
 				g.observe(es, ws, in, s.Labels, s.Labels, outHash, nowMs, false, d&merge.NewOutInEpoch == 0)
@@ -678,6 +730,17 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		}
 		if trace != nil {
 			ls = trace.strip(ls)
+		}
+		if g.cluster != nil {
+			// Ownership is decided on the labels after the rules, before
+			// the guard and the cap, which keep the workload labels.
+			var key uint64
+			if len(ws.cluster.names) == 0 {
+				key, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
+			}
+			if !g.claim(ws, g.ownerKey(&ws.cluster, ls, key), ws.orig, &s, n, now) {
+				continue
+			}
 		}
 		// The guard: labels it aggregates away for this group go, and the
 		// series is merged into the aggregate (see handover below).

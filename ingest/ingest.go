@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/cardinal-gateway/cardinal/admission"
+	"github.com/cardinal-gateway/cardinal/cluster"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/forward"
 	"github.com/cardinal-gateway/cardinal/gateway"
@@ -143,6 +144,9 @@ type httpError struct {
 	status     int
 	retryAfter time.Duration
 	msg        string
+	// clusterReason, on a 503 of a cluster's replica, tells the
+	// forwarding replica why (cluster.ReasonHeader).
+	clusterReason string
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -171,6 +175,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if herr.retryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int((herr.retryAfter+time.Second-1)/time.Second)))
+		}
+		if herr.clusterReason != "" {
+			w.Header().Set(cluster.ReasonHeader, herr.clusterReason)
 		}
 		if herr.status == http.StatusRequestTimeout {
 			// The rest of a stalled body may still come; the connection
@@ -273,7 +280,13 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 		}
 	}
 	floats, histograms, exemplars := ws.req.Counts()
-	res, err := h.proc.Process(r.Context(), &ws.req)
+	ctx := r.Context()
+	if o, ok := cluster.OriginFromHeaders(r.Header); ok {
+		// Forwarded by the replica of the cluster that received it: this
+		// one owns its series (or answers 503, see gateway.checkOrigin).
+		ctx = cluster.WithOrigin(ctx, o)
+	}
+	res, err := h.proc.Process(ctx, &ws.req)
 	if err != nil {
 		return h.statusFor(err)
 	}
@@ -336,7 +349,11 @@ func estimateCost(contentLength int64, limit int) int64 {
 func (h *Handler) statusFor(err error) *httpError {
 	var ferr *forward.Error
 	if errors.As(err, &ferr) {
-		return &httpError{status: ferr.Status, retryAfter: ferr.RetryAfter, msg: ferr.Error()}
+		herr := &httpError{status: ferr.Status, retryAfter: ferr.RetryAfter, msg: ferr.Error()}
+		if ferr.Status == http.StatusServiceUnavailable && (ferr.Reason == cluster.ErrHandover || ferr.Reason == cluster.ErrView) {
+			herr.clusterReason = ferr.Reason
+		}
+		return herr
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return errorf(http.StatusServiceUnavailable, "request abandoned before the downstream answered: %s", err)

@@ -510,9 +510,41 @@ func (m *Merger) EndOutput(out uint64) bool {
 	if o == nil || o.m == nil || o.m.enc == nil {
 		return false
 	}
+	m.endLocked(o, m.tickets.issued(), m.now().UnixMilli())
+	return true
+}
+
+// EndWhere ends, as EndOutput does, every merged output for which leaving
+// reports true, given its hash and labels, and returns how many it ended.
+// A replica of a cluster calls it when the workloads of those outputs
+// moved to another replica: from then on only the new owner emits them.
+func (m *Merger) EndWhere(leaving func(out uint64, labels []wire.Label) bool) int {
+	n := 0
+	issued := m.tickets.issued()
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		nowMs := m.now().UnixMilli()
+		for out, o := range sh.outputs {
+			if o.m == nil || o.m.enc == nil || o.m.ended || o.m.movedTo != 0 {
+				continue
+			}
+			ls, err := wire.DecodeLabels(o.m.enc)
+			if err != nil || !leaving(out, ls) {
+				continue
+			}
+			m.endLocked(o, issued, nowMs)
+			n++
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// endLocked ends the merged output o; its shard is locked.
+func (m *Merger) endLocked(o *output, issued uint64, nowMs int64) {
 	mg := o.m
-	mg.closedAt = max(m.tickets.issued(), 1)
-	nowMs := m.now().UnixMilli()
+	mg.closedAt = max(issued, 1)
 	if mg.dirty {
 		m.snapshot(mg, nowMs)
 	}
@@ -538,7 +570,6 @@ func (m *Merger) EndOutput(out uint64) bool {
 	// It stays for the staleness period, its closing guarding it from
 	// requests under the lifted mitigation; then it is forgotten.
 	o.seen = nowMs
-	return true
 }
 
 func (m *Merger) full() bool {

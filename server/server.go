@@ -28,6 +28,7 @@ import (
 
 	"github.com/cardinal-gateway/cardinal/admin"
 	"github.com/cardinal-gateway/cardinal/admission"
+	"github.com/cardinal-gateway/cardinal/cluster"
 	"github.com/cardinal-gateway/cardinal/config"
 	"github.com/cardinal-gateway/cardinal/gateway"
 	"github.com/cardinal-gateway/cardinal/ingest"
@@ -55,6 +56,9 @@ type Options struct {
 	SetMemoryLimit bool
 	// NewSender replaces the downstream sender (tests, demo).
 	NewSender func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (gateway.Sender, error)
+	// Cluster, when set, makes this server one replica of a cluster
+	// (--cluster.peers, --cluster.self).
+	Cluster *cluster.Config
 }
 
 // Server is one Cardinal instance.
@@ -93,7 +97,15 @@ func New(opts Options) (*Server, error) {
 	if err := s.loadAdminToken(cfg); err != nil {
 		return nil, err
 	}
-	s.gw, err = gateway.New(cfg, gateway.Options{Registerer: opts.Registry, Logger: opts.Logger, NewSender: opts.NewSender})
+	var cl *cluster.Cluster
+	if opts.Cluster != nil {
+		if cl, err = cluster.New(*opts.Cluster, opts.Registry, opts.Logger); err != nil {
+			return nil, err
+		}
+		v := cl.View()
+		opts.Logger.Info("cluster member", "self", cl.Self(), "members", strings.Join(v.Members, ","))
+	}
+	s.gw, err = gateway.New(cfg, gateway.Options{Registerer: opts.Registry, Logger: opts.Logger, NewSender: opts.NewSender, Cluster: cl})
 	if err != nil {
 		return nil, err
 	}
@@ -123,10 +135,13 @@ func New(opts Options) (*Server, error) {
 	})
 	r.Get("/-/ready", s.serveReady)
 	r.Post("/-/reload", s.requireAdmin(s.serveReload))
-	r.Get("/api/v1/collisions", s.serveCollisions)
-	r.Get("/api/v1/cardinality/labels", s.serveLabels)
-	r.Get("/api/v1/cardinality/workloads", s.serveWorkloads)
-	r.Get("/api/v1/guard", s.serveGuard)
+	r.Get("/api/v1/cluster", s.serveCluster)
+	// In a cluster, these report this replica's share (ScopeHeader).
+	scoped := r.With(s.scoped)
+	scoped.Get("/api/v1/collisions", s.serveCollisions)
+	scoped.Get("/api/v1/cardinality/labels", s.serveLabels)
+	scoped.Get("/api/v1/cardinality/workloads", s.serveWorkloads)
+	scoped.Get("/api/v1/guard", s.serveGuard)
 	// Go's profiler and expvar, as Prometheus and vmagent expose them, for
 	// finding where CPU and memory go under real traffic. A CPU profile
 	// costs CPU and the command line may hold secrets: with an admin token
@@ -138,11 +153,16 @@ func New(opts Options) (*Server, error) {
 	if cfg.Admin.DebugListenAddress == "" {
 		r.Mount("/debug", profiler)
 	}
-	admin.Mount(r, admin.Options{
-		Limiter:      s.gw.Limiter(),
-		StateFile:    func() string { return s.gw.Config().Admin.StateFile },
-		RequireAdmin: s.requireAdmin,
-		Logger:       opts.Logger,
+	r.Group(func(r chi.Router) {
+		r.Use(s.scoped)
+		admin.Mount(r, admin.Options{
+			Limiter:   s.gw.Limiter(),
+			StateFile: func() string { return s.gw.Config().Admin.StateFile },
+			// In a cluster a limit change goes to every replica: the
+			// workload's owner applies it, now and after moves.
+			RequireAdmin: func(h http.HandlerFunc) http.HandlerFunc { return s.requireAdmin(s.tierWide(h)) },
+			Logger:       opts.Logger,
+		})
 	})
 	r.Get("/", s.serveIndex)
 	// Errors are JSON everywhere, with the allowed methods on a 405.
@@ -186,6 +206,7 @@ var Endpoints = []Endpoint{
 	{"GET", "/api/v1/cardinality/workloads?top=N", "estimated series before and after the rules, and churn, per workload"},
 	{"GET", "/api/v1/cardinality/labels?workload=W&metric=M&top=N", "estimated distinct values per label, per workload and metric"},
 	{"GET", "/api/v1/guard", "the guard's mitigations and events"},
+	{"GET", "/api/v1/cluster", "the cluster's members as this replica sees them, and its share"},
 	{"GET", "/debug/pprof/", "Go's profiler (admin token when one is configured)"},
 }
 
@@ -448,6 +469,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	go s.probeDownstream(probeCtx)
+	if c := s.gw.Cluster(); c != nil {
+		go c.Run(probeCtx)
+	}
 	go s.admission.Watch(probeCtx, 50*time.Millisecond)
 	// The merger outlives the HTTP server: it flushes a last time after
 	// the in-flight requests have finished.

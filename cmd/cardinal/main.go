@@ -3,6 +3,7 @@
 // removes the labels that explode series cardinality.
 //
 //	cardinal serve --config.file=cardinal.yml [--web.listen-address=:9091] [--log.level=info]
+//	               [--cluster.peers=HOST:PORT,... --cluster.self=HOST:PORT]
 //	cardinal check config cardinal.yml
 //	cardinal demo [--workloads=N] [--scrapes=N]
 //	cardinal version | --version
@@ -22,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cardinal-gateway/cardinal/cluster"
 	"github.com/cardinal-gateway/cardinal/demo"
 	"github.com/cardinal-gateway/cardinal/server"
 )
@@ -172,8 +174,26 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	configFile := fs.String("config.file", "cardinal.yml", "configuration file")
 	listen := fs.String("web.listen-address", ":9091", "address for the remote-write receiver, metrics and admin API")
 	level := fs.String("log.level", "info", "log level: debug, info, warn, error")
+	peers := fs.String("cluster.peers", "", "the replicas of a cluster, this one included: HOST:PORT,... or dns+NAME:PORT for every address of NAME (a headless Service); empty: no cluster. Each workload is owned by one replica, the others forward its series to it")
+	self := fs.String("cluster.self", "", "this replica's HOST:PORT as --cluster.peers names it (in Kubernetes $(POD_IP):PORT)")
+	refresh := fs.Duration("cluster.refresh-interval", cluster.DefaultRefreshInterval, "how often dns+ entries of --cluster.peers are resolved again")
+	probe := fs.Duration("cluster.probe-interval", cluster.DefaultProbeInterval, "how often every other replica is probed (GET /-/ready)")
+	peerTimeout := fs.Duration("cluster.peer-timeout", cluster.DefaultPeerTimeout, "how long a replica may fail its probes before its workloads move to the others; until then its share is answered 503")
+	handover := fs.Duration("cluster.handover-delay", cluster.DefaultHandoverDelay, "how long the new owner of a workload that moved answers 503 for it, so that its old owner has stopped (at least twice --cluster.probe-interval)")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
+	}
+	var clusterCfg *cluster.Config
+	switch {
+	case *peers != "":
+		clusterCfg = &cluster.Config{Peers: cluster.ParsePeers(*peers), Self: *self, RefreshInterval: *refresh, ProbeInterval: *probe, PeerTimeout: *peerTimeout, HandoverDelay: *handover}
+		if err := clusterCfg.Validate(); err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 2
+		}
+	case *self != "":
+		fmt.Fprintf(stderr, "--cluster.self needs --cluster.peers, the member list\n")
+		return 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "cardinal serve: unexpected argument %q\nrun 'cardinal serve --help' for the flags\n", fs.Arg(0))
@@ -193,7 +213,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		debug.SetGCPercent(defaultGCPercent)
 	}
 
-	srv, err := server.New(server.Options{ConfigFile: *configFile, ListenAddress: *listen, Logger: logger, SetMemoryLimit: true})
+	srv, err := server.New(server.Options{ConfigFile: *configFile, ListenAddress: *listen, Logger: logger, SetMemoryLimit: true, Cluster: clusterCfg})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1

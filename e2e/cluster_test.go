@@ -1,0 +1,416 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/cardinal-gateway/cardinal/bench/meshgen"
+	"github.com/cardinal-gateway/cardinal/internal/promtest"
+	"github.com/cardinal-gateway/cardinal/limiter"
+)
+
+// shardExporter serves one shard of a churnExporter's steps: the series of
+// the pods assigned to it (the others' go to other shards), one step
+// further per scrape of this shard, as a sharded Prometheus scrapes the
+// pods of one workload from different shards.
+type shardExporter struct {
+	e       *churnExporter
+	texts   [][]byte
+	values  []map[string]exposedSeries
+	scrapes atomic.Int64
+	served  atomic.Int64
+}
+
+var podLabel = regexp.MustCompile(`[{,]pod="([^"]*)"`)
+
+func podShard(pod string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(pod))
+	return int(h.Sum32() % uint32(n))
+}
+
+// shardChurn splits every step of e into n shards by pod (series without a
+// pod go to shard 0); the # lines go to every shard.
+func shardChurn(e *churnExporter, n int) []*shardExporter {
+	shards := make([]*shardExporter, n)
+	for i := range shards {
+		shards[i] = &shardExporter{e: e}
+	}
+	for step := range e.texts {
+		bufs := make([]bytes.Buffer, n)
+		vals := make([]map[string]exposedSeries, n)
+		for i := range vals {
+			vals[i] = map[string]exposedSeries{}
+		}
+		for line := range bytes.Lines(e.texts[step]) {
+			if bytes.HasPrefix(line, []byte("#")) {
+				for i := range bufs {
+					bufs[i].Write(line)
+				}
+				continue
+			}
+			i := 0
+			if m := podLabel.FindSubmatch(line); m != nil {
+				i = podShard(string(m[1]), n)
+			}
+			bufs[i].Write(line)
+		}
+		for k, v := range e.values[step] {
+			vals[podShard(v.labels["pod"], n)*btoi(v.labels["pod"] != "")][k] = v
+		}
+		for i := range shards {
+			shards[i].texts = append(shards[i].texts, bufs[i].Bytes())
+			shards[i].values = append(shards[i].values, vals[i])
+		}
+	}
+	return shards
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *shardExporter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	step := min(int(s.scrapes.Add(1))-1, s.e.lastStep)
+	w.Header().Set("Content-Type", meshgen.TextContentType)
+	if _, err := w.Write(s.texts[step]); err != nil {
+		s.e.failed.Add(1)
+		return
+	}
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	for k, v := range s.values[step] {
+		s.e.last[k] = v
+	}
+	s.served.Add(1)
+}
+
+// freeAddrs returns n distinct free loopback addresses.
+func freeAddrs(t testing.TB, n int) []string {
+	var out []string
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// clusterCap is the series cap per workload of TestE2ECluster: two of its
+// workloads have more outputs than that.
+const clusterCap = 150
+
+// TestE2ECluster (issue "Many replicas that behave as one"): three Cardinal
+// processes with a static member list, three Prometheus agents each
+// scraping a third of every workload's pods and writing to its own
+// replica, and one Prometheus receiver. Each workload is owned by one
+// replica, which merges its collapsed series and caps it; the others hand
+// its series over. The receiver must hold every merged counter's true
+// value, no workload more than the cap, the exact per-workload totals, and
+// must never have refused a sample (two replicas emitting one output would
+// be refused). Mid-run one replica is stopped and restarted: the senders
+// must only have seen retryable answers, and after the membership settles
+// the truth must hold again.
+func TestE2ECluster(t *testing.T) {
+	promtest.Binary(t)
+	start := time.Now()
+	const (
+		replicas  = 3
+		lastStep  = 30
+		churnOnly = 4
+		mixed     = 3
+		perStep   = 2
+		stopAt    = 10 // scrapes of the stopped replica's shard
+	)
+	gen := meshgen.New(meshgen.Config{Workloads: 12, PodsPerWorkload: 3, Variants: 1, HighCardShare: -1, Seed: 7})
+	exp := newChurnExporter(t, gen, lastStep, churnOnly, mixed, perStep, 7)
+	shards := shardChurn(exp, replicas)
+
+	receiver := promtest.Start(t, promtest.Options{RemoteWriteReceiver: true})
+	addrs := freeAddrs(t, replicas)
+	dir := t.TempDir()
+	gws := make([]*cardinal, replicas)
+	for i := range replicas {
+		cfg := fmt.Sprintf(`
+downstream:
+  url: %s
+  max_retries: 5
+relabel_configs:
+  - action: labelkeep
+    regex: %s
+merge:
+  flush_interval: 1s
+  state_file: %s
+limits:
+  workload_labels: [namespace, app]
+  max_series_per_workload: %d
+  window: 10m
+`, receiver.WriteURL(), meshgen.DefaultAllowlist, filepath.Join(dir, fmt.Sprintf("merge-%d.state", i)), clusterCap)
+		gws[i] = startCardinalAt(t, cfg, addrs[i],
+			"--cluster.peers="+strings.Join(addrs, ","), "--cluster.self="+addrs[i],
+			"--cluster.probe-interval=200ms", "--cluster.handover-delay=1s", "--cluster.peer-timeout=60s")
+	}
+	senders := make([]*promtest.Prometheus, replicas)
+	for i := range replicas {
+		srv := httptest.NewServer(shards[i])
+		t.Cleanup(srv.Close)
+		senders[i] = promtest.Start(t, promtest.Options{
+			Agent:          true,
+			ScrapeTargets:  []string{strings.TrimPrefix(srv.URL, "http://")},
+			RemoteWriteURL: gws[i].URL + "/api/v1/write",
+		})
+	}
+	ctx := context.Background()
+	t.Logf("processes up after %v", time.Since(start).Round(time.Millisecond))
+
+	// One replica stops (SIGTERM: it answers what is in flight, flushes
+	// and saves its merged state) and comes back on the same address,
+	// before --cluster.peer-timeout: its share is answered 503 meanwhile.
+	promtest.Eventually(t, 60*time.Second, func() (bool, string) {
+		n := shards[2].served.Load()
+		return n >= stopAt, fmt.Sprintf("shard 2 scraped %d times", n)
+	})
+	if err := gws[2].stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("stopping replica 2: %v", err)
+	}
+	t.Logf("replica 2 stopped at %v", time.Since(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	gws[2] = restartCardinal(t, gws[2])
+	t.Logf("replica 2 back at %v", time.Since(start).Round(time.Millisecond))
+
+	var counters map[string]float64
+	var outputs map[string]bool
+	var capped map[string]int
+	receivedValues := func() (map[string]float64, error) {
+		samples, err := receiver.Query(ctx, `last_over_time({job="mesh"}[10m])`)
+		if err != nil {
+			return nil, err
+		}
+		got := map[string]float64{}
+		for _, s := range samples {
+			if name := s.Labels["__name__"]; name == "up" || strings.HasPrefix(name, "scrape_") {
+				continue
+			}
+			delete(s.Labels, "job")
+			got[labels.FromMap(s.Labels).String()] = s.Value
+		}
+		return got, nil
+	}
+	promtest.Eventually(t, 90*time.Second, func() (bool, string) {
+		for i, s := range shards {
+			if n := s.served.Load(); n <= lastStep {
+				return false, fmt.Sprintf("shard %d scraped %d times so far", i, n)
+			}
+		}
+		if counters == nil {
+			counters, outputs = mergeTruth(exp.exposed())
+			capped = cappedWorkloads(outputs)
+			if len(capped) == 0 {
+				t.Fatalf("no workload over the cap of %d: the test exercises nothing", clusterCap)
+			}
+			// The outputs of capped workloads are checked by their sums.
+			for k := range outputs {
+				if _, c := capped[workloadOfKey(k)]; c {
+					delete(outputs, k)
+					delete(counters, k)
+				}
+			}
+		}
+		got, err := receivedValues()
+		if err != nil {
+			return false, err.Error()
+		}
+		for k := range got {
+			if _, c := capped[workloadOfKey(k)]; c {
+				delete(got, k)
+			}
+		}
+		diff, _ := compareMerged(got, counters, outputs, 1e-9)
+		return diff == "", diff
+	})
+	t.Logf("receiver matches the truth after %v: %d outputs of uncapped workloads, capped workloads %v", time.Since(start).Round(time.Millisecond), len(outputs), capped)
+
+	// Every workload's counter totals are exact, capped ones included,
+	// and no workload has more than the cap of series of its own.
+	sums := workloadSums(exp.exposed())
+	promtest.Eventually(t, 30*time.Second, func() (bool, string) {
+		got, err := receiver.Query(ctx, `sum by (namespace, app, __name__) (last_over_time({namespace!="", __name__=~".*(_total|_count|_sum|_bucket)"}[10m]))`)
+		if err != nil {
+			return false, err.Error()
+		}
+		var wrong []string
+		seen := 0
+		for _, s := range got {
+			k := s.Labels["namespace"] + "/" + s.Labels["app"] + " " + s.Labels["__name__"]
+			want, ok := sums[k]
+			seen++
+			if !ok || !relClose(s.Value, want, 1e-9) {
+				wrong = append(wrong, fmt.Sprintf("%s = %v, want %v", k, s.Value, want))
+			}
+		}
+		sort.Strings(wrong)
+		if len(wrong) > 0 || seen != len(sums) {
+			return false, fmt.Sprintf("%d of %d workload totals received, %d wrong, e.g. %v", seen, len(sums), len(wrong), first(wrong))
+		}
+		return true, ""
+	})
+	counts, err := receiver.Query(ctx, fmt.Sprintf(`count by (namespace, app) (last_over_time({namespace!="", %s!="true"}[10m]))`, limiter.OverflowLabel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The limiter's documented slack: an instance (a histogram's buckets,
+	// sum and count) is admitted whole, so a workload may exceed its cap by
+	// the rest of one. Three replicas capping on their own would admit up
+	// to three times the cap.
+	const instanceSlack = 20
+	downstream := map[string]float64{}
+	for _, c := range counts {
+		w := c.Labels["namespace"] + "/" + c.Labels["app"]
+		downstream[w] = c.Value
+		if c.Value > clusterCap+instanceSlack {
+			t.Errorf("workload %s has %v series of its own downstream, over the cap of %d (+%d for instances admitted whole)", w, c.Value, clusterCap, instanceSlack)
+		}
+		if _, isCapped := capped[w]; isCapped && c.Value < clusterCap {
+			t.Errorf("capped workload %s has %v series of its own, want at least the cap, %d", w, c.Value, clusterCap)
+		}
+	}
+	if len(downstream) != 12 {
+		t.Errorf("%d workloads downstream, want 12: %v", len(downstream), downstream)
+	}
+
+	// Nothing refused: at the receiver, by any replica's forwards, and
+	// nothing the senders gave up on.
+	if lines := receiverRejections(receiver.Log()); len(lines) > 0 {
+		t.Errorf("receiver log reports %d rejected samples, e.g. %s", len(lines), lines[0])
+	}
+	owners := map[string]string{}
+	forwardedToPeers, owned := 0.0, 0.0
+	for i, gw := range gws {
+		fams := scrapeMetrics(t, gw.URL)
+		codes := mergeForwardCodes(fams)
+		if refused := mergeRefusals(codes); refused != 0 || codes["400"]+codes["409"]+codes["413"] != 0 {
+			t.Errorf("replica %d: the receiver refused %v requests (by code: %v)", i, refused, codes)
+		}
+		forwardedToPeers += familyValue(fams, "cardinal_cluster_forwarded_samples_total", "result", "ok")
+		owned += familyValue(fams, "cardinal_owned_workloads", "", "")
+		if m := familyValue(fams, "cardinal_cluster_members", "", ""); m != replicas {
+			t.Errorf("replica %d: cardinal_cluster_members = %v, want %d", i, m, replicas)
+		}
+		code, body := httpGet(gw.URL + "/api/v1/cardinality?top=1000")
+		if code != http.StatusOK {
+			t.Fatalf("replica %d: GET /api/v1/cardinality: %d %s", i, code, body)
+		}
+		var reports []limiter.Report
+		if err := json.Unmarshal([]byte(body), &reports); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range reports {
+			if r.Workload == limiter.UnknownWorkload {
+				// Series without workload labels are owned by metric
+				// name, spread over the replicas.
+				continue
+			}
+			if r.Limit != clusterCap {
+				t.Errorf("replica %d: workload %s has limit %d, want %d", i, r.Workload, r.Limit, clusterCap)
+			}
+			if _, isCapped := capped[r.Workload]; isCapped && (r.DroppedSeries == 0 || float64(r.ActiveSeries) != downstream[r.Workload]) {
+				t.Errorf("replica %d: capped workload %s: %d active series (%v downstream), %d folded; want them equal and some folded", i, r.Workload, r.ActiveSeries, downstream[r.Workload], r.DroppedSeries)
+			}
+			if o, dup := owners[r.Workload]; dup {
+				t.Errorf("workload %s tracked by replicas %s and %d", r.Workload, o, i)
+			}
+			owners[r.Workload] = fmt.Sprint(i)
+		}
+	}
+	if forwardedToPeers == 0 {
+		t.Errorf("no sample was handed to its owner: the senders' traffic did not spread")
+	}
+	if want := float64(len(owners)); owned != want || owned != 12 {
+		t.Errorf("cardinal_owned_workloads sums to %v over the replicas, want %v (12 workloads)", owned, want)
+	}
+	for i, s := range senders {
+		stats, err := s.RemoteWriteStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Failed != 0 || stats.Dropped != 0 || stats.Succeeded() <= 0 {
+			t.Errorf("sender %d: %+v; want no failed or dropped samples (only retryable answers) and some succeeded", i, stats)
+		}
+		t.Logf("sender %d: %+v", i, stats)
+	}
+	t.Logf("owners %v; samples handed to owners %v; total %v", owners, forwardedToPeers, time.Since(start).Round(time.Millisecond))
+}
+
+// workloadOfKey returns namespace/app of an output key (labels.String()).
+func workloadOfKey(k string) string {
+	ls, err := parseLabelsString(k)
+	if err != nil {
+		return ""
+	}
+	return ls["namespace"] + "/" + ls["app"]
+}
+
+var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+
+func parseLabelsString(s string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, p := range labelPair.FindAllStringSubmatch(s, -1) {
+		m[p[1]] = p[2]
+	}
+	return m, nil
+}
+
+// cappedWorkloads returns the workloads with more outputs than the cap.
+func cappedWorkloads(outputs map[string]bool) map[string]int {
+	n := map[string]int{}
+	for k := range outputs {
+		n[workloadOfKey(k)]++
+	}
+	out := map[string]int{}
+	for w, c := range n {
+		if c > clusterCap && w != "/" {
+			out[w] = c
+		}
+	}
+	return out
+}
+
+// workloadSums sums the last exposed value of every counter series by
+// workload and metric name: what the receiver's per-workload totals must
+// be, folded series included.
+func workloadSums(exposed map[string]exposedSeries) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range exposed {
+		if !isCounterName(s.labels["__name__"]) || s.labels["namespace"] == "" {
+			continue
+		}
+		out[s.labels["namespace"]+"/"+s.labels["app"]+" "+s.labels["__name__"]] += s.value
+	}
+	return out
+}
