@@ -65,6 +65,13 @@ type Config struct {
 	Cardinality    CardinalityConfig `yaml:"cardinality,omitempty"`
 	Guard          GuardConfig       `yaml:"guard,omitempty"`
 	Admin          AdminConfig       `yaml:"admin,omitempty"`
+	// ExternalLabels are added, after relabel_configs, to every series in
+	// scope that lacks the label: they keep apart the outputs of Cardinal
+	// instances that each see part of a workload (the sidecars of a
+	// sharded Prometheus), which would otherwise emit the same merged
+	// series with partial sums. Values may name environment variables,
+	// ${VAR} or $VAR, expanded when the file is loaded ($$ is a $).
+	ExternalLabels map[string]string `yaml:"external_labels,omitempty"`
 
 	// dir is the directory of the file the config came from; relative paths
 	// in it are resolved against it.
@@ -551,6 +558,9 @@ func Parse(data []byte) (*Config, error) {
 			cfg.Limits = defaultLimits()
 		}
 	}
+	if err := cfg.expandExternalLabels(); err != nil {
+		return nil, err
+	}
 	// Conflicts first: filling in the defaults makes the two windows equal.
 	if err := cfg.validateEstimates(); err != nil {
 		return nil, err
@@ -645,6 +655,14 @@ func (c *Config) Validate() error {
 	}
 	if _, err := selector.Parse(c.Scope); err != nil {
 		return fmt.Errorf("scope%w", err)
+	}
+	for name, v := range c.ExternalLabels {
+		if !model.LabelName(name).IsValidLegacy() || strings.HasPrefix(name, "__") {
+			return fmt.Errorf("external_labels: %q is not a label name Cardinal may add (letters, digits and _, not starting with a digit or __)", name)
+		}
+		if v == "" {
+			return fmt.Errorf("external_labels.%s is empty: an empty value is no label at all", name)
+		}
 	}
 	if err := c.Limits.validate(); err != nil {
 		return err
@@ -754,3 +772,51 @@ func (c *Config) Dir() string { return c.dir }
 // Anchor makes a metric-name pattern match whole names, as Prometheus
 // anchors its regexes.
 func Anchor(re string) string { return "^(?:" + re + ")$" }
+
+// expandExternalLabels replaces the environment variables in the values of
+// external_labels. An unset variable is an error: an empty shard label
+// would let two instances emit the same series.
+func (c *Config) expandExternalLabels() error {
+	for name, v := range c.ExternalLabels {
+		var missing []string
+		c.ExternalLabels[name] = os.Expand(v, func(k string) string {
+			if k == "$" {
+				return "$"
+			}
+			val, ok := os.LookupEnv(k)
+			if !ok {
+				missing = append(missing, k)
+			}
+			return val
+		})
+		if len(missing) > 0 {
+			return fmt.Errorf("external_labels.%s: environment variable %s is not set", name, strings.Join(missing, ", "))
+		}
+	}
+	return nil
+}
+
+// ExternalRelabelConfigs returns external_labels as relabel rules, run
+// after relabel_configs: each sets its label when the series lacks it.
+func (c *Config) ExternalRelabelConfigs() []*relabel.Config {
+	names := make([]string, 0, len(c.ExternalLabels))
+	for n := range c.ExternalLabels {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var out []*relabel.Config
+	for _, n := range names {
+		out = append(out, &relabel.Config{
+			Action:       relabel.Replace,
+			SourceLabels: model.LabelNames{model.LabelName(n)},
+			Separator:    ";",
+			// Only an absent (empty) label is set: a series that has one
+			// keeps it, as Prometheus does with its external labels.
+			Regex:       relabel.MustNewRegexp(""),
+			TargetLabel: n,
+			// The replacement expands $1 and ${name}: a literal $ is $$.
+			Replacement: strings.ReplaceAll(c.ExternalLabels[n], "$", "$$"),
+		})
+	}
+	return out
+}

@@ -64,6 +64,13 @@ func (c *Compiled) Explain(w io.Writer) {
 	for i, rc := range cfg.RelabelConfigs {
 		p("relabel_configs[%d]: %s%s", i, describeRule(rc.Action, rc.SourceLabels, rc.Regex.String(), rc.TargetLabel, rc.Replacement), regexCost(rc))
 	}
+	if len(cfg.ExternalLabels) > 0 {
+		var pairs []string
+		for _, rc := range cfg.ExternalRelabelConfigs() {
+			pairs = append(pairs, fmt.Sprintf("%s=%q", rc.TargetLabel, cfg.ExternalLabels[rc.TargetLabel]))
+		}
+		p("external_labels: after the rules, %s is added to every series in scope that lacks it (merged outputs included): the outputs of this instance stay apart from other instances'", strings.Join(pairs, ", "))
+	}
 	if tr := cfg.TraceSampling; len(tr.Labels) == 0 {
 		p("trace_sampling: off")
 	} else {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -459,7 +460,7 @@ type Compiled struct {
 func Compile(cfg *config.Config) (*Compiled, error) {
 	c := &Compiled{Config: cfg, Limits: limiterSettings(cfg.Limits)}
 	var err error
-	if c.Relabel, err = relabel.Compile(cfg.RelabelConfigs); err != nil {
+	if c.Relabel, err = relabel.Compile(slices.Concat(cfg.RelabelConfigs, cfg.ExternalRelabelConfigs())); err != nil {
 		return nil, fmt.Errorf("relabel_configs: %w", err)
 	}
 	if c.Merge, err = mergeRules(cfg); err != nil {
