@@ -122,8 +122,22 @@ func chartCases() []chartCase {
 		{
 			name:   "standalone-full",
 			values: []string{"testdata/standalone-full.values.yaml"},
-			kinds: []string{"ConfigMap/cardinal", "ServiceAccount/cardinal", "Deployment/cardinal", "Service/cardinal",
-				"PodDisruptionBudget/cardinal", "HorizontalPodAutoscaler/cardinal", "PersistentVolumeClaim/cardinal", "ServiceMonitor/cardinal"},
+			kinds: []string{"ConfigMap/cardinal", "ServiceAccount/cardinal", "Deployment/cardinal", "Service/cardinal", "Service/cardinal-peers",
+				"PodDisruptionBudget/cardinal", "HorizontalPodAutoscaler/cardinal", "ServiceMonitor/cardinal"},
+			golden: true,
+		},
+		{
+			name: "standalone-cluster",
+			set:  []string{"cluster.enabled=true", "replicaCount=3"},
+			kinds: []string{"ConfigMap/cardinal", "Secret/cardinal-admin", "ServiceAccount/cardinal", "Deployment/cardinal",
+				"Service/cardinal", "Service/cardinal-peers", "PodDisruptionBudget/cardinal"},
+			golden: true,
+		},
+		{
+			name: "standalone-persistence",
+			set:  []string{"persistence.enabled=true", "persistence.storageClass=fast-ssd", "persistence.size=128Mi"},
+			kinds: []string{"ConfigMap/cardinal", "Secret/cardinal-admin", "ServiceAccount/cardinal", "Deployment/cardinal",
+				"Service/cardinal", "PersistentVolumeClaim/cardinal"},
 			golden: true,
 		},
 		{
@@ -140,6 +154,14 @@ func chartCases() []chartCase {
 			kinds: []string{"ConfigMap/cardinal", "Secret/cardinal-admin", "ConfigMap/cardinal-prometheus",
 				"Deployment/cardinal-prometheus", "Service/cardinal-prometheus", "PodMonitor/cardinal"},
 			golden: true, sidecar: true,
+		},
+		{
+			name:   "sidecar-no-shard-label",
+			values: []string{filepath.Join(helmExDir, "sidecar.values.yaml")},
+			set:    []string{"admin.token=0123456789abcdef0123456789abcdef", "sidecar.prometheusDeployment.enabled=true", "sidecar.shardLabel="},
+			kinds: []string{"ConfigMap/cardinal", "Secret/cardinal-admin", "ConfigMap/cardinal-prometheus",
+				"Deployment/cardinal-prometheus", "Service/cardinal-prometheus", "PodMonitor/cardinal"},
+			golden: false, sidecar: true,
 		},
 		{
 			name:   "standalone-no-admin",
@@ -231,6 +253,15 @@ func TestHelmSchemaRejects(t *testing.T) {
 	f("config.downstream.timout=5s", "timout")
 	f("config.merge.flush_intervall=5s", "flush_intervall")
 	f("config.limits.max_series_per_workload=lots", "max_series_per_workload")
+	// Cluster and sidecar values: durations the flags parse, a label name.
+	f("cluster.enabled=yes", "enabled")
+	f("cluster.peerTimeout=30", "peerTimeout")
+	f("cluster.handoverDelay=1d", "handoverDelay")
+	f("cluster.peers=a:1", "peers")
+	f("clusterDomain=Cluster_Local", "clusterDomain")
+	f("sidecar.shardLabel=shard-id", "shardLabel")
+	f("sidecar.shardLabel=__shard", "shardLabel")
+	f("podDisruptionBudget.enabled=sometimes", "enabled")
 }
 
 // Issue 12: with a helm built by go install (which assumes Kubernetes
@@ -287,7 +318,11 @@ func TestExamplesCheckConfig(t *testing.T) {
 // checkConfig runs `cardinal check config path`; it must succeed.
 func checkConfig(t *testing.T, path string) {
 	t.Helper()
-	out, err := exec.Command(cardinalBin, "check", "config", path).CombinedOutput()
+	cmd := exec.Command(cardinalBin, "check", "config", path)
+	// What the pods' env gives the ${VAR} the chart writes into the config
+	// (sidecar.shardLabel's external label).
+	cmd.Env = append(os.Environ(), "POD_NAME=prometheus-k8s-0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("cardinal check config %s: %v\n%s", path, err, out)
 	}

@@ -101,9 +101,11 @@ func TestHelmNotesStandalone(t *testing.T) {
 	if err := sigsyaml.UnmarshalStrict([]byte(snippet(t, notes, "Point your Prometheus")), &rw); err != nil {
 		t.Errorf("remote_write snippet: %v", err)
 	}
+	// Autoscaling in cluster mode: no warning (TestHelmReplicasWithoutClusterWarn
+	// has the cases that warn).
 	notes = renderNotes(t, helm, "--values", "testdata/standalone-full.values.yaml")
-	if !strings.Contains(notes, "WARNING: more than one replica") {
-		t.Errorf("notes with autoscaling do not warn about replicas:\n%s", notes)
+	if strings.Contains(notes, "WARNING") || !strings.Contains(notes, "Cluster mode (2 to 4 replicas (HPA))") {
+		t.Errorf("notes with autoscaling in cluster mode warn, or do not say the tier's size:\n%s", notes)
 	}
 }
 

@@ -53,6 +53,46 @@ app.kubernetes.io/part-of: cardinal
 {{/* Where the chart mounts things inside the Cardinal container. */}}
 {{- define "cardinal.configDir" -}}/etc/cardinal{{- end }}
 {{- define "cardinal.stateDir" -}}/var/lib/cardinal{{- end }}
+{{- define "cardinal.containerPort" -}}9091{{- end }}
+
+{{/*
+cardinal.clustered: "true" when the standalone replicas form a cluster.
+*/}}
+{{- define "cardinal.clustered" -}}
+{{- if and (eq .Values.mode "standalone") .Values.cluster.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+cardinal.multiReplica: "true" when the standalone Deployment may run more
+than one pod (replicaCount, or the HPA's maxReplicas).
+*/}}
+{{- define "cardinal.multiReplica" -}}
+{{- if eq .Values.mode "standalone" }}
+{{- if .Values.autoscaling.enabled }}
+{{- if gt (int .Values.autoscaling.maxReplicas) 1 }}true{{ end }}
+{{- else if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+cardinal.peersService is the headless Service the cluster's replicas find
+each other through.
+*/}}
+{{- define "cardinal.peersService" -}}
+{{- printf "%s-peers" (include "cardinal.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+cardinal.validate fails on values that render but cannot work.
+*/}}
+{{- define "cardinal.validate" -}}
+{{- if and .Values.cluster.enabled (ne .Values.mode "standalone") }}
+{{- fail "cluster.enabled is for mode: standalone. To peer sidecars, give each Cardinal container --cluster.peers and --cluster.self through extraArgs (chart README, \"Sharded Prometheus\")." }}
+{{- end }}
+{{- if and .Values.persistence.enabled (include "cardinal.stateEnabled" .) (include "cardinal.multiReplica" .) }}
+{{- fail "persistence.enabled needs a single replica: its volume (ReadWriteOnce, and one state file) cannot be shared by several pods. Set replicaCount: 1 without autoscaling, or turn persistence off: each replica then keeps its state in its own emptyDir." }}
+{{- end }}
+{{- end }}
 
 {{- define "cardinal.secretName" -}}
 {{- default (printf "%s-admin" (include "cardinal.fullname" .)) .Values.admin.existingSecret }}
@@ -66,7 +106,9 @@ app.kubernetes.io/part-of: cardinal
 cardinal.config renders cardinal.yml: .Values.config with the admin section
 pointing at the chart's mounts, and, with the state volume, merge.state_file
 on it (unless the values set one): without it a restart could send the
-downstream samples older than merged ones it already has.
+downstream samples older than merged ones it already has. In sidecar mode,
+external_labels gets sidecar.shardLabel: ${POD_NAME} (expanded by Cardinal
+when it loads the file) unless config.external_labels sets that label.
 */}}
 {{- define "cardinal.config" -}}
 {{- $cfg := deepCopy .Values.config }}
@@ -82,6 +124,13 @@ downstream samples older than merged ones it already has.
 {{- end }}
 {{- $_ := set $cfg "admin" $admin }}
 {{- end }}
+{{- if and (eq .Values.mode "sidecar") .Values.sidecar.shardLabel }}
+{{- $ext := default (dict) (get $cfg "external_labels") }}
+{{- if not (hasKey $ext .Values.sidecar.shardLabel) }}
+{{- $_ := set $ext .Values.sidecar.shardLabel "${POD_NAME}" }}
+{{- end }}
+{{- $_ := set $cfg "external_labels" $ext }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -92,21 +141,33 @@ Call with (dict "root" $ "sidecar" true|false).
 */}}
 {{- define "cardinal.container" -}}
 {{- $root := .root }}
-{{- $v := $root.Values -}}
+{{- $v := $root.Values }}
+{{- $port := include "cardinal.containerPort" $root }}
+{{- $cluster := and (not .sidecar) (include "cardinal.clustered" $root) -}}
 - name: cardinal
   image: {{ include "cardinal.image" $root }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
   args:
     - serve
     - --config.file={{ include "cardinal.configDir" $root }}/cardinal.yml
-    - --web.listen-address=:9091
+    - --web.listen-address=:{{ $port }}
     - --log.level={{ $v.logLevel }}
+    {{- if $cluster }}
+    # Cluster mode: the members are the addresses of the headless Service;
+    # this replica is the one at its pod IP.
+    - --cluster.peers=dns+{{ include "cardinal.peersService" $root }}.{{ $root.Release.Namespace }}.svc.{{ $v.clusterDomain }}:{{ $port }}
+    - --cluster.self=$(POD_IP):{{ $port }}
+    - --cluster.refresh-interval={{ $v.cluster.refreshInterval }}
+    - --cluster.probe-interval={{ $v.cluster.probeInterval }}
+    - --cluster.peer-timeout={{ $v.cluster.peerTimeout }}
+    - --cluster.handover-delay={{ $v.cluster.handoverDelay }}
+    {{- end }}
     {{- range $v.extraArgs }}
     - {{ . | quote }}
     {{- end }}
   ports:
     - name: {{ if .sidecar }}cardinal{{ else }}http{{ end }}
-      containerPort: 9091
+      containerPort: {{ $port }}
       protocol: TCP
   env:
     # Cardinal budgets for the container's memory limit: the Go runtime
@@ -117,6 +178,20 @@ Call with (dict "root" $ "sidecar" true|false).
         resourceFieldRef:
           containerName: cardinal
           resource: limits.memory
+    {{- if $cluster }}
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
+    {{- end }}
+    {{- if and .sidecar $v.sidecar.shardLabel }}
+    # The value of the shard label in cardinal.yml's external_labels
+    # ({{ $v.sidecar.shardLabel }}): keeps the outputs of Prometheus shards apart.
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
