@@ -24,6 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 )
 
@@ -113,6 +114,10 @@ func (d *downstream) serve(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(&sb, "%s=%s", l.Name, l.Value)
 		}
 		for _, s := range ts.Samples {
+			if value.IsStaleNaN(s.Value) {
+				fmt.Fprintf(&sb, " stale@%d", s.Timestamp)
+				continue
+			}
 			fmt.Fprintf(&sb, " %g@%d", s.Value, s.Timestamp)
 		}
 		d.series = append(d.series, sb.String())
