@@ -414,3 +414,127 @@ func workloadSums(exposed map[string]exposedSeries) map[string]float64 {
 	}
 	return out
 }
+
+// TestE2EShardedSidecars (issue "Many replicas that behave as one", the
+// sidecar case): two Prometheus shards scrape different pods of the same
+// workloads, each with its own Cardinal sidecar. Without anything else
+// both sidecars would emit the same merged outputs with partial sums; with
+// the default of the chart's sidecar mode, external_labels with the shard's
+// name, each shard's outputs stay apart, the receiver refuses nothing, and
+// summing without the shard label gives the exact totals.
+func TestE2EShardedSidecars(t *testing.T) {
+	promtest.Binary(t)
+	const (
+		shardsN  = 2
+		lastStep = 6
+	)
+	gen := meshgen.New(meshgen.Config{Workloads: 6, PodsPerWorkload: 4, Variants: 1, HighCardShare: -1, Seed: 11})
+	exp := newChurnExporter(t, gen, lastStep, 2, 2, 2, 11)
+	shards := shardChurn(exp, shardsN)
+	receiver := promtest.Start(t, promtest.Options{RemoteWriteReceiver: true})
+	var gws []*cardinal
+	var senders []*promtest.Prometheus
+	for i := range shardsN {
+		t.Setenv("POD_NAME", fmt.Sprintf("prometheus-shard-%d-0", i))
+		gw := startCardinal(t, fmt.Sprintf(`
+downstream:
+  url: %s
+  max_retries: 5
+relabel_configs:
+  - action: labelkeep
+    regex: %s
+merge:
+  flush_interval: 1s
+external_labels:
+  cardinal_shard: ${POD_NAME}
+`, receiver.WriteURL(), meshgen.DefaultAllowlist))
+		gws = append(gws, gw)
+		srv := httptest.NewServer(shards[i])
+		t.Cleanup(srv.Close)
+		senders = append(senders, promtest.Start(t, promtest.Options{
+			Agent:          true,
+			ScrapeTargets:  []string{strings.TrimPrefix(srv.URL, "http://")},
+			RemoteWriteURL: gw.URL + "/api/v1/write",
+		}))
+	}
+	ctx := context.Background()
+	var counters map[string]float64
+	var outputs map[string]bool
+	promtest.Eventually(t, 60*time.Second, func() (bool, string) {
+		for i, s := range shards {
+			if n := s.served.Load(); n <= lastStep {
+				return false, fmt.Sprintf("shard %d scraped %d times so far", i, n)
+			}
+		}
+		if counters == nil {
+			counters, outputs = mergeTruth(exp.exposed())
+		}
+		// sum without drops the metric name: it is kept as name_.
+		samples, err := receiver.Query(ctx, `sum without (cardinal_shard) (label_replace(last_over_time({job="mesh", __name__=~".*(_total|_count|_sum|_bucket)"}[10m]), "name_", "$1", "__name__", "(.+)"))`)
+		if err != nil {
+			return false, err.Error()
+		}
+		got := map[string]float64{}
+		for _, s := range samples {
+			delete(s.Labels, "job")
+			s.Labels["__name__"] = s.Labels["name_"]
+			delete(s.Labels, "name_")
+			got[labels.FromMap(s.Labels).String()] = s.Value
+		}
+		want := counters
+		var wrong []string
+		for k, w := range want {
+			if g, ok := got[k]; !ok || !relClose(g, w, 1e-9) {
+				wrong = append(wrong, fmt.Sprintf("%s = %v, want %v", k, got[k], w))
+			}
+		}
+		sort.Strings(wrong)
+		if len(wrong) > 0 || len(got) != len(want) {
+			return false, fmt.Sprintf("%d sums received, %d expected, %d wrong, e.g. %v", len(got), len(want), len(wrong), first(wrong))
+		}
+		return true, ""
+	})
+	// Each shard's outputs carry its own label; a workload scraped by both
+	// shards has outputs under both.
+	both := 0
+	for k := range outputs {
+		ls, _ := parseLabelsString(k)
+		sel := fmt.Sprintf(`count by (cardinal_shard) (last_over_time({__name__=%q, namespace=%q, app=%q}[10m]))`, ls["__name__"], ls["namespace"], ls["app"])
+		res, err := receiver.Query(ctx, sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			if !strings.HasPrefix(r.Labels["cardinal_shard"], "prometheus-shard-") {
+				t.Fatalf("series without the shard label: %v", r.Labels)
+			}
+		}
+		if len(res) == shardsN {
+			both++
+		}
+		if both > 0 {
+			break
+		}
+	}
+	if both == 0 {
+		t.Errorf("no output under both shards' labels: the shards do not overlap, the test shows nothing")
+	}
+	if lines := receiverRejections(receiver.Log()); len(lines) > 0 {
+		t.Errorf("receiver log reports %d rejected samples, e.g. %s", len(lines), lines[0])
+	}
+	for i, gw := range gws {
+		codes := mergeForwardCodes(scrapeMetrics(t, gw.URL))
+		if codes["400"]+codes["409"]+codes["413"] != 0 {
+			t.Errorf("sidecar %d: the receiver refused requests (by code: %v)", i, codes)
+		}
+	}
+	for i, s := range senders {
+		stats, err := s.RemoteWriteStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Failed != 0 || stats.Dropped != 0 {
+			t.Errorf("sender %d: %+v", i, stats)
+		}
+	}
+}
