@@ -259,6 +259,11 @@ func TestClusterHandsSeriesToTheirOwners(t *testing.T) {
 	if s := resp.Header.Get(ScopeHeader); !strings.Contains(s, tier[1].addr) || !strings.Contains(s, "1 of 3") {
 		t.Errorf("%s = %q", ScopeHeader, s)
 	}
+	// So does the page, and it links the other replicas.
+	_, page := do(t, http.MethodGet, tier[1].url+"/", "")
+	if !strings.Contains(page, "this replica's share of the tier") || !strings.Contains(page, `href="http://`+tier[0].addr+`/"`) || !strings.Contains(page, "<code>"+tier[1].addr+"</code> (this one)") {
+		t.Errorf("the page does not say it shows one replica's share, with links to the others")
+	}
 	var st clusterAnswer
 	_, body := do(t, http.MethodGet, tier[1].url+"/api/v1/cluster", "")
 	if err := json.Unmarshal([]byte(body), &st); err != nil || !st.Enabled || st.Self != tier[1].addr || len(st.Members) != 3 || st.OwnedWorkloads != 4 {

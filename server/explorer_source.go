@@ -63,6 +63,12 @@ func (src explorerSource) Snapshot(top int) *explorer.Data {
 		st := g.Status()
 		d.Guard = &st
 	}
+	if cs := s.clusterStatus(); cs.Enabled {
+		d.Cluster = &explorer.Cluster{Self: cs.Self, Handover: cs.Handover}
+		for _, m := range cs.Members {
+			d.Cluster.Members = append(d.Cluster.Members, explorer.ClusterMember{Address: m.Address, State: m.State})
+		}
+	}
 	for _, e := range Endpoints {
 		d.Endpoints = append(d.Endpoints, explorer.Endpoint{Method: e.Method, Path: e.Path, Description: e.Description})
 	}

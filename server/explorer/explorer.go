@@ -75,6 +75,23 @@ type Data struct {
 	// AdminToken says whether an admin token is configured, without which
 	// limits cannot be edited.
 	AdminToken bool
+	// Cluster is nil when this Cardinal is not one replica of a cluster;
+	// then everything on the page is this replica's share of the tier.
+	Cluster *Cluster
+}
+
+// Cluster is the cluster this replica is in, as it sees it (GET
+// /api/v1/cluster).
+type Cluster struct {
+	Self    string
+	Members []ClusterMember
+	// Handover: workloads that just moved here are still answered 503.
+	Handover bool
+}
+
+// ClusterMember is one replica: State is self, up or down.
+type ClusterMember struct {
+	Address, State string
 }
 
 // Limits are the caps: the default, the config file's overrides and the
