@@ -268,6 +268,10 @@ func (g *Gateway) checkOrigin(ctx context.Context, ws *workspace) error {
 // moved away end here at once (the new owner starts them after the
 // handover delay).
 func (g *Gateway) onViewChange(old, cur *cluster.View) {
+	// The outputs this replica starts from now on may have been emitted
+	// by their old owner until it saw the change: the handover delay
+	// bounds when that was.
+	g.merger.RaiseFloor(cur.Since.Add(g.cluster.Config().HandoverDelay).UnixMilli())
 	g.bumpGen()
 	cw := clusterWork{names: ownerLabels(g.state.Load(), g.limiter)}
 	ended := g.merger.EndWhere(func(out uint64, ls []wire.Label) bool {

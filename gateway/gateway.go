@@ -315,6 +315,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.cluster = opts.Cluster
 		g.forwarder = cluster.NewForwarder(opts.Cluster, opts.Registerer)
 		opts.Cluster.Subscribe(g.onViewChange)
+		// At start this replica cannot know who emitted its workloads'
+		// outputs before (a restart, or a move to it): as after a change.
+		v := opts.Cluster.View()
+		g.merger.RaiseFloor(v.Since.Add(opts.Cluster.Config().HandoverDelay).UnixMilli())
 		if err := opts.Registerer.Register(g.ownedCollector()); err != nil {
 			return nil, err
 		}

@@ -108,3 +108,31 @@ func TestEndOutputDropsOlderRequests(t *testing.T) {
 		t.Fatalf("a later request under the new rules: emitted %v, want it after the stale marker", vals)
 	}
 }
+
+// TestRaiseFloorLiftsNewOutputs: a merged output created after RaiseFloor
+// emits after the floor, however old its data; an output that existed
+// keeps its data timestamps.
+func TestRaiseFloorLiftsNewOutputs(t *testing.T) {
+	m, _, s := newTestMerger(t, Rules{})
+	old := lbls("__name__", "req_total", "o", "old")
+	moved := lbls("__name__", "req_total", "o", "moved")
+	tk := m.Begin()
+	routeAt(m, tk, old, old, 1, 1000, true)
+	m.End(tk)
+	m.RaiseFloor(5000)
+	m.RaiseFloor(4000) // never lowered
+	tk = m.Begin()
+	routeAt(m, tk, moved, moved, 1, 1000, true)
+	routeAt(m, tk, old, old, 2, 2000, true)
+	m.End(tk)
+	flush(m, s)
+	first := map[string]int64{}
+	for _, ts := range s.all() {
+		if _, seen := first[ts.Labels[1].Value]; !seen && len(ts.Samples) > 0 {
+			first[ts.Labels[1].Value] = ts.Samples[0].Timestamp
+		}
+	}
+	if first["old"] != 2000 || first["moved"] != 5001 {
+		t.Fatalf("first emissions %v: want old at its data time 2000, moved after the floor, 5001", first)
+	}
+}

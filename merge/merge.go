@@ -243,6 +243,9 @@ type Merger struct {
 	// epoch (wall-clock ms) is where the estimates' half-window starts:
 	// a series last seen before it is reported NewInEpoch (SetEpoch).
 	epoch atomic.Int64
+	// floor: no merged output created now emits at or before it
+	// (RaiseFloor).
+	floor atomic.Int64
 
 	rejectLog logLimiter
 

@@ -514,6 +514,19 @@ func (m *Merger) EndOutput(out uint64) bool {
 	return true
 }
 
+// RaiseFloor makes every merged output created from now on emit only
+// after ms (wall-clock milliseconds). A replica of a cluster raises it when
+// workloads move to it: their old owner may have emitted, up to then, the
+// outputs it now starts, and the receiver would refuse an older point.
+func (m *Merger) RaiseFloor(ms int64) {
+	for {
+		cur := m.floor.Load()
+		if ms <= cur || m.floor.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
+
 // EndWhere ends, as EndOutput does, every merged output for which leaving
 // reports true, given its hash and labels, and returns how many it ended.
 // A replica of a cluster calls it when the workloads of those outputs
@@ -600,7 +613,7 @@ func (o *output) pass(s *wire.Series, nowMs, maxAhead int64) {
 func (m *Merger) newMerged(out []wire.Label, floor int64) *merged {
 	mg := &merged{
 		since:  m.tickets.issued(),
-		lastTs: floor,
+		lastTs: max(floor, m.floor.Load()),
 	}
 	if out != nil {
 		mg.learn(m, out)
