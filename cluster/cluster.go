@@ -75,6 +75,9 @@ type Config struct {
 	Resolver interface {
 		LookupHost(ctx context.Context, host string) ([]string, error)
 	}
+	// Now is the clock; nil means time.Now. It must be the gateway's:
+	// handovers are timed on it.
+	Now func() time.Time
 }
 
 // ParsePeers splits a --cluster.peers value.
@@ -256,9 +259,12 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Cluster, 
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	f := promauto.With(reg)
 	c := &Cluster{
-		cfg: cfg, logger: logger, now: time.Now,
+		cfg: cfg, logger: logger, now: cfg.Now,
 		failing: map[string]time.Time{},
 		probe: &http.Client{Timeout: max(cfg.ProbeInterval, 500*time.Millisecond), Transport: &http.Transport{
 			MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute,

@@ -657,7 +657,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("scope%w", err)
 	}
 	for name, v := range c.ExternalLabels {
-		if !model.LabelName(name).IsValidLegacy() || strings.HasPrefix(name, "__") {
+		if !model.LegacyValidation.IsValidLabelName(name) || strings.HasPrefix(name, "__") {
 			return fmt.Errorf("external_labels: %q is not a label name Cardinal may add (letters, digits and _, not starting with a digit or __)", name)
 		}
 		if v == "" {
