@@ -134,7 +134,7 @@ FUZZPARALLEL ?= 0
 # targets whose inputs are whole requests: a few seconds keep them running.
 FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS ?= wire:FuzzUnmarshal wire:FuzzUnmarshalV2 wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler ingest:FuzzPipeline \
-	gateway:FuzzGateway tracesample:FuzzParse config:FuzzParse admin:FuzzParseLimit \
+	gateway:FuzzGateway gateway:FuzzClusterParts tracesample:FuzzParse config:FuzzParse admin:FuzzParseLimit \
 	admin:FuzzLoadState merge:FuzzLoadState internal/rematch:FuzzMatch
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
