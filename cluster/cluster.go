@@ -442,6 +442,10 @@ func (c *Cluster) NoteFailure(member string) {
 	}
 }
 
+// Recheck recomputes the view now from what the probes and forwards last
+// saw (Run does it every probe interval).
+func (c *Cluster) Recheck() { c.update() }
+
 // update computes the view from the resolved members and their probes, and
 // publishes it if it changed.
 func (c *Cluster) update() {

@@ -245,6 +245,20 @@ func (g *Gateway) clusterResult(ws *workspace, res *Result, local error) error {
 	return nil
 }
 
+// checkViewKept turns a success into a 503 when the membership changed
+// while the request was processed and it absorbed samples into merged
+// outputs: the outputs of workloads that moved ended at the change, and
+// what the request gave them was dropped (merge.Merger.EndWhere). Its
+// retry goes to the new owners; what it gave the rest is recognised by its
+// timestamps and counted once.
+func (g *Gateway) checkViewKept(ws *workspace, res *Result, err error) error {
+	if err != nil || res.Merged == 0 || g.cluster.View().ID == ws.cluster.view.ID {
+		return err
+	}
+	return &forward.Error{Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
+		Msg: "the cluster's membership changed while this request was processed; retry, for its new owners"}
+}
+
 // checkOrigin refuses a request a peer routed under another view: merged
 // under two opinions of who owns what, a workload could get two owners.
 func (g *Gateway) checkOrigin(ctx context.Context, ws *workspace) error {

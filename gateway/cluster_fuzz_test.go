@@ -287,3 +287,87 @@ func TestClusterPartsSeeds(t *testing.T) {
 		t.Errorf("owns no workload: %v", g.OwnedWorkloads())
 	}
 }
+
+// hookSender runs hook on every delivery, then accepts.
+type hookSender struct {
+	acceptingSender
+	hook func()
+}
+
+func (s *hookSender) Send(ctx context.Context, body []byte) error {
+	if s.hook != nil {
+		s.hook()
+	}
+	return s.acceptingSender.Send(ctx, body)
+}
+
+// TestMembershipChangeDuringARequest: a request that merged samples while
+// the membership changed is answered 503, so that its sender retries it
+// under the new view (the moved outputs ended at the change and dropped
+// what it gave them); without a change it succeeds.
+func TestMembershipChangeDuringARequest(t *testing.T) {
+	peer := newFakePeer(t)
+	clock := &testClock{t: time.UnixMilli(fuzzEpoch)}
+	cfg, err := config.Parse([]byte(clusterFuzzConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := strings.TrimPrefix(peer.URL, "http://")
+	reg := prometheus.NewRegistry()
+	cl, err := cluster.New(cluster.Config{Peers: []string{clusterSelf, other}, Self: clusterSelf, Now: clock.Now}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := &hookSender{}
+	g, err := New(cfg, Options{Registerer: reg, Now: clock.Now, Cluster: cl,
+		NewSender: func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (Sender, error) { return sender, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	clock.Add(10 * time.Second)
+	// Workloads this replica owns, two pods each: they collapse.
+	var mine []string
+	for k := 0; len(mine) < 3; k++ {
+		if w := "n/w" + string(rune('a'+k%26)) + strings.Repeat("x", k/26); g.WorkloadOwner(w) == clusterSelf {
+			mine = append(mine, w)
+		}
+	}
+	body := func(ts int64) *wire.Request {
+		var wr prompb.WriteRequest
+		for _, w := range mine {
+			app := strings.TrimPrefix(w, "n/")
+			for _, pod := range []string{"p1", "p2"} {
+				wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+					Labels:  []prompb.Label{{Name: "__name__", Value: "req_total"}, {Name: "app", Value: app}, {Name: "namespace", Value: "n"}, {Name: "pod", Value: pod}},
+					Samples: []prompb.Sample{{Value: 1, Timestamp: ts}},
+				})
+			}
+			// One that passes through, so that the request is delivered.
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: "g_" + app}, {Name: "app", Value: app}, {Name: "namespace", Value: "n"}},
+				Samples: []prompb.Sample{{Value: 1, Timestamp: ts}},
+			})
+		}
+		return decode(t, &wr)
+	}
+	res, err := g.Process(context.Background(), body(fuzzEpoch+10_000))
+	if err != nil || res.Merged == 0 {
+		t.Fatalf("without a change: %v, %+v; want success with merged samples", err, res)
+	}
+	// The peer fails; while the next request is delivered, it has been
+	// failing for the peer timeout and leaves the view.
+	cl.NoteFailure(other)
+	sender.hook = func() {
+		clock.Add(cluster.DefaultPeerTimeout + time.Second)
+		cl.Recheck()
+	}
+	res, err = g.Process(context.Background(), body(fuzzEpoch+20_000))
+	var ferr *forward.Error
+	if !errors.As(err, &ferr) || ferr.Status != http.StatusServiceUnavailable || !strings.Contains(ferr.Msg, "membership changed") {
+		t.Fatalf("a change during the request: %v (%+v); want a 503 saying the membership changed", err, res)
+	}
+	if v := cl.View(); len(v.Members) != 1 {
+		t.Fatalf("view %v, want the peer gone", v.Members)
+	}
+}

@@ -639,8 +639,10 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 			err := g.deliverLocal(ctx, st, ws, req, &res)
 			err = g.clusterResult(ws, &res, err)
 			g.metrics.forwardedPeers.Add(float64(res.ToPeers))
-			return res, err
+			return res, g.checkViewKept(ws, &res, err)
 		}
+		err := g.deliverLocal(ctx, st, ws, req, &res)
+		return res, g.checkViewKept(ws, &res, err)
 	}
 	err := g.deliverLocal(ctx, st, ws, req, &res)
 	return res, err
