@@ -18,7 +18,8 @@ const (
 	// FromHeader names the forwarding replica. A request carrying it is
 	// processed where it arrives and never forwarded again.
 	FromHeader = "X-Cardinal-Forwarded-By"
-	// ViewHeader carries the ID of the view the request was routed under.
+	// ViewHeader identifies how the request was routed: the view's ID
+	// combined with the labels of the ownership key.
 	ViewHeader = "X-Cardinal-Cluster-View"
 )
 
@@ -122,7 +123,8 @@ const (
 const ReasonHeader = "X-Cardinal-Cluster-Reason"
 
 // Send forwards body, a snappy-compressed remote-write 1.0 request of
-// samples samples, to member under view, and returns its answer.
+// samples samples, to member, routed as view says (ViewHeader), and
+// returns its answer.
 func (f *Forwarder) Send(ctx context.Context, member string, view uint64, body []byte, samples int) Outcome {
 	start := time.Now()
 	out := f.send(ctx, member, view, body)

@@ -47,8 +47,10 @@ type clusterWork struct {
 	arriving, down int
 	downPeer       string
 	keyBuf         []byte
-	// names are the labels of the ownership key (ownerLabels).
+	// names are the labels of the ownership key (ownerLabels); route
+	// identifies the view and them, as forwarded requests carry it.
 	names []string
+	route uint64
 	wg    sync.WaitGroup
 }
 
@@ -67,6 +69,13 @@ func ownerLabels(st *state, lim *limiter.Limiter) []string {
 func (cw *clusterWork) reset(v *cluster.View, st *state, lim *limiter.Limiter) {
 	cw.view = v
 	cw.names = ownerLabels(st, lim)
+	// Replicas agree on ownership when they agree on the members and on
+	// the labels of the key: a config rollout that changes them must not
+	// merge one workload at two owners.
+	cw.route = v.ID
+	for _, n := range cw.names {
+		cw.route = cw.route*31 ^ xxhash.Sum64String(n)
+	}
 	if cap(cw.parts) < len(v.Members) {
 		cw.parts = make([]peerPart, len(v.Members))
 	}
@@ -76,6 +85,9 @@ func (cw *clusterWork) reset(v *cluster.View, st *state, lim *limiter.Limiter) {
 		clear(p.req.Series)
 		p.req.Series, p.req.Metadata = p.req.Series[:0], nil
 		p.member, p.samples, p.out = v.Members[i], 0, cluster.Outcome{}
+		if cap(p.raw) > maxPooledBuffer || cap(p.body) > maxPooledBuffer {
+			p.raw, p.body = nil, nil // one huge request must not pin its memory
+		}
 	}
 	cw.labels = cw.labels[:0]
 	cw.arriving, cw.down, cw.downPeer = 0, 0, ""
@@ -185,7 +197,7 @@ func (g *Gateway) sendParts(ctx context.Context, ws *workspace, md []wire.Metada
 			defer cw.wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, g.peerTimeout())
 			defer cancel()
-			p.out = g.forwarder.Send(pctx, p.member, cw.view.ID, p.body, p.samples)
+			p.out = g.forwarder.Send(pctx, p.member, cw.route, p.body, p.samples)
 		}()
 	}
 	return any
@@ -270,9 +282,10 @@ func (g *Gateway) checkOrigin(ctx context.Context, ws *workspace) error {
 	if g.cluster == nil {
 		return &forward.Error{Status: http.StatusServiceUnavailable, RetryAfter: time.Second, Msg: fmt.Sprintf("forwarded by replica %s, but this Cardinal is not in a cluster", o.From)}
 	}
-	if v := ws.cluster.view; o.View != v.ID {
+	if cw := &ws.cluster; o.View != cw.route {
 		return &forward.Error{Status: http.StatusServiceUnavailable, RetryAfter: time.Second, Reason: cluster.ErrView,
-			Msg: fmt.Sprintf("replica %s routed this request under another view of the cluster than this replica's (%s: %s); retry once the membership has settled", o.From, g.cluster.Self(), strings.Join(v.Members, ","))}
+			Msg: fmt.Sprintf("replica %s routed this request under another view of the cluster than this replica's (%s: members %s, workload labels %s); retry once the membership has settled (or the configuration rollout has finished)",
+				o.From, g.cluster.Self(), strings.Join(cw.view.Members, ","), strings.Join(cw.names, ","))}
 	}
 	return nil
 }
