@@ -51,7 +51,11 @@ type clusterWork struct {
 	// identifies the view and them, as forwarded requests carry it.
 	names []string
 	route uint64
-	wg    sync.WaitGroup
+	// skipCache: the request's view is not the one the route cache's
+	// routes of its state's generation were computed under (a change is
+	// being published, see state.viewID).
+	skipCache bool
+	wg        sync.WaitGroup
 }
 
 // ownerLabels are the labels whose values make the ownership key: the
@@ -68,6 +72,7 @@ func ownerLabels(st *state, lim *limiter.Limiter) []string {
 
 func (cw *clusterWork) reset(v *cluster.View, st *state, lim *limiter.Limiter) {
 	cw.view = v
+	cw.skipCache = v.ID != st.viewID
 	cw.names = ownerLabels(st, lim)
 	// Replicas agree on ownership when they agree on the members and on
 	// the labels of the key: a config rollout that changes them must not
@@ -136,11 +141,13 @@ func (g *Gateway) WorkloadOwner(workload string) string {
 	return v.Members[v.Owner(key)]
 }
 
-// claim decides where a series whose ownership key is key goes: it
+// claimed decides where a series whose ownership key is key goes: it
 // reports true when this replica processes it. Otherwise the series has
 // been handed to its owner's part (labels orig, as they came), or counted
-// as arriving or down, and the caller drops it from the request.
-func (g *Gateway) claim(ws *workspace, key uint64, orig []wire.Label, s *wire.Series, n int, now time.Time) bool {
+// as arriving or down, and the caller drops it from the request. An input
+// handed over is remembered in the route cache, so that its next samples
+// are handed over without relabeling.
+func (g *Gateway) claimed(st *state, ws *workspace, in, key uint64, orig []wire.Label, s *wire.Series, n int, now time.Time, nowSec uint32) bool {
 	cw := &ws.cluster
 	v := cw.view
 	owner := v.Owner(key)
@@ -152,14 +159,26 @@ func (g *Gateway) claim(ws *workspace, key uint64, orig []wire.Label, s *wire.Se
 		return true
 	}
 	if ws.fromPeer {
-		// Routed by a peer under the same view: ours whatever the hash
-		// says (it cannot say otherwise), never forwarded twice.
+		// Routed by a peer under the same view and key labels: ours
+		// whatever the hash says (it cannot say otherwise), never
+		// forwarded twice.
 		return true
 	}
-	if v.Down(owner) {
+	g.handOver(ws, owner, orig, s, n)
+	if !cw.skipCache {
+		g.routes.put(in, newPeerRoute(st.gen, owner, nowSec))
+	}
+	return false
+}
+
+// handOver adds s, with labels orig, to the part of the member of index
+// owner, or counts it as down when that member is failing its probes.
+func (g *Gateway) handOver(ws *workspace, owner int, orig []wire.Label, s *wire.Series, n int) {
+	cw := &ws.cluster
+	if cw.view.Down(owner) {
 		cw.down += n
-		cw.downPeer = v.Members[owner]
-		return false
+		cw.downPeer = cw.view.Members[owner]
+		return
 	}
 	start := len(cw.labels)
 	cw.labels = append(cw.labels, orig...)
@@ -168,7 +187,6 @@ func (g *Gateway) claim(ws *workspace, key uint64, orig []wire.Label, s *wire.Se
 	ps.Labels = cw.labels[start:len(cw.labels):len(cw.labels)]
 	p.req.Series = append(p.req.Series, ps)
 	p.samples += n
-	return false
 }
 
 // peerTimeout bounds a forward to a peer: its own delivery downstream
@@ -315,6 +333,7 @@ func (g *Gateway) bumpGen() {
 	old := g.state.Load()
 	ns := *old
 	ns.gen = g.gens.Add(1)
+	ns.viewID = g.cluster.View().ID
 	g.state.Store(&ns)
 	g.applyMu.Unlock()
 	g.routes.clear()

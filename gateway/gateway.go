@@ -130,6 +130,10 @@ type state struct {
 	sender Sender
 	target forward.Target // sender's, resolved once
 	est    *estState      // nil: estimates and guard off
+	// viewID is the cluster view the routes of gen are computed under:
+	// a request whose view differs (a change being published) does not
+	// use the route cache.
+	viewID uint64
 }
 
 type metrics struct {
@@ -308,11 +312,11 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if err := opts.Registerer.Register(g.limiter.Collector()); err != nil {
 		return nil, err
 	}
+	g.cluster = opts.Cluster
 	if err := g.Apply(cfg); err != nil {
 		return nil, err
 	}
 	if opts.Cluster != nil {
-		g.cluster = opts.Cluster
 		g.forwarder = cluster.NewForwarder(opts.Cluster, opts.Registerer)
 		opts.Cluster.Subscribe(g.onViewChange)
 		// At start this replica cannot know who emitted its workloads'
@@ -507,7 +511,11 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if es == nil {
 		g.merger.SetEpoch(0)
 	}
-	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: c.Relabel, rules: c.Merge, trace: c.Trace, scope: c.Scope, sender: sender, target: forward.NewTarget(sender), est: es})
+	var viewID uint64
+	if g.cluster != nil {
+		viewID = g.cluster.View().ID
+	}
+	old := g.state.Swap(&state{gen: g.gens.Add(1), cfg: cfg, relabel: c.Relabel, rules: c.Merge, trace: c.Trace, scope: c.Scope, sender: sender, target: forward.NewTarget(sender), est: es, viewID: viewID})
 	g.applyMu.Unlock()
 	// Routes of the old rules are dead (their gen no longer matches); free
 	// their memory.
@@ -698,8 +706,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		n := len(s.Samples) + len(s.Histograms)
 		var in, outHash uint64
 		in, ws.hashBuf = s.InputHash(ws.hashBuf)
-		// Fast path: an input the merger already absorbs.
-		if g.routeKnown(st, ws, in, &s, n, nowSec, nowMs, res) {
+		// Fast path: an input the merger already absorbs, or that another
+		// replica owns.
+		if !ws.cluster.skipCache && g.routeKnown(st, ws, in, &s, n, nowSec, nowMs, res) {
 			continue
 		}
 		if st.scope != nil && !st.scope.Matches(s.Labels) {
@@ -707,7 +716,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			// sees it, so that an in-scope output rewritten to the same
 			// labels is merged rather than sent twice.
 			outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, s.Labels)
-			if g.cluster != nil && !g.claim(ws, g.ownerKey(&ws.cluster, s.Labels, outHash), s.Labels, &s, n, now) {
+			if g.cluster != nil && !g.claimed(st, ws, in, g.ownerKey(&ws.cluster, s.Labels, outHash), s.Labels, &s, n, now, nowSec) {
 				continue
 			}
 			d := g.merger.Route(tk, in, outHash, s.Labels, &s, nowMs, false)
@@ -745,7 +754,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			if len(ws.cluster.names) == 0 {
 				key, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
 			}
-			if !g.claim(ws, g.ownerKey(&ws.cluster, ls, key), ws.orig, &s, n, now) {
+			if !g.claimed(st, ws, in, g.ownerKey(&ws.cluster, ls, key), ws.orig, &s, n, now, nowSec) {
 				continue
 			}
 		}
@@ -812,7 +821,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		switch d.Base() {
 		case merge.Absorbed:
 			res.Merged += n
-			if !guarded {
+			if !guarded && !ws.cluster.skipCache {
 				// A guarded series takes the slow path every time, so
 				// that the guard sees its label.
 				g.routes.put(in, newRoute(st.gen, limiterHash, outHash, nowSec, folded))
@@ -839,6 +848,15 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 	r, ok := g.routes.get(in, nowSec)
 	if !ok || !r.current(st.gen) {
 		return false
+	}
+	if r.peer() {
+		// Another replica owns it: handed over as it came, without
+		// relabeling it again (the owner does).
+		if ws.fromPeer {
+			return false
+		}
+		g.handOver(ws, int(r.outHash), s.Labels, s, n)
+		return true
 	}
 	if g.limiter.Settings().Enabled() {
 		d, known := g.limiter.AdmitKnown(r.limiterHash, n, nowSec)

@@ -145,20 +145,31 @@ type route struct {
 	limiterHash uint64 // the output before folding: the limiter's key, and trace sampling's
 	outHash     uint64 // the merged output the input feeds
 	// genFolded is the configuration generation the route was computed
-	// with, shifted left by one, and whether the limiter folds the input.
+	// with, shifted left by two, whether the input goes to another replica
+	// of the cluster (bit 1: outHash is then the owner's index in the
+	// view), and whether the limiter folds it (bit 0).
 	genFolded uint32
 	seen      uint32 // limiter clock seconds
 }
 
 func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool) route {
-	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 1, seen: seen}
+	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 2, seen: seen}
 	if folded {
 		r.genFolded |= 1
 	}
 	return r
 }
 
+// newPeerRoute is the route of an input another replica owns: owner is
+// its index in the view of generation gen.
+func newPeerRoute(gen uint64, owner int, seen uint32) route {
+	return route{outHash: uint64(owner), genFolded: uint32(gen)<<2 | 2, seen: seen}
+}
+
 func (r route) folded() bool { return r.genFolded&1 != 0 }
 
+// peer reports whether the input goes to the replica of index outHash.
+func (r route) peer() bool { return r.genFolded&2 != 0 }
+
 // current reports whether the route was computed with configuration gen.
-func (r route) current(gen uint64) bool { return r.genFolded>>1 == uint32(gen)&(1<<31-1) }
+func (r route) current(gen uint64) bool { return r.genFolded>>2 == uint32(gen)&(1<<30-1) }

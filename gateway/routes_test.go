@@ -174,8 +174,17 @@ func TestRoutePacking(t *testing.T) {
 	}
 	f(1, false)
 	f(1, true)
-	f(1<<31-1, true)
+	f(1<<30-1, true)
 	f(1<<40+5, false)
+	for _, gen := range []uint64{1, 1<<30 - 1, 1<<40 + 5} {
+		r := newPeerRoute(gen, 2, 9)
+		if !r.peer() || r.folded() || !r.current(gen) || r.current(gen+1) || r.outHash != 2 || r.seen != 9 {
+			t.Fatalf("newPeerRoute(%d, 2) = %+v", gen, r)
+		}
+		if newRoute(gen, 7, 8, 9, true).peer() {
+			t.Fatalf("newRoute(%d) is a peer route", gen)
+		}
+	}
 }
 
 // get refreshes an entry's seen only every seenStep seconds; an entry used
