@@ -300,6 +300,9 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Cluster, 
 	v := newView(c.withSelf(members), cfg.Self, nil, c.now(), cfg.HandoverDelay)
 	c.view.Store(v)
 	c.metrics.members.Set(float64(len(v.Members)))
+	// A replica that starts answers its workloads 503 for the handover
+	// delay (View.Arriving): say so from the first scrape.
+	c.metrics.settling.Set(1)
 	return c, nil
 }
 

@@ -13,12 +13,14 @@
 //     substitute Grafana's variables ($__rate_interval, $job, ${job}, ...)
 //     and parse each with Prometheus' own parser;
 //   - collect every metric name those expressions select and check that a
-//     running Cardinal exposes each one: they build ./cmd/cardinal, run it
-//     with the cardinality estimates and the guard on, between generated
-//     Istio, Envoy and Linkerd traffic (bench/meshgen) and a real Prometheus
-//     2.42 receiver, and read its /metrics; the receiver also scrapes
-//     Cardinal and evaluates every expression, so each one is valid PromQL
-//     for Prometheus 2.42 as well;
+//     running Cardinal exposes each one: they build ./cmd/cardinal, run two
+//     replicas of it as one cluster (--cluster.peers, so that series are
+//     handed to their workload's owner and the cluster metrics exist) with
+//     the cardinality estimates and the guard on, between generated Istio,
+//     Envoy and Linkerd traffic (bench/meshgen) and a real Prometheus 2.42
+//     receiver, and read their /metrics; the receiver also scrapes both and
+//     evaluates every expression, so each one is valid PromQL for
+//     Prometheus 2.42 as well;
 //   - run `promtool check rules` and `promtool test rules`
 //     (deploy/alerts/cardinal.rules.test.yml), which must cover every alert
 //     both firing and not firing;

@@ -2,6 +2,7 @@ package monitoringtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -41,7 +42,26 @@ const (
 	// minSteps is how many scrapes of mesh traffic are sent at least, so
 	// that churned request ids cross the guard's threshold.
 	minSteps = 4
+	// settleTimeout bounds the wait for the replicas to see each other up
+	// and for the handover of their start to end.
+	settleTimeout = 30 * time.Second
+	// replicas is how many Cardinals run, as one cluster. The cluster
+	// metrics exist only with --cluster.peers; a one-member cluster exposes
+	// the gauges, but never forwards, so its labelled counters
+	// (cardinal_cluster_forwarded_samples_total,
+	// cardinal_cluster_peer_errors_total) would never get a series.
+	replicas = 2
 )
+
+// clusterArgs are the cluster flags of the replica at self: every replica
+// lists all of addrs. Fast probes and a short handover (at least two probe
+// intervals) keep the wait for a settled cluster short.
+func clusterArgs(addrs []string, self string) []string {
+	return []string{
+		"--cluster.peers=" + strings.Join(addrs, ","), "--cluster.self=" + self,
+		"--cluster.probe-interval=200ms", "--cluster.handover-delay=1s",
+	}
+}
 
 // cardinalConfig is what Cardinal runs with: the mesh rules of the presets
 // (deploy/examples/istio.yml's drop of Envoy's internal stats, then a
@@ -93,6 +113,12 @@ guard:
 // dashboard and the alerts select is on its /metrics. The receiver also
 // scrapes Cardinal and evaluates every expression: each must be valid
 // for Prometheus 2.42, not only for the parser of this module's version.
+//
+// Two replicas run as one cluster, both writing to the receiver. The mesh
+// traffic is spread over them, and each hands the series of the workloads
+// the other owns to it; what is checked is the union of their /metrics, as
+// the dashboard shows the tier (a workload's merged series, folds and
+// refusals are on its owner, whichever it is).
 func TestMetricsExposedByCardinal(t *testing.T) {
 	promtest.Binary(t) // skip, or fail under CARDINAL_E2E=require
 	d := loadDashboard(t)
@@ -103,26 +129,32 @@ func TestMetricsExposedByCardinal(t *testing.T) {
 	}
 	bin := buildCardinal(t)
 
-	addr := freeAddr(t)
+	addrs := freeAddrs(t, replicas)
 	receiver := promtest.Start(t, promtest.Options{
 		RemoteWriteReceiver: true,
-		ScrapeTargets:       []string{addr},
+		ScrapeTargets:       addrs,
 	})
 	cfg := fmt.Sprintf(cardinalConfig, receiver.WriteURL(), meshgen.DefaultAllowlist)
-	gw := startCardinal(t, bin, cfg, addr)
+	gws := make([]*cardinalProc, len(addrs))
+	for i, addr := range addrs {
+		gws[i] = startCardinal(t, bin, cfg, addr, clusterArgs(addrs, addr)...)
+	}
+	// A replica answers 503 for the share of a member it has not seen up
+	// yet, and for its own share during the handover of its start.
+	waitSettled(t, gws)
 
 	ctx := context.Background()
 	client := &http.Client{Timeout: 30 * time.Second}
 	codes := map[int]int{}
-	post := func(req *prompb.WriteRequest) int {
+	post := func(to *cardinalProc, req *prompb.WriteRequest) int {
 		t.Helper()
 		raw, err := req.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
-		code, err := rwclient.Post(ctx, client, gw.url+"/api/v1/write", snappy.Encode(nil, raw))
+		code, err := rwclient.Post(ctx, client, to.url+"/api/v1/write", snappy.Encode(nil, raw))
 		if err != nil {
-			t.Fatalf("remote write to cardinal: %v", err)
+			t.Fatalf("remote write to cardinal %s: %v", to.url, err)
 		}
 		codes[code]++
 		return code
@@ -132,25 +164,39 @@ func TestMetricsExposedByCardinal(t *testing.T) {
 	var missing []string
 	deadline := time.Now().Add(exposeTimeout)
 	for step := 0; ; step++ {
-		for _, req := range gen.WriteRequests(step, time.Now().UnixMilli(), 1000) {
-			post(req)
+		// The requests of a scrape are spread over the replicas, as a load
+		// balancer spreads senders: whichever replica owns every
+		// workload, the other one hands series over.
+		for i, req := range gen.WriteRequests(step, time.Now().UnixMilli(), 1000) {
+			post(gws[i%len(gws)], req)
 		}
 		if step == 0 {
 			// A series the downstream refuses on its own (an out-of-order
-			// sample), so that the refusal metrics exist.
+			// sample), so that the refusal metrics exist. The series has
+			// one owner; the second out-of-order sample goes to each
+			// replica, so that the other one hands it over and counts
+			// the owner's refusal (cardinal_cluster_peer_errors_total).
 			now := time.Now().UnixMilli()
-			first, second := post(probe(now)), post(probe(now-60_000))
-			t.Logf("out-of-order probe: answered %d, then %d", first, second)
+			first := post(gws[0], probe(now))
+			var then []int
+			for _, r := range gws {
+				then = append(then, post(r, probe(now-60_000)))
+			}
+			t.Logf("out-of-order probe: answered %d, then %v by the replicas", first, then)
 		}
-		fams := scrape(t, gw.url)
+		fams := tierMetrics(t, gws)
 		missing = missingMetrics(fams, names, nameMatchers)
 		// The traffic must also exercise what the panels show: folding at
-		// the cap, merging, and the guard engaging on request_id.
+		// the cap, merging, the guard engaging on request_id, and series
+		// handed to the replica that owns their workload.
 		for _, c := range []struct{ name, label, value string }{
 			{"cardinal_series_limit_reached_total", "", ""},
 			{"cardinal_merged_series", "", ""},
 			{"cardinal_guard_events_total", "action", "engaged"},
 			{"cardinal_guard_mitigations", "mode", "dry_run"},
+			{"cardinal_owned_workloads", "", ""},
+			{"cardinal_cluster_forwarded_samples_total", "result", "ok"},
+			{"cardinal_forwarded_samples_total", "path", "peer"},
 		} {
 			if familySum(fams, c.name, c.label, c.value) == 0 {
 				missing = append(missing, fmt.Sprintf("%s{%s=%q} is 0: the traffic does not exercise its panels", c.name, c.label, c.value))
@@ -167,6 +213,14 @@ func TestMetricsExposedByCardinal(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	t.Logf("cardinal answered: %v", codes)
+	for _, r := range gws {
+		fams := scrape(t, r.url)
+		t.Logf("replica %s: owns %v workloads, handed %v samples to its peer (%v failed), %v peer errors",
+			r.url, familySum(fams, "cardinal_owned_workloads", "", ""),
+			familySum(fams, "cardinal_cluster_forwarded_samples_total", "result", "ok"),
+			familySum(fams, "cardinal_cluster_forwarded_samples_total", "result", "error"),
+			familySum(fams, "cardinal_cluster_peer_errors_total", "", ""))
+	}
 	if codes[http.StatusNoContent] == 0 {
 		t.Errorf("cardinal accepted no request: %v", codes)
 	}
@@ -372,15 +426,98 @@ func buildCardinal(t *testing.T) string {
 	return bin
 }
 
-// freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct 127.0.0.1 addresses whose ports were free a
+// moment ago (all held open together, so that none is handed out twice).
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
+}
+
+// tierMetrics scrapes every replica and merges their families, as the
+// dashboard sums the tier. Each replica must see all of them as members.
+func tierMetrics(t *testing.T, gws []*cardinalProc) map[string]*dto.MetricFamily {
+	t.Helper()
+	out := map[string]*dto.MetricFamily{}
+	for _, gw := range gws {
+		fams := scrape(t, gw.url)
+		if n := familySum(fams, "cardinal_cluster_members", "", ""); n != float64(len(gws)) {
+			t.Errorf("cardinal %s: cardinal_cluster_members = %v, want %d: the replicas do not form one cluster", gw.url, n, len(gws))
+		}
+		for name, f := range fams {
+			m, ok := out[name]
+			if !ok {
+				out[name] = &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type, Unit: f.Unit, Metric: slices.Clone(f.Metric)}
+				continue
+			}
+			if m.GetType() != f.GetType() {
+				t.Errorf("%s is a %s on one replica and a %s on another", name, m.GetType(), f.GetType())
+				continue
+			}
+			m.Metric = append(m.Metric, f.Metric...)
+		}
+	}
+	return out
+}
+
+// clusterStatus is the part of GET /api/v1/cluster waitSettled reads.
+type clusterStatus struct {
+	Enabled bool `json:"enabled"`
+	Members []struct {
+		Address string `json:"address"`
+		State   string `json:"state"`
+	} `json:"members"`
+	Handover bool `json:"handover_in_progress"`
+}
+
+// waitSettled waits until every replica lists all of them as members, none
+// down, and no handover is in progress: until then some of the traffic is
+// answered 503 by design.
+func waitSettled(t *testing.T, gws []*cardinalProc) {
+	t.Helper()
+	promtest.Eventually(t, settleTimeout, func() (bool, string) {
+		for _, gw := range gws {
+			var st clusterStatus
+			if err := getJSON(gw.url+"/api/v1/cluster", &st); err != nil {
+				return false, err.Error()
+			}
+			if !st.Enabled || len(st.Members) != len(gws) || st.Handover {
+				return false, fmt.Sprintf("cardinal %s: %+v", gw.url, st)
+			}
+			for _, m := range st.Members {
+				if m.State == "down" {
+					return false, fmt.Sprintf("cardinal %s sees member %s down", gw.url, m.Address)
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+func getJSON(url string, v any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // cardinalProc is a running `cardinal serve`.
@@ -391,16 +528,16 @@ type cardinalProc struct {
 }
 
 // startCardinal writes cfg next to the test and runs `cardinal serve` on
-// addr until the test ends, waiting for /-/ready (which needs the
-// downstream). Its log is printed if the test fails.
-func startCardinal(t *testing.T, bin, cfg, addr string) *cardinalProc {
+// addr, with args, until the test ends, waiting for /-/ready (which needs
+// the downstream). Its log is printed if the test fails.
+func startCardinal(t *testing.T, bin, cfg, addr string, args ...string) *cardinalProc {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "cardinal.yml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c := &cardinalProc{url: "http://" + addr, log: &promtest.LogBuffer{}}
-	c.cmd = exec.Command(bin, "serve", "--config.file="+file, "--web.listen-address="+addr)
+	c.cmd = exec.Command(bin, append([]string{"serve", "--config.file=" + file, "--web.listen-address=" + addr}, args...)...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
@@ -417,7 +554,7 @@ func startCardinal(t *testing.T, bin, cfg, addr string) *cardinalProc {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("cardinal config:\n%s\ncardinal log:\n%s", cfg, c.log.String())
+			t.Logf("cardinal %s %s, config:\n%s\ncardinal %s log:\n%s", addr, strings.Join(args, " "), cfg, addr, c.log.String())
 		}
 	})
 	deadline := time.Now().Add(readyTimeout)
