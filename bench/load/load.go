@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,11 @@ type Config struct {
 	FlushInterval time.Duration
 	// Estimates runs Cardinal with the estimates and the guard (enforce).
 	Estimates bool
+	// Replicas, for TargetCardinal only, is how many cardinal processes
+	// run as one cluster (--cluster.peers of all of them, the same
+	// configuration); sender i writes to replica i % Replicas. 0 and 1:
+	// one process, without cluster flags.
+	Replicas int
 
 	CardinalBinary string // built by BuildCardinal
 	VMAgentBinary  string // TargetVMAgent's binary, default DefaultVMAgent
@@ -58,10 +64,11 @@ type Config struct {
 	// RulesLabelDrop (equivalent on meshgen's output, a smaller regex).
 	VMAgentRules string
 	// CPUProfile, when set, is where a CPU profile of the target's send
-	// phase is written (both serve /debug/pprof).
+	// phase is written (both serve /debug/pprof; of a cluster, the first
+	// replica's).
 	CPUProfile string
 	// HeapProfile, when set, is where the target's heap profile is written
-	// right after the send phase.
+	// right after the send phase (of a cluster, the first replica's).
 	HeapProfile string
 	// GOMAXPROCS, when positive, is set in the target's environment.
 	GOMAXPROCS int
@@ -93,7 +100,23 @@ type Result struct {
 	// phase; CPUPerMAll includes the wait until delivery (asynchronous
 	// sending, merge flushes).
 	CPUPerMSend, CPUPerMAll float64
-	IdleRSS, PeakRSS        int64 // bytes
+	IdleRSS, PeakRSS        int64 // bytes; with replicas, their sum
+
+	// With Replicas > 1: the cluster's size, each replica's CPU over the
+	// send phase and until delivery and its peak RSS (in replica order:
+	// sender i wrote to replica i % Replicas), and at the end, summed
+	// over the replicas' /metrics: PeerSamples handed to the owning
+	// replica (cardinal_forwarded_samples_total{path="peer"}),
+	// ReceivedSamples (cardinal_received_samples_total: from the senders
+	// and from peers) and PeerErrors (cardinal_cluster_peer_errors_total).
+	// PeerShare is PeerSamples / AcceptedSamples.
+	Replicas                          int
+	ReplicaCPUSend, ReplicaCPUDeliver []time.Duration
+	ReplicaPeakRSS                    []int64
+	PeerSamples, ReceivedSamples      int64
+	PeerErrors                        int64
+	PeerShare                         float64
+	MetricsError                      string // why the replicas' metrics could not be read
 
 	// At the receiver.
 	Recv  ReceiverStats
@@ -123,6 +146,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	if cfg.DebianVMAgentBinary == "" {
 		cfg.DebianVMAgentBinary = DebianVMAgent
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Replicas > 1 && cfg.Target != TargetCardinal {
+		return res, fmt.Errorf("%d replicas: only target %s runs as a cluster", cfg.Replicas, TargetCardinal)
 	}
 	logw := cfg.Log
 	if logw == nil {
@@ -154,13 +183,21 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		rules: cfg.VMAgentRules, denied: w.Denied(), allowlist: w.Allowlist(), name: cfg.Target, gomaxprocs: cfg.GOMAXPROCS,
 		rw2: w.cfg.RW2, estimates: cfg.Estimates,
 	}
+	// procs are the processes of the target: one, or the replicas of a
+	// cluster. p is the first, the one profiled.
 	var p *process
+	var procs []*process
+	settleStart := time.Now()
 	switch cfg.Target {
 	case TargetCardinal:
 		if cfg.CardinalBinary == "" {
 			return res, errors.New("no cardinal binary; see BuildCardinal")
 		}
-		p, err = startCardinal(ctx, so)
+		if cfg.Replicas > 1 {
+			procs, err = startCardinalCluster(ctx, so, cfg.Replicas)
+		} else {
+			p, err = startCardinal(ctx, so)
+		}
 	case TargetVMAgent:
 		p, err = startVMAgent(ctx, so)
 	case TargetVMAgentDebian:
@@ -172,11 +209,26 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	if procs == nil {
+		procs = []*process{p}
+	}
+	p = procs[0]
 	defer func() {
-		if serr := p.stop(10 * time.Second); serr != nil && err == nil {
-			err = serr
+		for _, p := range procs {
+			if serr := p.stop(10 * time.Second); serr != nil && err == nil {
+				err = serr
+			}
 		}
 	}()
+	if len(procs) > 1 {
+		res.Replicas = len(procs)
+		var addrs []string
+		for _, q := range procs {
+			addrs = append(addrs, fmt.Sprintf("%s (pid %d)", q.baseURL, q.pid()))
+		}
+		logf("%d cardinal replicas ready with every member up and the handover over after %s: %s",
+			len(procs), time.Since(settleStart).Round(time.Millisecond), strings.Join(addrs, ", "))
+	}
 
 	// Idle baseline after the process has settled.
 	select {
@@ -184,14 +236,18 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, ctx.Err()
 	case <-time.After(time.Second):
 	}
-	idle, err := ProcMemory(p.pid())
+	_, idle, err := procsMemory(procs)
 	if err != nil {
 		return res, err
 	}
 	res.IdleRSS = idle.RSS
-	logf("%s pid %d ready, idle rss %.1f MiB", cfg.Target, p.pid(), mib(idle.RSS))
+	if len(procs) > 1 {
+		logf("%s x%d ready, idle rss %.1f MiB in all", cfg.Target, len(procs), mib(idle.RSS))
+	} else {
+		logf("%s pid %d ready, idle rss %.1f MiB", cfg.Target, p.pid(), mib(idle.RSS))
+	}
 
-	cpu0, err := ProcCPU(p.pid())
+	cpus0, cpu0, err := procsCPU(procs)
 	if err != nil {
 		return res, err
 	}
@@ -204,7 +260,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		}()
 	}
 	sendStart := time.Now()
-	sr := send(ctx, cfg, p.writeURL)
+	urls := make([]string, len(procs))
+	for i, q := range procs {
+		urls[i] = q.writeURL
+	}
+	sr := send(ctx, cfg, urls)
 	res.SendTime = time.Since(sendStart)
 	if profDone != nil {
 		if err := <-profDone; err != nil {
@@ -213,7 +273,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			logf("cpu profile of the first %s of sending written to %s", min(cfg.MaxDuration, 30*time.Second), cfg.CPUProfile)
 		}
 	}
-	cpu1, err := ProcCPU(p.pid())
+	cpus1, cpu1, err := procsCPU(procs)
 	if err != nil {
 		return res, err
 	}
@@ -224,8 +284,10 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			logf("heap profile after sending written to %s", cfg.HeapProfile)
 		}
 	}
-	if p.exited() {
-		return res, fmt.Errorf("%s exited during the run (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+	for _, p := range procs {
+		if p.exited() {
+			return res, fmt.Errorf("%s exited during the run (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+		}
 	}
 	res.Requests, res.Failed, res.FailedExample = sr.requests, sr.failed, sr.failedExample
 	res.AcceptedSamples, res.SendTimedOut = sr.accepted, sr.timedOut
@@ -259,8 +321,10 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			res.DeliveryTimedOut = true
 			break
 		}
-		if p.exited() {
-			return res, fmt.Errorf("%s exited while delivering (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+		for _, p := range procs {
+			if p.exited() {
+				return res, fmt.Errorf("%s exited while delivering (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -268,11 +332,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	cpu2, err := ProcCPU(p.pid())
+	cpus2, cpu2, err := procsCPU(procs)
 	if err != nil {
 		return res, err
 	}
-	mem, err := ProcMemory(p.pid())
+	mems, mem, err := procsMemory(procs)
 	if err != nil {
 		return res, err
 	}
@@ -291,7 +355,72 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	logf("delivered %d samples in %s (timed out: %v), cpu %.2fs send / %.2fs total, peak rss %.1f MiB",
 		res.DeliveredSamples, res.DeliverTime.Round(time.Millisecond), res.DeliveryTimedOut,
 		res.CPUSend.Seconds(), res.CPUDeliver.Seconds(), mib(res.PeakRSS))
+	if len(procs) > 1 {
+		for i := range procs {
+			res.ReplicaCPUSend = append(res.ReplicaCPUSend, cpus1[i]-cpus0[i])
+			res.ReplicaCPUDeliver = append(res.ReplicaCPUDeliver, cpus2[i]-cpus0[i])
+			res.ReplicaPeakRSS = append(res.ReplicaPeakRSS, mems[i].Peak)
+		}
+		if err := res.scrapeReplicas(ctx, procs); err != nil {
+			res.MetricsError = err.Error()
+			logf("replica metrics: %v", err)
+		}
+		logf("%s", res.ReplicaSummary())
+	}
 	return res, nil
+}
+
+// scrapeReplicas sums the cluster's counters over the replicas' /metrics.
+func (r *Result) scrapeReplicas(ctx context.Context, procs []*process) error {
+	var peer, recv, perr float64
+	for _, p := range procs {
+		fams, err := scrapeMetrics(ctx, p.baseURL+"/metrics")
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		if _, ok := fams[metricForwarded]; !ok {
+			return fmt.Errorf("%s serves no %s", p.name, metricForwarded)
+		}
+		peer += sumMetric(fams, metricForwarded, "path", "peer")
+		recv += sumMetric(fams, metricReceived, "", "")
+		perr += sumMetric(fams, metricPeerErrors, "", "")
+	}
+	r.PeerSamples, r.ReceivedSamples, r.PeerErrors = int64(peer), int64(recv), int64(perr)
+	if r.AcceptedSamples > 0 {
+		r.PeerShare = peer / float64(r.AcceptedSamples)
+	}
+	return nil
+}
+
+// procsCPU returns the CPU time of each process and their sum.
+func procsCPU(procs []*process) ([]time.Duration, time.Duration, error) {
+	per := make([]time.Duration, len(procs))
+	var sum time.Duration
+	for i, p := range procs {
+		c, err := ProcCPU(p.pid())
+		if err != nil {
+			return nil, 0, err
+		}
+		per[i] = c
+		sum += c
+	}
+	return per, sum, nil
+}
+
+// procsMemory returns the memory of each process and their sums.
+func procsMemory(procs []*process) ([]ProcMem, ProcMem, error) {
+	per := make([]ProcMem, len(procs))
+	var sum ProcMem
+	for i, p := range procs {
+		m, err := ProcMemory(p.pid())
+		if err != nil {
+			return nil, ProcMem{}, err
+		}
+		per[i] = m
+		sum.RSS += m.RSS
+		sum.Peak += m.Peak
+	}
+	return per, sum, nil
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -307,8 +436,9 @@ type sendResult struct {
 }
 
 // send drives the target with cfg.Senders concurrent senders until every
-// scheduled request is sent, cfg.MaxDuration passes or ctx ends.
-func send(ctx context.Context, cfg Config, url string) sendResult {
+// scheduled request is sent, cfg.MaxDuration passes or ctx ends. Sender s
+// writes to urls[s % len(urls)].
+func send(ctx context.Context, cfg Config, urls []string) sendResult {
 	w := cfg.Workload
 	perStep := w.RequestsPerStep()
 	total := len(w.Bodies) * perStep
@@ -341,6 +471,7 @@ func send(ctx context.Context, cfg Config, url string) sendResult {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for s := range cfg.Senders {
+		url := urls[s%len(urls)]
 		wg.Go(func() {
 			// Paced: each sender spreads its share of the requests over the
 			// time the whole schedule takes at cfg.Rate (shares differ when

@@ -56,7 +56,39 @@ func PrintRuns(w io.Writer, results []Result) {
 			i+1, r.Target, r.CPUPerMSend, r.CPUPerMAll, mib(r.IdleRSS), mib(r.PeakRSS),
 			ms(r.P50), ms(r.P99), ms(r.MaxLat), r.AcceptedPerSec, r.DeliveredPerSec,
 			r.DeliveredSamples, r.Recv.Duplicates, r.Failed, r.Correctness())
+		if r.Replicas > 1 {
+			fmt.Fprintf(w, "%-4s %s\n", "", r.ReplicaSummary())
+		}
 	}
+}
+
+// ReplicaSummary says, for a run of a cluster, how the CPU and memory
+// split over the replicas and how many samples were handed to peers.
+func (r Result) ReplicaSummary() string {
+	if r.Replicas <= 1 {
+		return "one process"
+	}
+	m := float64(r.AcceptedSamples) / 1e6
+	if m == 0 {
+		m = math.NaN()
+	}
+	var cpuSend, share, cpuAll, rss []string
+	for i := range r.ReplicaCPUSend {
+		cpuSend = append(cpuSend, fmt.Sprintf("%.3f", r.ReplicaCPUSend[i].Seconds()/m))
+		share = append(share, fmt.Sprintf("%.0f", 100*r.ReplicaCPUSend[i].Seconds()/r.CPUSend.Seconds()))
+		cpuAll = append(cpuAll, fmt.Sprintf("%.3f", r.ReplicaCPUDeliver[i].Seconds()/m))
+		rss = append(rss, fmt.Sprintf("%.1f", mib(r.ReplicaPeakRSS[i])))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d replicas: cpu/1M send %s (%s %%), +drain %s; peak RSS MiB %s",
+		r.Replicas, strings.Join(cpuSend, " + "), strings.Join(share, "/"), strings.Join(cpuAll, " + "), strings.Join(rss, " + "))
+	if r.MetricsError != "" {
+		fmt.Fprintf(&b, "; METRICS NOT READ: %s", r.MetricsError)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "; to peers %d samples = %.1f %% of accepted; received by the replicas %d (%.2fx accepted); peer errors %d",
+		r.PeerSamples, 100*r.PeerShare, r.ReceivedSamples, float64(r.ReceivedSamples)/float64(max(r.AcceptedSamples, 1)), r.PeerErrors)
+	return b.String()
 }
 
 // Correctness summarises the receiver's checks in one line.
@@ -136,6 +168,16 @@ func PrintSummary(w io.Writer, targets []string, results []Result) {
 	row("counter series with exact sum", "%.0f", func(r Result) float64 { return float64(r.Check.Exact) })
 	row("series with a denied label", "%.0f", func(r Result) float64 { return float64(r.Recv.DeniedSeries) })
 	row("failed requests", "%.0f", func(r Result) float64 { return float64(r.Failed) })
+	cluster := false
+	for _, r := range results {
+		cluster = cluster || r.Replicas > 1
+	}
+	if !cluster {
+		return
+	}
+	row("replicas", "%.0f", func(r Result) float64 { return float64(max(r.Replicas, 1)) })
+	row("samples handed to peers, % of accepted", "%.1f", func(r Result) float64 { return 100 * r.PeerShare })
+	row("peer errors", "%.0f", func(r Result) float64 { return float64(r.PeerErrors) })
 }
 
 func ms(d interface{ Seconds() float64 }) float64 { return d.Seconds() * 1000 }

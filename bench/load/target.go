@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/buildinfo"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,9 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Target names.
@@ -281,32 +287,273 @@ type startOptions struct {
 }
 
 func startCardinal(ctx context.Context, o startOptions) (*process, error) {
-	cfgPath := filepath.Join(o.dir, "cardinal.yml")
-	message := "v1"
-	if o.rw2 {
-		message = "v2"
-	}
-	if err := os.WriteFile(cfgPath, []byte(cardinalConfig(o.downstream, o.allowlist, o.flush, message, o.estimates)), 0o600); err != nil {
+	cfgPath, err := writeCardinalConfig(o)
+	if err != nil {
 		return nil, err
 	}
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	p, err := start(TargetCardinal, o.cardinal, []string{
-		"serve", "--config.file=" + cfgPath, "--web.listen-address=" + addr, "--log.level=warn",
-	}, filepath.Join(o.dir, "cardinal.log"), o.gomaxprocs)
+	p, err := startCardinalAt(o, TargetCardinal, cfgPath, addr, nil, "cardinal.log")
 	if err != nil {
 		return nil, err
 	}
-	p.baseURL = "http://" + addr
-	p.writeURL = p.baseURL + "/api/v1/write"
 	// Ready means the config is loaded and the downstream took an empty write.
 	if err := p.waitHTTP(ctx, "http://"+addr+"/-/ready", o.ready); err != nil {
 		_ = p.stop(5 * time.Second)
 		return nil, err
 	}
 	return p, nil
+}
+
+// writeCardinalConfig writes the configuration of o into o.dir.
+func writeCardinalConfig(o startOptions) (string, error) {
+	cfgPath := filepath.Join(o.dir, "cardinal.yml")
+	message := "v1"
+	if o.rw2 {
+		message = "v2"
+	}
+	if err := os.WriteFile(cfgPath, []byte(cardinalConfig(o.downstream, o.allowlist, o.flush, message, o.estimates)), 0o600); err != nil {
+		return "", err
+	}
+	return cfgPath, nil
+}
+
+// startCardinalAt starts cardinal serve on addr with the configuration at
+// cfgPath and the extra flags, without waiting for it.
+func startCardinalAt(o startOptions, name, cfgPath, addr string, extra []string, logName string) (*process, error) {
+	args := append([]string{
+		"serve", "--config.file=" + cfgPath, "--web.listen-address=" + addr, "--log.level=warn",
+	}, extra...)
+	p, err := start(name, o.cardinal, args, filepath.Join(o.dir, logName), o.gomaxprocs)
+	if err != nil {
+		return nil, err
+	}
+	p.baseURL = "http://" + addr
+	p.writeURL = p.baseURL + "/api/v1/write"
+	return p, nil
+}
+
+// Cluster timings of the replicas startCardinalCluster starts: short, so
+// that a run does not wait long for the handover, and the handover at
+// twice the probe interval, the least cardinal accepts.
+const (
+	ClusterProbeInterval = 250 * time.Millisecond
+	ClusterHandoverDelay = time.Second
+)
+
+// startCardinalCluster starts n cardinal replicas on free 127.0.0.1 ports
+// with the same configuration, as one cluster (a static --cluster.peers of
+// all of them), and waits until every one is ready and sees every member
+// up with the handover over: before that a replica answers 503 for the
+// workloads it owns.
+func startCardinalCluster(ctx context.Context, o startOptions, n int) ([]*process, error) {
+	cfgPath, err := writeCardinalConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := freeAddrs(n)
+	if err != nil {
+		return nil, err
+	}
+	var procs []*process
+	stopAll := func() {
+		for _, p := range procs {
+			_ = p.stop(5 * time.Second)
+		}
+	}
+	peers := strings.Join(addrs, ",")
+	for i, addr := range addrs {
+		p, err := startCardinalAt(o, fmt.Sprintf("%s-%d", TargetCardinal, i+1), cfgPath, addr, []string{
+			"--cluster.peers=" + peers, "--cluster.self=" + addr,
+			"--cluster.probe-interval=" + ClusterProbeInterval.String(),
+			"--cluster.handover-delay=" + ClusterHandoverDelay.String(),
+		}, fmt.Sprintf("cardinal-%d.log", i+1))
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		if err := p.waitHTTP(ctx, p.baseURL+"/-/ready", o.ready); err != nil {
+			stopAll()
+			return nil, err
+		}
+	}
+	if err := waitClusterSettled(ctx, procs, addrs, o.ready); err != nil {
+		stopAll()
+		return nil, err
+	}
+	return procs, nil
+}
+
+// freeAddrs returns n distinct 127.0.0.1 addresses with ports that were
+// free a moment ago.
+func freeAddrs(n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs, nil
+}
+
+// clusterStatus is the part of GET /api/v1/cluster the load tool reads.
+type clusterStatus struct {
+	Enabled  bool `json:"enabled"`
+	Handover bool `json:"handover_in_progress"`
+	Members  []struct {
+		Address string `json:"address"`
+		State   string `json:"state"`
+	} `json:"members"`
+}
+
+// settled reports whether the status lists exactly addrs, all self or up,
+// with no handover in progress; if not, it says why.
+func (st clusterStatus) settled(addrs []string) (bool, string) {
+	switch {
+	case !st.Enabled:
+		return false, "not in a cluster"
+	case st.Handover:
+		return false, "handover in progress"
+	case len(st.Members) != len(addrs):
+		return false, fmt.Sprintf("%d members, want %d", len(st.Members), len(addrs))
+	}
+	for _, m := range st.Members {
+		if !slices.Contains(addrs, m.Address) {
+			return false, "unknown member " + m.Address
+		}
+		if m.State != "self" && m.State != "up" {
+			return false, fmt.Sprintf("member %s is %s", m.Address, m.State)
+		}
+	}
+	return true, ""
+}
+
+// waitClusterSettled polls GET /api/v1/cluster of every replica until all
+// of them are settled at once, a replica exits or timeout passes.
+func waitClusterSettled(ctx context.Context, procs []*process, addrs []string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	why := "not asked yet"
+	for time.Now().Before(deadline) {
+		all := true
+		for _, p := range procs {
+			if p.exited() {
+				return fmt.Errorf("%s exited before the cluster settled (%v):\n%s", p.name, p.waitErr, p.logTail(20))
+			}
+			st, err := getClusterStatus(ctx, client, p.baseURL+"/api/v1/cluster")
+			if err != nil {
+				all, why = false, fmt.Sprintf("%s: %v", p.name, err)
+				break
+			}
+			if ok, reason := st.settled(addrs); !ok {
+				all, why = false, p.name+": "+reason
+				break
+			}
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the cluster of %d cardinal replicas did not settle within %s (last: %s):\n%s", len(procs), timeout, why, procs[0].logTail(20))
+}
+
+func getClusterStatus(ctx context.Context, client *http.Client, url string) (clusterStatus, error) {
+	var st clusterStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return st, fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+	return st, err
+}
+
+// Metrics of a replica the load tool sums at the end of a run.
+const (
+	metricForwarded  = "cardinal_forwarded_samples_total" // {path="peer"}: handed to the owning replica
+	metricReceived   = "cardinal_received_samples_total"
+	metricPeerErrors = "cardinal_cluster_peer_errors_total"
+)
+
+// scrapeMetrics returns the metric families a target serves at url (the
+// Prometheus text format).
+func scrapeMetrics(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil, fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(io.LimitReader(resp.Body, 64<<20))
+}
+
+// sumMetric sums the counter or gauge values of the family name whose
+// label has value (every series when label is empty).
+func sumMetric(fams map[string]*dto.MetricFamily, name, label, value string) float64 {
+	f, ok := fams[name]
+	if !ok {
+		return 0
+	}
+	var sum float64
+	for _, m := range f.GetMetric() {
+		if label != "" && !hasLabel(m, label, value) {
+			continue
+		}
+		switch {
+		case m.GetCounter() != nil:
+			sum += m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			sum += m.GetGauge().GetValue()
+		case m.GetUntyped() != nil:
+			sum += m.GetUntyped().GetValue()
+		}
+	}
+	return sum
+}
+
+func hasLabel(m *dto.Metric, name, value string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue() == value
+		}
+	}
+	return false
 }
 
 func startVMAgent(ctx context.Context, o startOptions) (*process, error) {

@@ -59,9 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	queues := fs.Int("vmagent-queues", 0, "vmagent -remoteWrite.queues (0: its default, 2 x CPUs)")
 	vmRules := fs.String("vmagent-rules", load.RulesLabelKeep, "vmagent rules: labelkeep (the allowlist cardinal runs) or labeldrop (the dropped names; same result on this workload, smaller regex)")
 	procs := fs.Int("gomaxprocs", 0, "GOMAXPROCS of the system under test (0: its default, one per CPU)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each send phase to FILE.<target>.<run>.pprof")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each send phase to FILE.<target>.<run>.pprof (with --replicas, of the first replica)")
 	heapProfile := fs.String("heapprofile", "", "write each target's heap profile after its send phase to FILE.<target>.<run>.pprof")
 	cardinalBin := fs.String("cardinal-bin", "", "prebuilt cardinal binary (default: go build ./cmd/cardinal)")
+	replicas := fs.Int("replicas", 1, "cardinal processes run as one cluster (--cluster.peers of all); sender i writes to replica i % N; 1: one process, no cluster flags (cardinal only)")
 	verbose := fs.Bool("v", true, "progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -73,6 +74,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *rw2 && (len(targets) != 1 || targets[0] != "cardinal") {
 		fmt.Fprintln(stderr, "--rw2: only --target cardinal speaks remote write 2.0 here")
+		return 2
+	}
+	if *replicas < 1 || *replicas > 16 {
+		fmt.Fprintf(stderr, "--replicas %d: want 1 to 16\n", *replicas)
+		return 2
+	}
+	if *replicas > 1 && (len(targets) != 1 || targets[0] != load.TargetCardinal) {
+		fmt.Fprintln(stderr, "--replicas: only --target cardinal runs as a cluster")
 		return 2
 	}
 	if *noColl {
@@ -108,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		},
 		run: load.Config{
 			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
-			FlushInterval: *flush, DeliveryTimeout: *delivery, GOMAXPROCS: *procs, Estimates: *estimates,
+			FlushInterval: *flush, DeliveryTimeout: *delivery, GOMAXPROCS: *procs, Estimates: *estimates, Replicas: *replicas,
 			VMAgentBinary: *vmagent, DebianVMAgentBinary: *vmagentDebian, VMAgentQueues: *queues, VMAgentRules: *vmRules, CardinalBinary: *cardinalBin,
 			Log: progress,
 		},
@@ -182,8 +191,14 @@ func measure(ctx context.Context, o options, stdout, progress io.Writer) error {
 	if o.run.GOMAXPROCS > 0 {
 		procs = fmt.Sprint(o.run.GOMAXPROCS)
 	}
-	fmt.Fprintf(stdout, "senders: %d, rate %s, bounds: %d requests and %s per run; GOMAXPROCS of the system under test: %s\n\n",
+	fmt.Fprintf(stdout, "senders: %d, rate %s, bounds: %d requests and %s per run; GOMAXPROCS of the system under test: %s\n",
 		o.run.Senders, rateString(o.run.Rate), total, o.run.MaxDuration, procs)
+	if o.run.Replicas > 1 {
+		fmt.Fprintf(stdout, "cluster: %d cardinal replicas, --cluster.peers of all, --cluster.probe-interval=%s --cluster.handover-delay=%s; "+
+			"sender i writes to replica i %% %d; cpu and peak RSS are summed over the replicas\n",
+			o.run.Replicas, load.ClusterProbeInterval, load.ClusterHandoverDelay, o.run.Replicas)
+	}
+	fmt.Fprintln(stdout)
 
 	var results []load.Result
 	for i := range o.runs {
