@@ -207,21 +207,6 @@ limits:
 	var counters map[string]float64
 	var outputs map[string]bool
 	var capped map[string]int
-	receivedValues := func() (map[string]float64, error) {
-		samples, err := receiver.Query(ctx, `last_over_time({job="mesh"}[10m])`)
-		if err != nil {
-			return nil, err
-		}
-		got := map[string]float64{}
-		for _, s := range samples {
-			if name := s.Labels["__name__"]; name == "up" || strings.HasPrefix(name, "scrape_") {
-				continue
-			}
-			delete(s.Labels, "job")
-			got[labels.FromMap(s.Labels).String()] = s.Value
-		}
-		return got, nil
-	}
 	promtest.Eventually(t, 90*time.Second, func() (bool, string) {
 		for i, s := range shards {
 			if n := s.served.Load(); n <= lastStep {
@@ -242,7 +227,7 @@ limits:
 				}
 			}
 		}
-		got, err := receivedValues()
+		got, err := outageLatest(ctx, receiver)
 		if err != nil {
 			return false, err.Error()
 		}
