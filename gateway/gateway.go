@@ -706,10 +706,16 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		n := len(s.Samples) + len(s.Histograms)
 		var in, outHash uint64
 		in, ws.hashBuf = s.InputHash(ws.hashBuf)
-		// Fast path: an input the merger already absorbs, or that another
-		// replica owns.
-		if !ws.cluster.skipCache && g.routeKnown(st, ws, in, &s, n, nowSec, nowMs, res) {
-			continue
+		// Fast path: an input the merger already absorbs, that another
+		// replica owns, or that passes through as it came.
+		if !ws.cluster.skipCache {
+			switch g.routeKnown(st, ws, in, &s, n, nowSec, nowMs, res) {
+			case knownDone:
+				continue
+			case knownPass:
+				out = append(out, s)
+				continue
+			}
 		}
 		if st.scope != nil && !st.scope.Matches(s.Labels) {
 			// Out of scope: untouched and unlimited. The merger still
@@ -834,35 +840,64 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			}
 			continue
 		}
+		if !folded && !guarded && es == nil && !ws.cluster.skipCache && wire.LabelsEqual(ls, ws.orig) {
+			// The single input of its output, and the rules leave its
+			// labels as they are: its next samples pass through without
+			// relabeling (the estimates and the guard see every series
+			// on this path, so they keep it).
+			g.routes.put(in, newPassRoute(st.gen, outHash, nowSec))
+		}
 		out = append(out, s)
 	}
 	clear(req.Series[len(out):])
 	req.Series = out
 }
 
-// routeKnown absorbs s into its merged output when the route cache knows
-// where the input goes and the limiter and the merger confirm it; it reports
-// whether it did. s.Labels are still the input's: nothing here needs the
-// output's labels.
-func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series, n int, nowSec uint32, nowMs int64, res *Result) bool {
+// What routeKnown did with a series.
+const (
+	knownMiss = iota // nothing: the full path decides
+	knownDone        // absorbed, or handed to its owner: it leaves the request
+	knownPass        // passed through as it came: it stays in the request
+)
+
+// routeKnown absorbs s into its merged output, hands it to the replica that
+// owns it, or passes it through, when the route cache knows where the
+// input goes and the limiter and the merger confirm it; it reports which
+// (knownMiss when it did nothing). s.Labels are still the input's: nothing
+// here needs the output's labels.
+func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series, n int, nowSec uint32, nowMs int64, res *Result) int {
 	r, ok := g.routes.get(in, nowSec)
 	if !ok || !r.current(st.gen) {
-		return false
+		return knownMiss
 	}
 	if r.peer() {
 		// Another replica owns it: handed over as it came, without
 		// relabeling it again (the owner does).
 		if ws.fromPeer {
-			return false
+			return knownMiss
 		}
 		g.handOver(ws, int(r.outHash), s.Labels, s, n)
-		return true
+		return knownDone
+	}
+	if r.pass() {
+		if g.limiter.Settings().Enabled() {
+			if d, known := g.limiter.AdmitKnown(r.limiterHash, n, nowSec); !known || d == limiter.Fold {
+				g.routes.del(in)
+				return knownMiss
+			}
+		}
+		if _, ok := g.merger.PassKnown(in, r.outHash, s, nowMs); !ok {
+			// Its output became merged, or was forgotten.
+			g.routes.del(in)
+			return knownMiss
+		}
+		return knownPass
 	}
 	if g.limiter.Settings().Enabled() {
 		d, known := g.limiter.AdmitKnown(r.limiterHash, n, nowSec)
 		if !known || (d == limiter.Fold) != r.folded() {
 			g.routes.del(in)
-			return false
+			return knownMiss
 		}
 		if r.folded() {
 			res.Folded += n
@@ -877,7 +912,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 		if r.folded() {
 			res.Folded -= n // the slow path counts it again
 		}
-		return false
+		return knownMiss
 	}
 	if d&merge.NewInEpoch != 0 && st.est != nil {
 		// Once per input and half-window: the estimates need the labels
@@ -892,7 +927,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 		}
 	}
 	res.Merged += n
-	return true
+	return knownDone
 }
 
 func (g *Gateway) putWorkspace(ws *workspace) {

@@ -145,15 +145,17 @@ type route struct {
 	limiterHash uint64 // the output before folding: the limiter's key, and trace sampling's
 	outHash     uint64 // the merged output the input feeds
 	// genFolded is the configuration generation the route was computed
-	// with, shifted left by two, whether the input goes to another replica
+	// with, shifted left by three; whether the input is the single input
+	// of its output and the rules leave its labels as they are (bit 2:
+	// it passes through as it came); whether it goes to another replica
 	// of the cluster (bit 1: outHash is then the owner's index in the
-	// view), and whether the limiter folds it (bit 0).
+	// view); and whether the limiter folds it (bit 0).
 	genFolded uint32
 	seen      uint32 // limiter clock seconds
 }
 
 func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool) route {
-	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 2, seen: seen}
+	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 3, seen: seen}
 	if folded {
 		r.genFolded |= 1
 	}
@@ -163,8 +165,17 @@ func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool)
 // newPeerRoute is the route of an input another replica owns: owner is
 // its index in the view of generation gen.
 func newPeerRoute(gen uint64, owner int, seen uint32) route {
-	return route{outHash: uint64(owner), genFolded: uint32(gen)<<2 | 2, seen: seen}
+	return route{outHash: uint64(owner), genFolded: uint32(gen)<<3 | 2, seen: seen}
 }
+
+// newPassRoute is the route of an input that passes through unchanged:
+// the single input of output out, its labels untouched by the rules.
+func newPassRoute(gen uint64, out uint64, seen uint32) route {
+	return route{limiterHash: out, outHash: out, genFolded: uint32(gen)<<3 | 4, seen: seen}
+}
+
+// pass reports whether the input passes through as it came.
+func (r route) pass() bool { return r.genFolded&4 != 0 }
 
 func (r route) folded() bool { return r.genFolded&1 != 0 }
 
@@ -172,4 +183,4 @@ func (r route) folded() bool { return r.genFolded&1 != 0 }
 func (r route) peer() bool { return r.genFolded&2 != 0 }
 
 // current reports whether the route was computed with configuration gen.
-func (r route) current(gen uint64) bool { return r.genFolded>>2 == uint32(gen)&(1<<30-1) }
+func (r route) current(gen uint64) bool { return r.genFolded>>3 == uint32(gen)&(1<<29-1) }

@@ -174,15 +174,19 @@ func TestRoutePacking(t *testing.T) {
 	}
 	f(1, false)
 	f(1, true)
-	f(1<<30-1, true)
+	f(1<<29-1, true)
 	f(1<<40+5, false)
-	for _, gen := range []uint64{1, 1<<30 - 1, 1<<40 + 5} {
+	for _, gen := range []uint64{1, 1<<29 - 1, 1<<40 + 5} {
 		r := newPeerRoute(gen, 2, 9)
-		if !r.peer() || r.folded() || !r.current(gen) || r.current(gen+1) || r.outHash != 2 || r.seen != 9 {
+		if !r.peer() || r.pass() || r.folded() || !r.current(gen) || r.current(gen+1) || r.outHash != 2 || r.seen != 9 {
 			t.Fatalf("newPeerRoute(%d, 2) = %+v", gen, r)
 		}
-		if newRoute(gen, 7, 8, 9, true).peer() {
-			t.Fatalf("newRoute(%d) is a peer route", gen)
+		p := newPassRoute(gen, 8, 9)
+		if !p.pass() || p.peer() || p.folded() || !p.current(gen) || p.current(gen+1) || p.outHash != 8 || p.limiterHash != 8 || p.seen != 9 {
+			t.Fatalf("newPassRoute(%d, 8) = %+v", gen, p)
+		}
+		if r := newRoute(gen, 7, 8, 9, true); r.peer() || r.pass() {
+			t.Fatalf("newRoute(%d) is a peer or pass route", gen)
 		}
 	}
 }

@@ -337,6 +337,24 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decisio
 	return Absorbed | first
 }
 
+// PassKnown passes the samples of s through, as Route does, if input in
+// is the single input of output out; it reports Pass with the epoch flags,
+// and false (nothing done) otherwise. The gateway's route cache calls it for
+// an input whose labels the rules leave as they are, without relabeling.
+func (m *Merger) PassKnown(in, out uint64, s *wire.Series, nowMs int64) (Decision, bool) {
+	sh := &m.shards[out%numShards]
+	sh.mu.Lock()
+	o := sh.outputs[out]
+	if o == nil || o.m != nil || o.input != in {
+		sh.mu.Unlock()
+		return 0, false
+	}
+	first := m.newIn(o.seen) | m.newOut(o.seen)
+	o.pass(s, nowMs, m.rules.Load().MaxAhead.Milliseconds())
+	sh.mu.Unlock()
+	return Pass | first, true
+}
+
 // Handover moves what the output from holds into the merged output to
 // (labels toLabels, made merged if it is not), as the guard does when it
 // aggregates a label away: a pass-through output's input carries its last

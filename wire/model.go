@@ -112,6 +112,20 @@ func (s *Series) SetEncodedLabels(enc []byte) {
 	s.encodedOnly = true
 }
 
+// LabelsEqual reports whether a and b hold the same labels in the same
+// order.
+func LabelsEqual(a, b []Label) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i].Name, b[i].Name) || !bytes.Equal(a[i].Value, b[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
 // DecodeLabels decodes labels encoded by AppendEncodedLabels into a new
 // slice. It allocates; it is meant for reports, not for the request path.
 func DecodeLabels(enc []byte) ([]Label, error) {

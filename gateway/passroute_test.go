@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// passConfig leaves series without pod or request_id as they are (the
+// no-collision case): they pass through from the route cache.
+const passConfig = `
+downstream: {url: "http://127.0.0.1:1/api/v1/write"}
+relabel_configs:
+  - {action: labeldrop, regex: "pod|request_id"}
+limits:
+  workload_labels: [namespace, app]
+  max_series_per_workload: 1000
+`
+
+// TestUnchangedSeriesPassFromTheRouteCache: a series the rules leave as it
+// is passes through from the route cache on its next samples, unchanged;
+// when another input collapses into its output, the cached route gives way
+// and the output is merged with both inputs' values.
+func TestUnchangedSeriesPassFromTheRouteCache(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, passConfig, sender)
+	a := series("req_total", "app", "a", "namespace", "n")
+	send := func(ts int64, v float64, ss ...prompb.TimeSeries) Result {
+		t.Helper()
+		pb := &prompb.WriteRequest{}
+		for _, s := range ss {
+			s.Samples = []prompb.Sample{{Value: v, Timestamp: ts}}
+			pb.Timeseries = append(pb.Timeseries, s)
+		}
+		res, err := g.Process(context.Background(), decode(t, pb))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	send(1000, 1, a)
+	if g.routes.len() != 1 {
+		t.Fatalf("route cache holds %d routes after an unchanged series, want 1", g.routes.len())
+	}
+	in, _ := decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{a}}).Series[0].InputHash(nil)
+	if r, ok := g.routes.get(in, g.limiter.Clock()); !ok || !r.pass() {
+		t.Fatalf("route %+v, %v: want a pass route", r, ok)
+	}
+	if res := send(2000, 2, a); res.Forwarded != 1 {
+		t.Fatalf("second sample: %+v, want it forwarded", res)
+	}
+	if got := labelsString(sender.reqs[1].Timeseries[0].Labels); got != `{__name__="req_total", app="a", namespace="n"}` {
+		t.Fatalf("forwarded %s", got)
+	}
+	if v := sender.reqs[1].Timeseries[0].Samples[0]; v.Value != 2 || v.Timestamp != 2000 {
+		t.Fatalf("forwarded sample %+v", v)
+	}
+	// b collapses into a's output (pod dropped): a's output is merged; a's
+	// next sample no longer passes through, it is absorbed.
+	b := series("req_total", "app", "a", "namespace", "n", "pod", "p2")
+	if res := send(3000, 5, b); res.Merged != 1 {
+		t.Fatalf("b: %+v, want it merged", res)
+	}
+	if res := send(4000, 3, a); res.Merged != 1 || res.Forwarded != 0 {
+		t.Fatalf("a after the collision: %+v, want it absorbed, not passed through", res)
+	}
+	if _, ok := g.routes.get(in, g.limiter.Clock()); !ok {
+		t.Fatalf("a has no route after it was absorbed")
+	} else if r, _ := g.routes.get(in, g.limiter.Clock()); r.pass() {
+		t.Fatalf("a's route is still a pass route")
+	}
+	sender.reqs = nil
+	g.merger.Flush(context.Background(), g.deliverMerged, true)
+	var merged []float64
+	for _, req := range sender.reqs {
+		for _, ts := range req.Timeseries {
+			for _, s := range ts.Samples {
+				merged = append(merged, s.Value)
+			}
+		}
+	}
+	if len(merged) == 0 || merged[len(merged)-1] != 8 {
+		t.Fatalf("merged %v, want 8 (a's 3 and b's 5)", merged)
+	}
+}
+
+// TestChangedSeriesGetNoPassRoute: a series the rules change (pod dropped)
+// is relabeled every time: no pass route.
+func TestChangedSeriesGetNoPassRoute(t *testing.T) {
+	g, _ := newTestGateway(t, passConfig, &recordingSender{})
+	pb := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("req_total", "app", "a", "namespace", "n", "pod", "p1")}}
+	if _, err := g.Process(context.Background(), decode(t, pb)); err != nil {
+		t.Fatal(err)
+	}
+	if g.routes.len() != 0 {
+		t.Fatalf("%d routes cached for a series the rules change", g.routes.len())
+	}
+}
+
+// TestPassRoutesAllocNothing: successive scrapes of series that pass
+// through unchanged (the no-collision case) allocate nothing.
+func TestPassRoutesAllocNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	g, _ := newTestGateway(t, passConfig, &recordingSender{})
+	pb := &prompb.WriteRequest{}
+	for i := range 500 {
+		pb.Timeseries = append(pb.Timeseries, series("istio_requests_total",
+			"app", fmt.Sprintf("app-%d", i%20), "namespace", "mesh", "instance", fmt.Sprintf("10.0.0.%d:15090", i), "response_code", "200"))
+	}
+	assertProcessAllocsNothing(t, g, pb, "pass routes")
+	if n := g.routes.len(); n != 500 {
+		t.Fatalf("%d routes, want a pass route for each of the 500 series", n)
+	}
+}
