@@ -891,6 +891,8 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series
 			g.routes.del(in)
 			return knownMiss
 		}
+		// Forwarded as it came: its labels' bytes are copied, not encoded.
+		s.KeepEncodedLabels()
 		return knownPass
 	}
 	if g.limiter.Settings().Enabled() {

@@ -126,6 +126,16 @@ func LabelsEqual(a, b []Label) bool {
 	return true
 }
 
+// KeepEncodedLabels makes the encoder copy the series' labels as they were
+// decoded, when they were canonical, instead of encoding Labels again: for
+// a series forwarded with the labels it came with. Labels is then nil.
+func (s *Series) KeepEncodedLabels() {
+	if s.rawLabels != nil && !s.encodedOnly {
+		s.Labels = nil
+		s.encodedOnly = true
+	}
+}
+
 // DecodeLabels decodes labels encoded by AppendEncodedLabels into a new
 // slice. It allocates; it is meant for reports, not for the request path.
 func DecodeLabels(enc []byte) ([]Label, error) {

@@ -132,6 +132,45 @@ func TestRoundTripMatchesGogo(t *testing.T) {
 	}
 }
 
+// TestKeepEncodedLabelsRoundTrip: a series whose decoded label bytes are
+// copied as they came (KeepEncodedLabels) encodes to gogo's bytes as well,
+// and reports the same size.
+func TestKeepEncodedLabelsRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var r Request
+	var out []byte
+	kept := 0
+	for i := range 1000 {
+		want := mustMarshal(t, randomRequest(rng, rng.IntN(20), false))
+		if err := r.Unmarshal(want); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		for j := range r.Series {
+			if rng.IntN(2) == 0 {
+				r.Series[j].KeepEncodedLabels()
+				kept += btoi(r.Series[j].Labels == nil)
+			}
+		}
+		out = r.MarshalAppend(out[:0])
+		if !bytes.Equal(out, want) {
+			t.Fatalf("case %d: re-encoding with kept label bytes differs from gogo's\n got %x\nwant %x", i, out, want)
+		}
+		if r.Size() != len(out) {
+			t.Fatalf("case %d: Size() = %d, encoded %d bytes", i, r.Size(), len(out))
+		}
+	}
+	if kept == 0 {
+		t.Fatal("no series kept its encoded labels: the test checks nothing")
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // TestRoundTripPreservesFloatBits covers what gogo itself loses: gogo omits a
 // -0 value, Cardinal keeps it; NaN payloads (stale markers) must survive.
 func TestRoundTripPreservesFloatBits(t *testing.T) {
