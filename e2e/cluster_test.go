@@ -89,6 +89,17 @@ func btoi(b bool) int {
 	return 0
 }
 
+// allServed reports whether every shard has served past lastStep, and if
+// not, which has not.
+func allServed(shards []*shardExporter, lastStep int) (bool, string) {
+	for i, s := range shards {
+		if n := s.served.Load(); n <= int64(lastStep) {
+			return false, fmt.Sprintf("shard %d scraped %d times so far", i, n)
+		}
+	}
+	return true, ""
+}
+
 func (s *shardExporter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	step := min(int(s.scrapes.Add(1))-1, s.e.lastStep)
 	w.Header().Set("Content-Type", meshgen.TextContentType)
@@ -208,10 +219,8 @@ limits:
 	var outputs map[string]bool
 	var capped map[string]int
 	promtest.Eventually(t, 90*time.Second, func() (bool, string) {
-		for i, s := range shards {
-			if n := s.served.Load(); n <= lastStep {
-				return false, fmt.Sprintf("shard %d scraped %d times so far", i, n)
-			}
+		if ok, msg := allServed(shards, lastStep); !ok {
+			return false, msg
 		}
 		if counters == nil {
 			counters, outputs = mergeTruth(exp.exposed())
@@ -446,10 +455,8 @@ external_labels:
 	var counters map[string]float64
 	var outputs map[string]bool
 	promtest.Eventually(t, 60*time.Second, func() (bool, string) {
-		for i, s := range shards {
-			if n := s.served.Load(); n <= lastStep {
-				return false, fmt.Sprintf("shard %d scraped %d times so far", i, n)
-			}
+		if ok, msg := allServed(shards, lastStep); !ok {
+			return false, msg
 		}
 		if counters == nil {
 			counters, outputs = mergeTruth(exp.exposed())

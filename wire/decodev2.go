@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -147,7 +146,7 @@ func (r *Request) FoldExemplars() {
 		}
 		h, r.hashBuf = HashLabels(r.hashBuf, s.Labels)
 		j, ok := r.foldIndex[h]
-		if !ok || !sameLabels(r.Series[j].Labels, s.Labels) {
+		if !ok || !LabelsEqual(r.Series[j].Labels, s.Labels) {
 			continue
 		}
 		t := &r.Series[j]
@@ -170,18 +169,6 @@ func (r *Request) FoldExemplars() {
 	}
 	clear(r.Series[len(out):])
 	r.Series = out
-}
-
-func sameLabels(a, b []Label) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i].Name, b[i].Name) || !bytes.Equal(a[i].Value, b[i].Value) {
-			return false
-		}
-	}
-	return true
 }
 
 // symbol returns the symbol ref, or false when it is out of range.
