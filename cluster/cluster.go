@@ -227,7 +227,10 @@ type Cluster struct {
 
 	view atomic.Pointer[View]
 
-	mu sync.Mutex
+	// updateMu serializes update (it is taken before mu); subscribers run
+	// under it and must not call Recheck.
+	updateMu sync.Mutex
+	mu       sync.Mutex
 	// resolved is the member list before liveness; failing maps a member
 	// to when it started failing.
 	resolved []string
@@ -325,7 +328,7 @@ func (c *Cluster) Config() Config { return c.cfg }
 func (c *Cluster) View() *View { return c.view.Load() }
 
 // Subscribe registers f to be called, from the goroutine that saw it,
-// after every change of the member set.
+// after every change of the member set, one change at a time and in order.
 func (c *Cluster) Subscribe(f func(old, cur *View)) {
 	c.mu.Lock()
 	c.subscribers = append(c.subscribers, f)
@@ -452,6 +455,10 @@ func (c *Cluster) Recheck() { c.update() }
 // update computes the view from the resolved members and their probes, and
 // publishes it if it changed.
 func (c *Cluster) update() {
+	// One update at a time, its subscribers told before the next begins:
+	// they must see the changes in the order they were published.
+	c.updateMu.Lock()
+	defer c.updateMu.Unlock()
 	c.mu.Lock()
 	now := c.now()
 	var live []string
