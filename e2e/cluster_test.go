@@ -115,6 +115,18 @@ func (s *shardExporter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	s.served.Add(1)
 }
 
+// startShardSender serves shard on 127.0.0.1 and starts a Prometheus agent
+// that scrapes it and remote-writes to gw.
+func startShardSender(t testing.TB, shard *shardExporter, gw *cardinal) *promtest.Prometheus {
+	srv := httptest.NewServer(shard)
+	t.Cleanup(srv.Close)
+	return promtest.Start(t, promtest.Options{
+		Agent:          true,
+		ScrapeTargets:  []string{strings.TrimPrefix(srv.URL, "http://")},
+		RemoteWriteURL: gw.URL + "/api/v1/write",
+	})
+}
+
 // freeAddrs returns n distinct free loopback addresses.
 func freeAddrs(t testing.TB, n int) []string {
 	var out []string
@@ -189,13 +201,7 @@ limits:
 	}
 	senders := make([]*promtest.Prometheus, replicas)
 	for i := range replicas {
-		srv := httptest.NewServer(shards[i])
-		t.Cleanup(srv.Close)
-		senders[i] = promtest.Start(t, promtest.Options{
-			Agent:          true,
-			ScrapeTargets:  []string{strings.TrimPrefix(srv.URL, "http://")},
-			RemoteWriteURL: gws[i].URL + "/api/v1/write",
-		})
+		senders[i] = startShardSender(t, shards[i], gws[i])
 	}
 	ctx := context.Background()
 	t.Logf("processes up after %v", time.Since(start).Round(time.Millisecond))
@@ -443,13 +449,7 @@ external_labels:
   cardinal_shard: ${POD_NAME}
 `, receiver.WriteURL(), meshgen.DefaultAllowlist))
 		gws = append(gws, gw)
-		srv := httptest.NewServer(shards[i])
-		t.Cleanup(srv.Close)
-		senders = append(senders, promtest.Start(t, promtest.Options{
-			Agent:          true,
-			ScrapeTargets:  []string{strings.TrimPrefix(srv.URL, "http://")},
-			RemoteWriteURL: gw.URL + "/api/v1/write",
-		}))
+		senders = append(senders, startShardSender(t, shards[i], gw))
 	}
 	ctx := context.Background()
 	var counters map[string]float64

@@ -133,12 +133,11 @@ func (g *Gateway) WorkloadOwner(workload string) string {
 	if g.cluster == nil {
 		return ""
 	}
-	v := g.cluster.View()
-	key := xxhash.Sum64String(workload)
 	if workload == limiter.UnknownWorkload {
-		return ""
+		return "" // owned by metric name, not as one workload
 	}
-	return v.Members[v.Owner(key)]
+	v := g.cluster.View()
+	return v.Members[v.Owner(xxhash.Sum64String(workload))]
 }
 
 // claimed decides where a series whose ownership key is key goes: it
@@ -195,16 +194,15 @@ func (g *Gateway) peerTimeout() time.Duration {
 	return time.Duration(g.state.Load().cfg.Downstream.Timeout) + 5*time.Second
 }
 
-// sendParts starts forwarding every non-empty part; waitParts waits.
-func (g *Gateway) sendParts(ctx context.Context, ws *workspace, md []wire.Metadata) bool {
+// sendParts starts forwarding every non-empty part; clusterResult waits
+// for their answers.
+func (g *Gateway) sendParts(ctx context.Context, ws *workspace, md []wire.Metadata) {
 	cw := &ws.cluster
-	any := false
 	for i := range cw.parts {
 		p := &cw.parts[i]
 		if len(p.req.Series) == 0 {
 			continue
 		}
-		any = true
 		// Metadata is small and says how the owner merges: every part
 		// carries the request's.
 		p.req.Metadata = md
@@ -218,7 +216,6 @@ func (g *Gateway) sendParts(ctx context.Context, ws *workspace, md []wire.Metada
 			p.out = g.forwarder.Send(pctx, p.member, cw.route, p.body, p.samples)
 		}()
 	}
-	return any
 }
 
 // clusterResult folds the parts' answers into the request's: the samples

@@ -642,18 +642,16 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	g.metrics.droppedLimit.Add(float64(res.Folded))
 	g.metrics.droppedMerged.Add(float64(res.Merged - res.Folded))
 
-	if g.cluster != nil {
-		if sent := g.sendParts(ctx, ws, req.Metadata); sent || ws.cluster.arriving+ws.cluster.down > 0 {
-			err := g.deliverLocal(ctx, st, ws, req, &res)
-			err = g.clusterResult(ws, &res, err)
-			g.metrics.forwardedPeers.Add(float64(res.ToPeers))
-			return res, g.checkViewKept(ws, &res, err)
-		}
+	if g.cluster == nil {
 		err := g.deliverLocal(ctx, st, ws, req, &res)
-		return res, g.checkViewKept(ws, &res, err)
+		return res, err
 	}
+	// The other owners' parts go out while this replica delivers its own.
+	g.sendParts(ctx, ws, req.Metadata)
 	err := g.deliverLocal(ctx, st, ws, req, &res)
-	return res, err
+	err = g.clusterResult(ws, &res, err)
+	g.metrics.forwardedPeers.Add(float64(res.ToPeers))
+	return res, g.checkViewKept(ws, &res, err)
 }
 
 // deliverLocal forwards what route left of req downstream.
