@@ -99,6 +99,14 @@ type Scratch struct {
 	symbols  wire.SymbolTable
 	v2       bool          // the delivery in progress encodes 2.0
 	one      []wire.Series // a series sent again without exemplars
+
+	// Verbatim, when set, is a compressed remote write 1.0 body that says
+	// exactly what the request does (wire.Request.Original of a request
+	// that is Plain and that nothing changed). Deliver's fast path sends it
+	// as it is, without encoding and compressing the request again, unless
+	// the delivery is 2.0; a split encodes the request as usual. Deliver
+	// clears it before it returns.
+	Verbatim []byte
 }
 
 // part is a range [lo, hi) of a request's items: item 0 is the request's
@@ -178,6 +186,7 @@ func Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, 
 func (m *DeliverMetrics) Deliver(ctx context.Context, t Target, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
 	s, vs := t.Body, t.V2
 	sc.v2 = vs != nil && vs.SendsV2()
+	defer func() { sc.Verbatim = nil }()
 	rep, err := m.deliver(ctx, s, vs, req, sc, onReject)
 	if errors.Is(err, ErrFellBack) {
 		// Slow path, once per Client: the downstream stored nothing of
@@ -260,7 +269,14 @@ func (m *DeliverMetrics) deliver(ctx context.Context, s BodySender, vs V2Sender,
 	}
 
 	// Fast path: the whole request in one body.
-	err := sc.send(ctx, s, vs, req, 0, len(req.Series), meta == 1)
+	var err error
+	verbatim := sc.Verbatim != nil && !sc.v2
+	if verbatim {
+		m.countVerbatim()
+		err = s.Send(ctx, sc.Verbatim)
+	} else {
+		err = sc.send(ctx, s, vs, req, 0, len(req.Series), meta == 1)
+	}
 	if sc.v2 {
 		m.countUnsendable(sc.symbols.Unsendable)
 	}
@@ -273,6 +289,10 @@ func (m *DeliverMetrics) deliver(ctx context.Context, s BodySender, vs V2Sender,
 	e, ok := rejection(err)
 	if !ok {
 		return rep, err
+	}
+	if verbatim {
+		// The split below compares its bodies with this one's encoding.
+		sc.encode(req, 0, len(req.Series), meta == 1)
 	}
 
 	// Slow path: isolate what the downstream refuses.

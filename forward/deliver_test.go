@@ -855,3 +855,81 @@ cardinal_forward_split_requests_total 2
 		t.Error(err)
 	}
 }
+
+// firstBody is a BodySender that keeps the first body it is sent and
+// passes every body on to d.
+type firstBody struct {
+	d     *downstream
+	first []byte
+}
+
+func (f *firstBody) Send(ctx context.Context, body []byte) error {
+	if f.first == nil {
+		f.first = body
+	}
+	return f.d.Send(ctx, body)
+}
+
+// TestDeliverVerbatim: a Verbatim body is what the fast path sends, as it
+// is; when the downstream refuses it, the split encodes the request and
+// isolates the poisoned series as it would have. A 2.0 delivery encodes
+// whatever Verbatim says. Deliver clears Verbatim.
+func TestDeliverVerbatim(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		poison func(i int) string
+	}{
+		{"clean", none},
+		{"poisoned", only("ooo", 7)},
+		{"two poisoned", only("dup", 3, 40)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDownstream(t)
+			m, err := NewDeliverMetrics(prometheus.NewPedanticRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			specs := specsFor(64, tc.poison)
+			req, pb := buildRequest(t, specs, prompb.MetricMetadata{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "istio_requests_total"})
+			raw, err := pb.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			verbatim := snappy.Encode(nil, raw)
+			sc := Scratch{Verbatim: verbatim}
+			f := &firstBody{d: d}
+			rj := &rejections{t: t}
+			rep, err := m.Deliver(testCtx(t), NewTarget(f), req, &sc, rj.add)
+			if err != nil {
+				t.Fatalf("Deliver: %v", err)
+			}
+			if len(f.first) == 0 || &f.first[0] != &verbatim[0] {
+				t.Fatal("the first body sent is not the Verbatim one")
+			}
+			if sc.Verbatim != nil {
+				t.Fatal("Verbatim is still set after Deliver")
+			}
+			if got := testutil.ToFloat64(m.verbatim); got != 1 {
+				t.Fatalf("verbatim_requests_total = %v, want 1", got)
+			}
+			checkDelivery(t, d, specs, rep, rj.list)
+		})
+	}
+	t.Run("2.0", func(t *testing.T) {
+		d := newDownstream(t)
+		d.speaksV2 = true
+		c := newDownstreamClient(t, d, Options{Protocol: ProtocolV2})
+		specs := specsFor(8, none)
+		req, _ := buildRequest(t, specs)
+		// A body that is not this request: a 2.0 delivery must not send it.
+		sc := Scratch{Verbatim: []byte("not a body")}
+		rep, err := Deliver(testCtx(t), c, req, &sc, nil)
+		if err != nil {
+			t.Fatalf("Deliver: %v", err)
+		}
+		if d.v2Bodies != 0 || rep.DeliveredSeries != 8 || sc.Verbatim != nil {
+			t.Fatalf("2.0 delivery: %+v, %d bodies refused, Verbatim %q", rep, d.v2Bodies, sc.Verbatim)
+		}
+	})
+}

@@ -100,6 +100,7 @@ type DeliverMetrics struct {
 	splits           prometheus.Counter
 	v2Exemplars      prometheus.Counter
 	refusedExemplars prometheus.Counter
+	verbatim         prometheus.Counter
 	rejectedSeries   [numReasons]prometheus.Counter // by reasonIndex, resolved once
 	rejectedSamples  [numReasons]prometheus.Counter
 }
@@ -147,8 +148,15 @@ func NewDeliverMetrics(reg prometheus.Registerer) (*DeliverMetrics, error) {
 		Name: "cardinal_forward_refused_exemplars_total",
 		Help: "Exemplars the downstream refused (e.g. out of order) while it took their series' samples, which were sent again without them.",
 	})
+	verbatim := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cardinal_forward_verbatim_requests_total",
+		Help: "Requests forwarded in the body they came in, without encoding or compressing them again, because no rule, cap, merge or validation changed anything in them.",
+	})
 	if reg != nil {
 		var err error
+		if verbatim, err = register(reg, verbatim); err != nil {
+			return nil, err
+		}
 		if splits, err = register(reg, splits); err != nil {
 			return nil, err
 		}
@@ -165,7 +173,7 @@ func NewDeliverMetrics(reg prometheus.Registerer) (*DeliverMetrics, error) {
 			return nil, err
 		}
 	}
-	m := &DeliverMetrics{splits: splits, v2Exemplars: v2Exemplars, refusedExemplars: refusedEx}
+	m := &DeliverMetrics{splits: splits, v2Exemplars: v2Exemplars, refusedExemplars: refusedEx, verbatim: verbatim}
 	for _, r := range [...]string{ReasonOutOfOrder, ReasonDuplicate, ReasonOutOfBounds, ReasonTooLarge, ReasonInvalid} {
 		i := reasonIndex(r)
 		m.rejectedSeries[i] = series.WithLabelValues(r)
@@ -183,6 +191,12 @@ func (m *DeliverMetrics) countUnsendable(n int) {
 func (m *DeliverMetrics) countRefusedExemplars(n int) {
 	if m != nil && n > 0 {
 		m.refusedExemplars.Add(float64(n))
+	}
+}
+
+func (m *DeliverMetrics) countVerbatim() {
+	if m != nil {
+		m.verbatim.Inc()
 	}
 }
 

@@ -179,6 +179,8 @@ type workspace struct {
 	// forwarded by one.
 	cluster  clusterWork
 	fromPeer bool
+	// unchanged: route left every series of the request as it came.
+	unchanged bool
 }
 
 // Rejected describes the series the downstream refused on their own.
@@ -663,6 +665,10 @@ func (g *Gateway) deliverLocal(ctx context.Context, st *state, ws *workspace, re
 		return nil
 	}
 	ws.rejected = Rejected{}
+	if ws.unchanged && req.Plain() && req.Original != nil {
+		// Nothing to encode: the body the sender wrote says it all.
+		ws.fwd.Verbatim = req.Original
+	}
 	rep, err := g.delivery.Deliver(ctx, st.target, req, &ws.fwd, ws.onReject)
 	res.Forwarded = rep.DeliveredSamples
 	res.Rejected = ws.rejected
@@ -684,8 +690,10 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	if prog.Len() == 0 && !limits && trace == nil && es == nil && !g.merger.HasMerged() && g.cluster == nil {
 		// Without rules, caps or trace labels no two series can collapse
 		// into one. (Outputs merged under earlier rules still must be.)
+		ws.unchanged = true
 		return
 	}
+	ws.unchanged = false
 	now := g.now()
 	nowMs := now.UnixMilli()
 	nowSec := g.limiter.Clock()
@@ -698,6 +706,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		g.merger.SetEpoch(est.EpochStart(nowMs))
 	}
 	out := req.Series[:0]
+	passed := 0
 	for i := range req.Series {
 		s := req.Series[i]
 		ws.grpOK = false
@@ -712,6 +721,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 				continue
 			case knownPass:
 				out = append(out, s)
+				passed++
 				continue
 			}
 		}
@@ -847,6 +857,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		}
 		out = append(out, s)
 	}
+	// Only a series that passed from the route cache is known to be as
+	// it came: the full path may rewrite any series.
+	ws.unchanged = passed == len(req.Series)
 	clear(req.Series[len(out):])
 	req.Series = out
 }

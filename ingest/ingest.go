@@ -268,6 +268,9 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	if herr := decode(&ws.req, msg, ws.raw); herr != nil {
 		return herr
 	}
+	// ws.body stays as it is until the request is answered: a request
+	// that the pipeline leaves unchanged goes downstream as it came.
+	ws.req.Original = ws.body
 	if h.adm != nil {
 		// The model's real size: a 2.0 request decodes into several times
 		// its own size, which the estimate from the body did not know.

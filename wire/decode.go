@@ -28,6 +28,7 @@ func malformed(format string, args ...any) error {
 func (r *Request) Unmarshal(src []byte) error {
 	r.Reset()
 	r.exemplarOnly = 0
+	r.plain = true
 	for i := 0; i < len(src); {
 		num, wt, next, err := readTag(src, i)
 		if err != nil {
@@ -58,6 +59,7 @@ func (r *Request) Unmarshal(src []byte) error {
 				return malformed("metadata %d: %s", len(r.Metadata), err)
 			}
 		default:
+			r.plain = false
 			if i, err = skipField(src, i, wt); err != nil {
 				return malformed("%s", fieldError(num, err))
 			}
@@ -96,6 +98,7 @@ func (r *Request) unmarshalSeries(src []byte) error {
 			}
 		}
 		// Slow path: any other field or layout.
+		r.plain = false
 		num, wt, i, err := readTag(src, 0)
 		if err != nil {
 			return fieldError(num, err)
@@ -361,6 +364,7 @@ func (r *Request) unmarshalMetadata(src []byte) error {
 				m.Unit = b
 			}
 		default:
+			r.plain = false
 			if i, err = skipField(src, i, wt); err != nil {
 				return fieldError(num, err)
 			}

@@ -194,7 +194,28 @@ type Request struct {
 	exemplarOnly int
 	foldIndex    map[uint64]int32
 	hashBuf      []byte
+
+	// plain: see Plain.
+	plain bool
+
+	// Original is the body the request was decoded from, still compressed
+	// as it came, when the caller keeps it unchanged until it is done with
+	// the request; nil otherwise. Reset clears it. A request that is Plain
+	// and that no stage changed means to the downstream exactly what
+	// Original says, so it can be forwarded as it came instead of being
+	// encoded and compressed again.
+	Original []byte
 }
+
+// Plain reports whether r was decoded from a remote write 1.0 body that
+// holds nothing but what MarshalAppend writes, and that Sanitize left as
+// it was: series of labels and float samples, each read by the decoder's
+// fast path, and metadata, with no unknown field anywhere (an unknown
+// field may mean something to a downstream that extends the format, and
+// the encoder would not carry it). Exemplars and native histograms make a
+// request not plain. Changes made by later stages are the caller's to
+// track.
+func (r *Request) Plain() bool { return r.plain }
 
 // Reset empties r and keeps its capacity for reuse.
 //
@@ -214,6 +235,8 @@ func (r *Request) Reset() {
 	r.histograms = r.histograms[:0]
 	r.symbols = r.symbols[:0]
 	r.asciiSymbols = false
+	r.plain = false
+	r.Original = nil
 }
 
 // Counts returns the number of float samples, histogram samples and

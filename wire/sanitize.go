@@ -126,6 +126,7 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 		s := r.Series[i]
 		if s.invalid != 0 {
 			// Slow path: the 2.0 decoder found it unusable.
+			r.plain = false
 			stats.drop(InvalidReason(s.invalid-1), &s, nil)
 			continue
 		}
@@ -136,6 +137,7 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 			// Slow path: unsorted labels or empty values. The decoded
 			// bytes are no longer the canonical form of the labels.
 			s.rawLabels = nil
+			r.plain = false
 			s.Labels = dropEmptyValues(s.Labels)
 			slices.SortFunc(s.Labels, CompareLabelNames)
 			reason, ok, _ = checkSorted(s.Labels, false)
@@ -147,6 +149,7 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 			}
 		}
 		if !ok {
+			r.plain = false
 			stats.drop(reason, &s, err)
 			continue
 		}

@@ -570,6 +570,11 @@ func FuzzUnmarshal(f *testing.F) {
 		if err := sameAsPrompb(&r, &pb); err != nil {
 			t.Fatalf("decoded differently from gogo: %v", err)
 		}
+		if r.Plain() {
+			if err := plainReference(&pb); err != nil {
+				t.Fatalf("Plain, but %v", err)
+			}
+		}
 		stripUnknown(&pb)
 		want := mustMarshal(t, &pb)
 		var back prompb.WriteRequest
@@ -579,7 +584,151 @@ func FuzzUnmarshal(f *testing.F) {
 		if got := mustMarshal(t, &back); !bytes.Equal(got, want) {
 			t.Fatalf("re-encoding changed the request\n got %x\nwant %x", got, want)
 		}
+		// Still plain after Sanitize: src means to gogo exactly what the
+		// encoder writes for what is left, so it may stand in for it.
+		var stats SanitizeStats
+		r.Sanitize(&stats)
+		if r.Plain() {
+			var sane prompb.WriteRequest
+			if err := sane.Unmarshal(r.MarshalAppend(nil)); err != nil {
+				t.Fatal(err)
+			}
+			if got := mustMarshal(t, &sane); !bytes.Equal(got, want) {
+				t.Fatalf("plain after Sanitize, but src means something else than its sanitized encoding\n got %x\nwant %x", got, want)
+			}
+		}
 	})
+}
+
+// plainReference checks gogo's decoding of a body Cardinal calls plain:
+// no unknown field anywhere, and nothing but labels, float samples and
+// metadata.
+func plainReference(pb *prompb.WriteRequest) error {
+	if len(pb.XXX_unrecognized) > 0 {
+		return fmt.Errorf("the request has unknown fields %x", pb.XXX_unrecognized)
+	}
+	for i, ts := range pb.Timeseries {
+		if len(ts.XXX_unrecognized) > 0 || len(ts.Exemplars) > 0 || len(ts.Histograms) > 0 {
+			return fmt.Errorf("series %d has unknown fields %x, %d exemplars, %d histograms", i, ts.XXX_unrecognized, len(ts.Exemplars), len(ts.Histograms))
+		}
+		for _, l := range ts.Labels {
+			if len(l.XXX_unrecognized) > 0 {
+				return fmt.Errorf("a label of series %d has unknown fields %x", i, l.XXX_unrecognized)
+			}
+		}
+		for _, smp := range ts.Samples {
+			if len(smp.XXX_unrecognized) > 0 {
+				return fmt.Errorf("a sample of series %d has unknown fields %x", i, smp.XXX_unrecognized)
+			}
+		}
+	}
+	for i, m := range pb.Metadata {
+		if len(m.XXX_unrecognized) > 0 {
+			return fmt.Errorf("metadata %d has unknown fields %x", i, m.XXX_unrecognized)
+		}
+	}
+	return nil
+}
+
+// seriesWithUnknownField is a timeseries field, as a WriteRequest holds it,
+// of a valid series followed by field 5 (a varint), which TimeSeries lacks.
+func seriesWithUnknownField(t *testing.T) []byte {
+	ts := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "x"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}}
+	body, err := ts.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = append(body, 0x28, 0x01)
+	return append([]byte{0x0a, byte(len(body))}, body...)
+}
+
+// TestPlain: the requests senders write are plain, and stay so through
+// Sanitize when they are valid; anything the encoder would not write, or
+// that Sanitize changes, makes a request not plain.
+func TestPlain(t *testing.T) {
+	valid := func() *prompb.WriteRequest {
+		return &prompb.WriteRequest{
+			Timeseries: []prompb.TimeSeries{
+				{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1000}, {Value: 2, Timestamp: 2000}}},
+				{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "b"}}, Samples: []prompb.Sample{{Value: 0.5, Timestamp: 1000}}},
+			},
+			Metadata: []prompb.MetricMetadata{{Type: prompb.MetricMetadata_GAUGE, MetricFamilyName: "up", Help: "Up."}},
+		}
+	}
+	plain := func(pb *prompb.WriteRequest, tail ...byte) (decoded, sanitized bool) {
+		t.Helper()
+		var r Request
+		if err := r.Unmarshal(append(mustMarshal(t, pb), tail...)); err != nil {
+			t.Fatal(err)
+		}
+		decoded = r.Plain()
+		var stats SanitizeStats
+		r.Sanitize(&stats)
+		return decoded, r.Plain()
+	}
+	if d, s := plain(valid()); !d || !s {
+		t.Fatalf("a valid request of labels, samples and metadata: plain %v, after Sanitize %v; want both", d, s)
+	}
+	if d, s := plain(&prompb.WriteRequest{}); !d || !s {
+		t.Fatal("an empty request is not plain")
+	}
+	rng := rand.New(rand.NewPCG(41, 42))
+	for i := range 200 {
+		pb := randomRequest(rng, 1+rng.IntN(5), true)
+		hasMore := false
+		for j := range pb.Timeseries {
+			ts := &pb.Timeseries[j]
+			hasMore = hasMore || len(ts.Exemplars) > 0 || len(ts.Histograms) > 0
+			for _, smp := range ts.Samples {
+				// A zero field is left out, and the decoder's fast path
+				// wants both.
+				hasMore = hasMore || smp.Timestamp == 0 || smp.Value == 0 && !math.Signbit(smp.Value)
+			}
+			for _, l := range ts.Labels {
+				hasMore = hasMore || len(l.Name) == 0 || len(l.Value) == 0 || len(l.Name) >= 128 || len(l.Value) >= 128
+			}
+		}
+		if d, _ := plain(pb); d == hasMore {
+			t.Fatalf("random request %d: plain %v, but it has exemplars, histograms or fields the fast path does not read: %v", i, d, hasMore)
+		}
+	}
+	notPlain := map[string]struct {
+		pb   *prompb.WriteRequest
+		tail []byte
+		// decoded: the decoder already says not plain (else Sanitize does).
+		decoded bool
+	}{
+		"unknown request field":  {valid(), []byte{0x58, 0x01}, true},
+		"unknown series field":   {valid(), seriesWithUnknownField(t), true},
+		"unknown metadata field": {valid(), []byte{0x1a, 0x02, 0x30, 0x01}, true},
+		"exemplar": {func() *prompb.WriteRequest {
+			pb := valid()
+			pb.Timeseries[0].Exemplars = []prompb.Exemplar{{Value: 1, Timestamp: 1}}
+			return pb
+		}(), nil, true},
+		"unsorted labels": {func() *prompb.WriteRequest {
+			pb := valid()
+			ls := pb.Timeseries[1].Labels
+			ls[0], ls[1] = ls[1], ls[0]
+			return pb
+		}(), nil, false},
+		"empty value": {func() *prompb.WriteRequest {
+			pb := valid()
+			pb.Timeseries[0].Labels = append(pb.Timeseries[0].Labels, prompb.Label{Name: "zone", Value: ""})
+			return pb
+		}(), nil, true},
+		"no metric name": {func() *prompb.WriteRequest {
+			pb := valid()
+			pb.Timeseries[0].Labels = pb.Timeseries[0].Labels[1:]
+			return pb
+		}(), nil, false},
+	}
+	for name, c := range notPlain {
+		d, s := plain(c.pb, c.tail...)
+		if s || d == c.decoded {
+			t.Errorf("%s: plain %v, after Sanitize %v; want %v, false", name, d, s, !c.decoded)
+		}
+	}
 }
 
 // stripUnknown drops the unknown fields gogo keeps; Cardinal skips them, as

@@ -1,0 +1,170 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/wire"
+)
+
+// keptBodies keeps every body it is given, as it was given.
+type keptBodies struct {
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func (s *keptBodies) Send(_ context.Context, body []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bodies = append(s.bodies, body)
+	return nil
+}
+
+func (s *keptBodies) Close() {}
+
+// last returns the last body and what prompb decodes from it.
+func (s *keptBodies) last(t *testing.T) ([]byte, *prompb.WriteRequest) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.bodies) == 0 {
+		t.Fatal("nothing was sent")
+	}
+	body := s.bodies[len(s.bodies)-1]
+	raw, err := snappy.Decode(nil, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pb prompb.WriteRequest
+	if err := pb.Unmarshal(raw); err != nil {
+		t.Fatal(err)
+	}
+	return body, &pb
+}
+
+// sameArray reports whether a and b start at the same byte of memory: the
+// body was handed on, not rebuilt.
+func sameArray(a, b []byte) bool {
+	return len(a) > 0 && len(b) > 0 && &a[0] == &b[0]
+}
+
+// TestUnchangedRequestsGoDownstreamAsTheyCame: a remote write 1.0 request
+// whose every series passes from the route cache unchanged is forwarded in
+// the body it came in; one that any stage changed, or whose body holds
+// something the encoder would not write, is encoded again. Either way the
+// downstream decodes what the gateway meant to send.
+func TestUnchangedRequestsGoDownstreamAsTheyCame(t *testing.T) {
+	sender := &keptBodies{}
+	g, reg := newTestGateway(t, passConfig, &recordingSender{})
+	setSender(g, sender)
+	meta := []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "req_total", Help: "Requests."}}
+	scrape := func(step int, extra ...prompb.TimeSeries) *prompb.WriteRequest {
+		pb := &prompb.WriteRequest{Metadata: meta}
+		for i := range 50 {
+			s := series("req_total", "app", fmt.Sprintf("a%d", i%5), "instance", fmt.Sprintf("10.0.0.%d:80", i), "namespace", "n")
+			s.Samples = []prompb.Sample{{Value: float64(step*100 + i), Timestamp: int64(step) * 15_000}}
+			pb.Timeseries = append(pb.Timeseries, s)
+		}
+		pb.Timeseries = append(pb.Timeseries, extra...)
+		return pb
+	}
+	// process sends raw (a 1.0 body, with tail appended before
+	// compression) as ingest does, and reports whether the body that went
+	// downstream is the one that came.
+	process := func(pb *prompb.WriteRequest, tail ...byte) (verbatim bool, got *prompb.WriteRequest) {
+		t.Helper()
+		raw, err := pb.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw = append(raw, tail...)
+		var req wire.Request
+		if err := req.Unmarshal(raw); err != nil {
+			t.Fatal(err)
+		}
+		req.Original = snappy.Encode(nil, raw)
+		if _, err := g.Process(context.Background(), &req); err != nil {
+			t.Fatal(err)
+		}
+		body, got := sender.last(t)
+		return sameArray(body, req.Original), got
+	}
+	verbatimCount := func() float64 {
+		return metricValue(t, reg, "cardinal_forward_verbatim_requests_total", "")
+	}
+
+	if v, _ := process(scrape(1)); v {
+		t.Fatal("first scrape forwarded as it came: it took the full path, which may rewrite series")
+	}
+	want := scrape(2)
+	v, got := process(want)
+	if !v {
+		t.Fatal("second scrape of unchanged series was encoded again, want it forwarded as it came")
+	}
+	if !slices.EqualFunc(got.Timeseries, want.Timeseries, func(a, b prompb.TimeSeries) bool { return a.String() == b.String() }) ||
+		len(got.Metadata) != 1 || got.Metadata[0].Help != "Requests." {
+		t.Fatalf("downstream decoded %v, want %v", got, want)
+	}
+	if n := verbatimCount(); n != 1 {
+		t.Fatalf("cardinal_forward_verbatim_requests_total = %v, want 1", n)
+	}
+
+	// A series the rules change (pod dropped): the request is rebuilt.
+	changed := series("req_total", "app", "a0", "instance", "10.9.9.9:80", "namespace", "n", "pod", "p")
+	changed.Samples = []prompb.Sample{{Value: 7, Timestamp: 3 * 15_000}}
+	if v, got := process(scrape(3, changed)); v {
+		t.Fatal("a request with a series the rules change went as it came")
+	} else {
+		for _, ts := range got.Timeseries {
+			for _, l := range ts.Labels {
+				if l.Name == "pod" {
+					t.Fatalf("downstream got the dropped label: %v", ts)
+				}
+			}
+		}
+	}
+
+	// Bodies that decode to the same series but hold what the encoder
+	// would not write, or that Sanitize must change.
+	unknown := []byte{0x58, 0x01} // field 11, varint 1: no field of WriteRequest
+	if v, got := process(scrape(4), unknown...); v {
+		t.Fatal("a body with an unknown field went as it came")
+	} else if len(got.Timeseries) != 50 {
+		t.Fatalf("downstream got %d series, want 50", len(got.Timeseries))
+	}
+	unsorted := scrape(5)
+	ls := unsorted.Timeseries[0].Labels
+	ls[0], ls[1] = ls[1], ls[0]
+	if v, _ := process(unsorted); v {
+		t.Fatal("a body with unsorted labels went as it came")
+	}
+	empty := scrape(6)
+	empty.Timeseries[1].Labels = append(empty.Timeseries[1].Labels, prompb.Label{Name: "zone", Value: ""})
+	if v, _ := process(empty); v {
+		t.Fatal("a body with an empty label value went as it came")
+	}
+	invalid := scrape(7, prompb.TimeSeries{Labels: []prompb.Label{{Name: "app", Value: "no-name"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}})
+	if v, got := process(invalid); v {
+		t.Fatal("a body with a series Sanitize drops went as it came")
+	} else if len(got.Timeseries) != 50 {
+		t.Fatalf("downstream got %d series, want the 50 valid ones", len(got.Timeseries))
+	}
+	withExemplar := scrape(8)
+	withExemplar.Timeseries[2].Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "t"}}, Value: 1, Timestamp: 8 * 15_000}}
+	if v, _ := process(withExemplar); v {
+		t.Fatal("a body with an exemplar went as it came")
+	}
+	// And back to plain scrapes: as they came again.
+	if v, _ := process(scrape(9)); !v {
+		t.Fatal("a plain scrape after the others was encoded again")
+	}
+	if n := verbatimCount(); n != 2 {
+		t.Fatalf("cardinal_forward_verbatim_requests_total = %v, want 2", n)
+	}
+}
