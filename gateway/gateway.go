@@ -181,6 +181,15 @@ type workspace struct {
 	fromPeer bool
 	// unchanged: route left every series of the request as it came.
 	unchanged bool
+	// The request's input hashes, what the route cache knows of them, and
+	// the cache's scratch space (see routeCache.getAll).
+	ins    []uint64
+	cached []cachedRoute
+	order  []int32
+	// The known inputs and their outputs, for merge.Merger.Prefetch, and
+	// what it read.
+	known, knownOuts, knownLim []uint64
+	sink                       uint64
 }
 
 // Rejected describes the series the downstream refused on their own.
@@ -705,18 +714,51 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	if est := g.est.est.Load(); es != nil && est != nil {
 		g.merger.SetEpoch(est.EpochStart(nowMs))
 	}
+	// Every input's identity, and what the route cache knows of it, up
+	// front: looked up together, the cache's misses overlap.
+	ws.ins = ws.ins[:0]
+	for i := range req.Series {
+		var in uint64
+		in, ws.hashBuf = req.Series[i].InputHash(ws.hashBuf)
+		ws.ins = append(ws.ins, in)
+	}
+	if !ws.cluster.skipCache {
+		ws.cached, ws.order = g.routes.getAll(ws.ins, nowSec, ws.cached, ws.order)
+		// And the merger's state of the known ones, likewise.
+		// And the limiter's and the merger's state of the inputs that
+		// pass through, likewise: each has an output of its own, which no
+		// other series of the request has brought into the cache. (The
+		// outputs of absorbed inputs are shared by many: prefetching them
+		// would only repeat the lookups.)
+		ws.known, ws.knownOuts, ws.knownLim = ws.known[:0], ws.knownOuts[:0], ws.knownLim[:0]
+		for i := range ws.cached {
+			if c := &ws.cached[i]; c.ok && c.r.pass() {
+				ws.known = append(ws.known, ws.ins[i])
+				ws.knownOuts = append(ws.knownOuts, c.r.outHash)
+				ws.knownLim = append(ws.knownLim, c.r.limiterHash)
+			}
+		}
+		var sink uint64
+		if limits {
+			ws.order, sink = g.limiter.Prefetch(ws.knownLim, ws.order)
+			ws.sink += sink
+		}
+		ws.order, sink = g.merger.Prefetch(ws.known, ws.knownOuts, ws.order)
+		ws.sink += sink
+	}
 	out := req.Series[:0]
 	passed := 0
 	for i := range req.Series {
 		s := req.Series[i]
 		ws.grpOK = false
 		n := len(s.Samples) + len(s.Histograms)
-		var in, outHash uint64
-		in, ws.hashBuf = s.InputHash(ws.hashBuf)
+		in, outHash := ws.ins[i], uint64(0)
 		// Fast path: an input the merger already absorbs, that another
-		// replica owns, or that passes through as it came.
-		if !ws.cluster.skipCache {
-			switch g.routeKnown(st, ws, in, &s, n, nowSec, nowMs, res) {
+		// replica owns, or that passes through as it came. (A route the
+		// cache gave before an earlier series of this request changed it
+		// is confirmed like any other: routes are hints.)
+		if !ws.cluster.skipCache && ws.cached[i].ok {
+			switch g.routeKnown(st, ws, in, ws.cached[i].r, &s, n, nowSec, nowMs, res) {
 			case knownDone:
 				continue
 			case knownPass:
@@ -876,9 +918,8 @@ const (
 // input goes and the limiter and the merger confirm it; it reports which
 // (knownMiss when it did nothing). s.Labels are still the input's: nothing
 // here needs the output's labels.
-func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, s *wire.Series, n int, nowSec uint32, nowMs int64, res *Result) int {
-	r, ok := g.routes.get(in, nowSec)
-	if !ok || !r.current(st.gen) {
+func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, r route, s *wire.Series, n int, nowSec uint32, nowMs int64, res *Result) int {
+	if !r.current(st.gen) {
 		return knownMiss
 	}
 	if r.peer() {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/cardinal-gateway/cardinal/internal/u64table"
@@ -53,9 +54,15 @@ func newRouteCache() *routeCache { return &routeCache{} }
 func (c *routeCache) get(in uint64, now uint32) (route, bool) {
 	sh := &c.shards[in%routeShards]
 	sh.mu.Lock()
+	r, ok := sh.lookup(in, now)
+	sh.mu.Unlock()
+	return r, ok
+}
+
+// lookup is get under sh.mu.
+func (sh *routeShard) lookup(in uint64, now uint32) (route, bool) {
 	v := sh.routes.Ptr(in)
 	if v == nil {
-		sh.mu.Unlock()
 		return route{}, false
 	}
 	// last-seen only feeds the sweep, which is coarse: refreshing it every
@@ -69,9 +76,51 @@ func (c *routeCache) get(in uint64, now uint32) (route, bool) {
 	if v.meta&(1<<32) != 0 {
 		limiterHash = sh.folded[in]
 	}
-	r := v.route(limiterHash)
-	sh.mu.Unlock()
-	return r, true
+	return v.route(limiterHash), true
+}
+
+// cachedRoute is one answer of getAll.
+type cachedRoute struct {
+	r  route
+	ok bool
+}
+
+// getAll looks up every input of ins as get does: out[i] is what get(ins[i])
+// returns, out grown to len(ins). It takes each shard's lock once, not once
+// per input, and the lookups under one lock do not depend on one another,
+// so that the processor overlaps their cache misses: with hundreds of
+// thousands of routes, nearly every lookup is one. order is scratch space;
+// both slices are returned for reuse.
+func (c *routeCache) getAll(ins []uint64, now uint32, out []cachedRoute, order []int32) ([]cachedRoute, []int32) {
+	// A counting sort of the inputs by shard.
+	var start [routeShards + 1]int32
+	for _, in := range ins {
+		start[in%routeShards+1]++
+	}
+	for i := 1; i <= routeShards; i++ {
+		start[i] += start[i-1]
+	}
+	next := start
+	order = slices.Grow(order[:0], len(ins))[:len(ins)]
+	for i, in := range ins {
+		s := in % routeShards
+		order[next[s]] = int32(i)
+		next[s]++
+	}
+	out = slices.Grow(out[:0], len(ins))[:len(ins)]
+	for s := range routeShards {
+		lo, hi := start[s], start[s+1]
+		if lo == hi {
+			continue
+		}
+		sh := &c.shards[s]
+		sh.mu.Lock()
+		for _, i := range order[lo:hi] {
+			out[i].r, out[i].ok = sh.lookup(ins[i], now)
+		}
+		sh.mu.Unlock()
+	}
+	return out, order
 }
 
 // seenStep is how stale an entry's seen may get, in seconds.

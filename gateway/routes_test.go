@@ -260,3 +260,52 @@ func TestRouteCacheAgreesWithMap(t *testing.T) {
 		t.Fatal("clear kept an entry")
 	}
 }
+
+// TestGetAllAnswersAsGet: the batched lookup gives, for every input, what
+// a lookup of its own gives, hits and misses, folded and pass routes,
+// inputs repeated, in any order.
+func TestGetAllAnswersAsGet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	a, b := newRouteCache(), newRouteCache()
+	var known []uint64
+	for i := range 3000 {
+		in := rng.Uint64()
+		var r route
+		switch i % 4 {
+		case 0:
+			r = newRoute(3, rng.Uint64(), rng.Uint64(), 100, false)
+		case 1:
+			r = newRoute(3, rng.Uint64(), rng.Uint64(), 100, true)
+		case 2:
+			r = newPassRoute(3, rng.Uint64(), 100)
+		default:
+			r = newPeerRoute(3, rng.IntN(3), 100)
+		}
+		a.put(in, r)
+		b.put(in, r)
+		known = append(known, in)
+	}
+	var out []cachedRoute
+	var order []int32
+	for round := range 5 {
+		ins := make([]uint64, 1+rng.IntN(2500))
+		for i := range ins {
+			if rng.IntN(4) == 0 {
+				ins[i] = rng.Uint64() // unknown
+			} else {
+				ins[i] = known[rng.IntN(len(known))]
+			}
+		}
+		now := uint32(100 + 20*round) // past seenStep: get refreshes seen
+		out, order = a.getAll(ins, now, out, order)
+		if len(out) != len(ins) {
+			t.Fatalf("getAll gave %d answers for %d inputs", len(out), len(ins))
+		}
+		for i, in := range ins {
+			r, ok := b.get(in, now)
+			if out[i].ok != ok || out[i].r != r {
+				t.Fatalf("round %d, input %d: getAll says %+v, %v; get says %+v, %v", round, i, out[i].r, out[i].ok, r, ok)
+			}
+		}
+	}
+}
