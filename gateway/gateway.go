@@ -183,9 +183,12 @@ type workspace struct {
 	unchanged bool
 	// The request's input hashes, what the route cache knows of them, and
 	// the cache's scratch space (see routeCache.getAll).
-	ins    []uint64
-	cached []cachedRoute
-	order  []int32
+	ins     []uint64
+	cached  []cachedRoute
+	order   []int32
+	trusted []bool
+	// looked: ins and cached line up with the request's series.
+	looked bool
 	// The known inputs and their outputs, for merge.Merger.Prefetch, and
 	// what it read.
 	known, knownOuts, knownLim []uint64
@@ -628,9 +631,6 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	st := g.state.Load()
 	g.metrics.received.Add(float64(req.NumSamples()))
 
-	req.Sanitize(&res.Invalid)
-	g.metrics.droppedInvalid.Add(float64(res.Invalid.DroppedSamples()))
-
 	ws := g.pool.Get()
 	defer g.putWorkspace(ws)
 	ws.scratch.Reset()
@@ -640,6 +640,14 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 			return res, err
 		}
 	}
+	// Inputs the route cache knows passed validation before, with these
+	// very labels: only the others are checked.
+	g.lookupRoutes(st, ws, req, false)
+	if req.SanitizeTrusted(&res.Invalid, ws.trusted) {
+		// Series moved or changed: route looks them up again.
+		ws.looked = false
+	}
+	g.metrics.droppedInvalid.Add(float64(res.Invalid.DroppedSamples()))
 	g.merger.ObserveMetadata(req.Metadata)
 
 	// The ticket ends only after the forward below: until then this
@@ -696,7 +704,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	prog, trace := st.relabel, st.trace
 	limits := g.limiter.Settings().Enabled()
 	es := st.est
-	if prog.Len() == 0 && !limits && trace == nil && es == nil && !g.merger.HasMerged() && g.cluster == nil {
+	if !g.routing(st) {
 		// Without rules, caps or trace labels no two series can collapse
 		// into one. (Outputs merged under earlier rules still must be.)
 		ws.unchanged = true
@@ -714,18 +722,13 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	if est := g.est.est.Load(); es != nil && est != nil {
 		g.merger.SetEpoch(est.EpochStart(nowMs))
 	}
-	// Every input's identity, and what the route cache knows of it, up
-	// front: looked up together, the cache's misses overlap.
-	ws.ins = ws.ins[:0]
-	for i := range req.Series {
-		var in uint64
-		in, ws.hashBuf = req.Series[i].InputHash(ws.hashBuf)
-		ws.ins = append(ws.ins, in)
+	if !ws.looked {
+		// Sanitize moved series, or route did not run when the request
+		// was looked up and runs now (an output became merged since).
+		g.lookupRoutes(st, ws, req, true)
 	}
 	if !ws.cluster.skipCache {
-		ws.cached, ws.order = g.routes.getAll(ws.ins, nowSec, ws.cached, ws.order)
-		// And the merger's state of the known ones, likewise.
-		// And the limiter's and the merger's state of the inputs that
+		// The limiter's and the merger's state of the inputs that
 		// pass through, likewise: each has an output of its own, which no
 		// other series of the request has brought into the cache. (The
 		// outputs of absorbed inputs are shared by many: prefetching them
@@ -904,6 +907,41 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	ws.unchanged = passed == len(req.Series)
 	clear(req.Series[len(out):])
 	req.Series = out
+}
+
+// routing reports whether route does anything under st: unless nothing can
+// collapse, every series is routed.
+func (g *Gateway) routing(st *state) bool {
+	return st.relabel.Len() > 0 || g.limiter.Settings().Enabled() || st.trace != nil ||
+		st.est != nil || g.merger.HasMerged() || g.cluster != nil
+}
+
+// lookupRoutes computes every input's identity into ws.ins and what the
+// route cache knows of it into ws.cached, with ws.trusted saying which
+// inputs it knows: all looked up together, so that the cache's misses
+// overlap (see routeCache.getAll). Unless force is set, it does nothing
+// when route would not run. ws.looked says whether ws.ins lines up with
+// req.Series.
+func (g *Gateway) lookupRoutes(st *state, ws *workspace, req *wire.Request, force bool) {
+	ws.trusted = ws.trusted[:0]
+	ws.looked = false
+	if !force && !g.routing(st) {
+		return
+	}
+	ws.ins = ws.ins[:0]
+	for i := range req.Series {
+		var in uint64
+		in, ws.hashBuf = req.Series[i].InputHash(ws.hashBuf)
+		ws.ins = append(ws.ins, in)
+	}
+	ws.looked = true
+	if ws.cluster.skipCache {
+		return
+	}
+	ws.cached, ws.order = g.routes.getAll(ws.ins, g.limiter.Clock(), ws.cached, ws.order)
+	for i := range ws.cached {
+		ws.trusted = append(ws.trusted, ws.cached[i].ok)
+	}
 }
 
 // What routeKnown did with a series.

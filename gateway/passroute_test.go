@@ -116,3 +116,64 @@ func TestPassRoutesAllocNothing(t *testing.T) {
 		t.Fatalf("%d routes, want a pass route for each of the 500 series", n)
 	}
 }
+
+// TestKnownSeriesAfterInvalidOnes: series the route cache knows skip
+// validation; when an invalid series before them is dropped, or a known
+// one comes with its labels out of order, the others move, and each is
+// still routed by its own route: known ones pass, the rest are checked.
+func TestKnownSeriesAfterInvalidOnes(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, passConfig, sender)
+	a := series("req_total", "app", "a", "namespace", "n")
+	b := series("req_total", "app", "b", "namespace", "n")
+	noName := prompb.TimeSeries{Labels: []prompb.Label{{Name: "app", Value: "x"}}}
+	send := func(ts int64, ss ...prompb.TimeSeries) Result {
+		t.Helper()
+		pb := &prompb.WriteRequest{}
+		for i, s := range ss {
+			s.Labels = append([]prompb.Label(nil), s.Labels...)
+			s.Samples = []prompb.Sample{{Value: float64(ts + int64(i)), Timestamp: ts}}
+			pb.Timeseries = append(pb.Timeseries, s)
+		}
+		res, err := g.Process(context.Background(), decode(t, pb))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	send(1000, a, b)
+	if g.routes.len() != 2 {
+		t.Fatalf("%d routes, want a pass route for a and b", g.routes.len())
+	}
+	// Out of order: b's labels as sent are not the bytes its route knows.
+	bSwapped := b
+	bSwapped.Labels = []prompb.Label{b.Labels[1], b.Labels[0], b.Labels[2]}
+	for step, ss := range [][]prompb.TimeSeries{
+		{noName, a, b},
+		{a, noName, noName, b},
+		{bSwapped, a},
+	} {
+		ts := int64(2000 + 1000*step)
+		sender.reqs = nil
+		res := send(ts, ss...)
+		if res.Forwarded != 2 {
+			t.Fatalf("step %d: %+v, want a and b forwarded", step, res)
+		}
+		got := map[string]float64{}
+		for _, fs := range sender.reqs[0].Timeseries {
+			got[labelsString(fs.Labels)] = fs.Samples[0].Value
+		}
+		for i, s := range ss {
+			if len(s.Labels) < 2 {
+				continue // invalid: dropped
+			}
+			want := labelsString(a.Labels)
+			if s.Labels[1].Value == "b" || s.Labels[0].Value == "b" {
+				want = labelsString(b.Labels)
+			}
+			if v, ok := got[want]; !ok || v != float64(ts+int64(i)) {
+				t.Fatalf("step %d: %s forwarded with %v (%v), want %v; got %v", step, want, v, ok, float64(ts+int64(i)), got)
+			}
+		}
+	}
+}

@@ -121,26 +121,44 @@ func (s *SanitizeStats) Describe() string {
 // removed; it is not reset first, and keeps the first series it was told
 // about. Sanitize allocates nothing unless it drops a series.
 func (r *Request) Sanitize(stats *SanitizeStats) {
+	r.SanitizeTrusted(stats, nil)
+}
+
+// SanitizeTrusted is Sanitize for a request some of whose series carry
+// labels known to be valid: trusted[i] says that the labels of series i
+// are, byte for byte, labels that passed Sanitize before (the caller
+// knows them by their InputHash, which is of their canonical encoding:
+// only sorted, valid labels have one that passed), so they are not
+// checked again. Everything else is, the native histograms of trusted
+// series included. trusted may be shorter than r.Series. It reports
+// whether it changed the labels of a series or dropped one, which moves
+// the series after it: then trusted, and anything else the caller keeps by
+// index, no longer lines up with r.Series.
+func (r *Request) SanitizeTrusted(stats *SanitizeStats, trusted []bool) (changed bool) {
 	out := r.Series[:0]
 	for i := range r.Series {
 		s := r.Series[i]
 		if s.invalid != 0 {
 			// Slow path: the 2.0 decoder found it unusable.
-			r.plain = false
+			r.plain, changed = false, true
 			stats.drop(InvalidReason(s.invalid-1), &s, nil)
 			continue
 		}
-		// A 2.0 request whose symbols are all ASCII has ASCII labels.
-		ascii := r.asciiSymbols || s.rawLabels != nil && isASCII(s.rawLabels)
-		reason, ok, fine := checkSorted(s.Labels, ascii)
-		if !fine {
-			// Slow path: unsorted labels or empty values. The decoded
-			// bytes are no longer the canonical form of the labels.
-			s.rawLabels = nil
-			r.plain = false
-			s.Labels = dropEmptyValues(s.Labels)
-			slices.SortFunc(s.Labels, CompareLabelNames)
-			reason, ok, _ = checkSorted(s.Labels, false)
+		reason, ok := InvalidReason(0), true
+		if i >= len(trusted) || !trusted[i] {
+			// A 2.0 request whose symbols are all ASCII has ASCII labels.
+			ascii := r.asciiSymbols || s.rawLabels != nil && isASCII(s.rawLabels)
+			var fine bool
+			reason, ok, fine = checkSorted(s.Labels, ascii)
+			if !fine {
+				// Slow path: unsorted labels or empty values. The decoded
+				// bytes are no longer the canonical form of the labels.
+				s.rawLabels = nil
+				r.plain, changed = false, true
+				s.Labels = dropEmptyValues(s.Labels)
+				slices.SortFunc(s.Labels, CompareLabelNames)
+				reason, ok, _ = checkSorted(s.Labels, false)
+			}
 		}
 		var err error
 		for j := 0; ok && j < len(s.Histograms); j++ {
@@ -149,7 +167,7 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 			}
 		}
 		if !ok {
-			r.plain = false
+			r.plain, changed = false, true
 			stats.drop(reason, &s, err)
 			continue
 		}
@@ -157,6 +175,7 @@ func (r *Request) Sanitize(stats *SanitizeStats) {
 	}
 	clear(r.Series[len(out):])
 	r.Series = out
+	return changed
 }
 
 // isASCII reports whether b holds only ASCII bytes. On a series' encoded

@@ -886,3 +886,45 @@ func TestEncodedLabelsRoundTrip(t *testing.T) {
 		t.Fatalf("empty series encodes to %d bytes, want 2", n)
 	}
 }
+
+// TestSanitizeTrusted: series marked trusted keep their labels unchecked,
+// the others are checked as Sanitize does, native histograms always are,
+// and the result says when series moved or changed.
+func TestSanitizeTrusted(t *testing.T) {
+	decodeReq := func(pb *prompb.WriteRequest) *Request {
+		t.Helper()
+		var r Request
+		if err := r.Unmarshal(mustMarshal(t, pb)); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+	good := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "up"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}}
+	noName := prompb.TimeSeries{Labels: []prompb.Label{{Name: "job", Value: "a"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}}
+	unsorted := prompb.TimeSeries{Labels: []prompb.Label{{Name: "job", Value: "a"}, {Name: "__name__", Value: "up"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}}
+	badHist := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "h"}}, Histograms: []prompb.Histogram{{
+		Count: &prompb.Histogram_CountInt{CountInt: 1}, Schema: 0, ZeroCount: &prompb.Histogram_ZeroCountInt{ZeroCountInt: 0},
+		PositiveSpans: []prompb.BucketSpan{{Offset: 0, Length: 5}}, PositiveDeltas: []int64{1}, Timestamp: 1,
+	}}}
+	for _, c := range []struct {
+		name    string
+		series  []prompb.TimeSeries
+		trusted []bool
+		kept    int
+		changed bool
+	}{
+		{"all valid, none trusted", []prompb.TimeSeries{good, good}, nil, 2, false},
+		{"all valid, all trusted", []prompb.TimeSeries{good, good}, []bool{true, true}, 2, false},
+		{"invalid, untrusted", []prompb.TimeSeries{good, noName}, []bool{true}, 1, true},
+		{"invalid, trusted: not checked", []prompb.TimeSeries{good, noName}, []bool{true, true}, 2, false},
+		{"unsorted, untrusted", []prompb.TimeSeries{unsorted, good}, []bool{false, true}, 2, true},
+		{"bad histogram, trusted: still checked", []prompb.TimeSeries{badHist, good}, []bool{true, true}, 1, true},
+	} {
+		r := decodeReq(&prompb.WriteRequest{Timeseries: c.series})
+		var stats SanitizeStats
+		changed := r.SanitizeTrusted(&stats, c.trusted)
+		if len(r.Series) != c.kept || changed != c.changed {
+			t.Errorf("%s: kept %d, changed %v; want %d, %v", c.name, len(r.Series), changed, c.kept, c.changed)
+		}
+	}
+}
