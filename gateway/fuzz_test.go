@@ -513,6 +513,9 @@ func (h *fuzzHarness) process(body []byte) {
 	if werr != nil {
 		return
 	}
+	// As ingest does: a request nothing changes goes downstream in the
+	// body it came in, which the fuzz sender checks like any other.
+	h.req.Original = snappy.Encode(nil, h.raw)
 	h.exempt = selfDuplicates(&pb)
 	h.procNow = h.clock.Now().UnixMilli()
 	h.maxAhead = time.Duration(h.g.Config().Merge.MaxAhead).Milliseconds()
