@@ -56,6 +56,7 @@ func TestEstimatesMatchExactCountsOnMeshTraffic(t *testing.T) {
 		ts := clock.Now().UnixMilli()
 		for _, pb := range gen.WriteRequests(step, ts, 2000) {
 			req := decode(t, pb)
+			req.DecodeAllLazy() // the labels are read here
 			for _, s := range req.Series {
 				orig := append([]wire.Label(nil), s.Labels...)
 				scratch.Reset()

@@ -504,6 +504,7 @@ func (h *fuzzHarness) processRequest(req *prompb.WriteRequest, in *fuzzInput) {
 // after snappy, on a request and a buffer reused from request to request.
 func (h *fuzzHarness) process(body []byte) {
 	h.raw = append(h.raw[:0], body...)
+	h.req.SetDeferLabels(true) // as ingest does
 	werr := h.req.Unmarshal(h.raw)
 	var pb prompb.WriteRequest
 	perr := pb.Unmarshal(h.raw)

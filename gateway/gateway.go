@@ -98,7 +98,10 @@ type Gateway struct {
 	limiter *limiter.Limiter
 	routes  *routeCache
 	gens    atomic.Uint64 // configuration generations, for routes
-	metrics metrics
+	// deferLabels: the last request routed needed the labels of at most
+	// half its series decoded (see DeferLabels).
+	deferLabels atomic.Bool
+	metrics     metrics
 
 	traceMetrics traceMetrics
 	pool         *freelist.List[workspace]
@@ -750,7 +753,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		ws.sink += sink
 	}
 	out := req.Series[:0]
-	passed := 0
+	passed, needLabels := 0, 0
 	for i := range req.Series {
 		s := req.Series[i]
 		ws.grpOK = false
@@ -761,7 +764,14 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		// cache gave before an earlier series of this request changed it
 		// is confirmed like any other: routes are hints.)
 		if !ws.cluster.skipCache && ws.cached[i].ok {
-			switch g.routeKnown(st, ws, in, ws.cached[i].r, &s, n, nowSec, nowMs, res) {
+			r := ws.cached[i].r
+			if r.peer() || !r.pass() && (trace != nil || es != nil) {
+				// Handed over with its labels, or seen by trace
+				// sampling or the estimates: they need them decoded.
+				req.DecodeLazy(&s)
+				needLabels++
+			}
+			switch g.routeKnown(st, ws, in, r, &s, n, nowSec, nowMs, res) {
 			case knownDone:
 				continue
 			case knownPass:
@@ -770,6 +780,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 				continue
 			}
 		}
+		// Everything below reads the labels.
+		req.DecodeLazy(&s)
+		needLabels++
 		if st.scope != nil && !st.scope.Matches(s.Labels) {
 			// Out of scope: untouched and unlimited. The merger still
 			// sees it, so that an in-scope output rewritten to the same
@@ -905,6 +918,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	// Only a series that passed from the route cache is known to be as
 	// it came: the full path may rewrite any series.
 	ws.unchanged = passed == len(req.Series)
+	if d := 2*needLabels <= len(req.Series); d != g.deferLabels.Load() {
+		g.deferLabels.Store(d)
+	}
 	clear(req.Series[len(out):])
 	req.Series = out
 }
@@ -943,6 +959,14 @@ func (g *Gateway) lookupRoutes(st *state, ws *workspace, req *wire.Request, forc
 		ws.trusted = append(ws.trusted, ws.cached[i].ok)
 	}
 }
+
+// DeferLabels says whether the next request should be decoded with its
+// labels left encoded (wire.Request.SetDeferLabels): when the last one
+// routed needed at most half of them, because most of its series were
+// known and passed through or were absorbed without them. Traffic that
+// needs them all (new inputs, trace sampling of known ones) is decoded at
+// once, rather than read twice.
+func (g *Gateway) DeferLabels() bool { return g.deferLabels.Load() }
 
 // What routeKnown did with a series.
 const (

@@ -109,6 +109,7 @@ func decode(t testing.TB, pb *prompb.WriteRequest) *wire.Request {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.SetDeferLabels(true) // as ingest does
 	if err := r.Unmarshal(b); err != nil {
 		t.Fatal(err)
 	}
@@ -293,6 +294,7 @@ func assertProcessAllocsNothing(t *testing.T, g *Gateway, pb *prompb.WriteReques
 		compressed[i] = snappy.Encode(nil, src)
 	}
 	var req wire.Request
+	req.SetDeferLabels(true) // as ingest does
 	// run sends scrape i; the merger flushes after it, off the count, as it
 	// does between scrapes in production.
 	run := func(i int) uint64 {

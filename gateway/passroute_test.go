@@ -177,3 +177,37 @@ func TestKnownSeriesAfterInvalidOnes(t *testing.T) {
 		}
 	}
 }
+
+// TestDeferLabelsFollowsTheTraffic: the gateway asks for deferred labels
+// once most series of a request passed from the route cache without them,
+// and stops when most need them (new inputs every request).
+func TestDeferLabelsFollowsTheTraffic(t *testing.T) {
+	g, _ := newTestGateway(t, passConfig, &recordingSender{})
+	scrape := func(prefix string, ts int64) {
+		t.Helper()
+		pb := &prompb.WriteRequest{}
+		for i := range 20 {
+			s := series("req_total", "app", "a", "namespace", "n", "instance", fmt.Sprintf("%s%d", prefix, i))
+			s.Samples[0].Timestamp = ts
+			pb.Timeseries = append(pb.Timeseries, s)
+		}
+		if _, err := g.Process(context.Background(), decode(t, pb)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g.DeferLabels() {
+		t.Fatal("labels deferred before any traffic")
+	}
+	scrape("a", 1000)
+	if g.DeferLabels() {
+		t.Fatal("labels deferred after a request of new series, which all needed them")
+	}
+	scrape("a", 2000)
+	if !g.DeferLabels() {
+		t.Fatal("labels not deferred after a request whose series all passed from the route cache")
+	}
+	scrape("b", 3000)
+	if g.DeferLabels() {
+		t.Fatal("labels still deferred after a request of new series")
+	}
+}

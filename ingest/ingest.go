@@ -53,6 +53,13 @@ type BodyTimeouts interface {
 	BodyTimeouts() (stall, total time.Duration)
 }
 
+// LabelDeferrer is a Processor that often needs only the encoded labels
+// of a series (see wire.Request.SetDeferLabels): DeferLabels, asked
+// before each request is decoded, says whether to leave them encoded.
+type LabelDeferrer interface {
+	DeferLabels() bool
+}
+
 // Without BodyTimeouts, config's defaults apply: generous enough for a
 // sender on a slow link (32 MiB at 256 KiB/s takes two minutes), short
 // enough that a connection that stops sending is cut.
@@ -70,6 +77,7 @@ type Options struct {
 // Handler serves remote-write requests. It is safe for concurrent use.
 type Handler struct {
 	proc     Processor
+	deferrer LabelDeferrer // proc, when it is one
 	adm      *admission.Controller
 	shed     prometheus.Counter
 	logger   *slog.Logger
@@ -132,7 +140,10 @@ func New(opts Options) *Handler {
 			NativeHistogramBucketFactor: 1.1,
 		}),
 	}
-	h.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace { return new(workspace) })
+	h.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace {
+		return new(workspace)
+	})
+	h.deferrer, _ = opts.Processor.(LabelDeferrer)
 	if h.adm != nil {
 		h.maxBytes = h.adm.Options().MaxBytes
 	}
@@ -265,6 +276,7 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 				n, model/wire.SeriesSize, model, h.maxBytes)
 		}
 	}
+	ws.req.SetDeferLabels(h.deferrer != nil && h.deferrer.DeferLabels())
 	if herr := decode(&ws.req, msg, ws.raw); herr != nil {
 		return herr
 	}

@@ -447,3 +447,43 @@ func TestManyEmptySeriesRefused(t *testing.T) {
 		t.Fatalf("%d bytes left in flight", b)
 	}
 }
+
+// deferringProcessor asks for deferred labels when told to, and records
+// whether the series it got had them left encoded.
+type deferringProcessor struct {
+	fakeProcessor
+	deferLabels bool
+	lazy        []bool
+}
+
+func (p *deferringProcessor) DeferLabels() bool { return p.deferLabels }
+
+func (p *deferringProcessor) Process(ctx context.Context, req *wire.Request) (gateway.Result, error) {
+	for i := range req.Series {
+		p.lazy = append(p.lazy, req.Series[i].Lazy())
+	}
+	return p.fakeProcessor.Process(ctx, req)
+}
+
+// TestLabelsDeferredWhenTheProcessorAsks: a LabelDeferrer decides, per
+// request, whether the labels reach it still encoded; either way they
+// decode to what was sent.
+func TestLabelsDeferredWhenTheProcessorAsks(t *testing.T) {
+	body := encode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}},
+		Samples: []prompb.Sample{{Value: 1, Timestamp: 1}},
+	}}})
+	for _, on := range []bool{true, false, true} {
+		p := &deferringProcessor{fakeProcessor: fakeProcessor{limit: 1 << 20}, deferLabels: on}
+		h := New(Options{Processor: p})
+		if rec := post(h, body, nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		if len(p.lazy) != 1 || p.lazy[0] != on {
+			t.Fatalf("DeferLabels %v: the series came lazy %v", on, p.lazy)
+		}
+		if len(p.series) != 1 || p.series[0] != "__name__=up,job=a," {
+			t.Fatalf("DeferLabels %v: labels %q after Sanitize", on, p.series)
+		}
+	}
+}

@@ -74,15 +74,26 @@ func (r *Request) unmarshalSeries(src []byte) error {
 	// The label fields, while they come first, contiguous and canonical.
 	whole := src
 	rawEnd, canonical := 0, true
+	// deferred: the labels so far are left encoded (see SetDeferLabels).
+	deferred := false
 	for len(src) > 0 {
 		// Fast path: a label or a sample, as every sender writes them.
 		if data, rest, ok := nextShortMessage(src, tagSeriesLabel); ok {
 			if name, value, ok := shortLabel(data); ok {
-				r.labels = append(r.labels, Label{Name: name, Value: value})
 				if canonical && rawEnd == len(whole)-len(src) {
 					rawEnd = len(whole) - len(rest)
+					if r.deferLabels {
+						deferred = true
+						r.deferredLabels++
+					} else {
+						r.labels = append(r.labels, Label{Name: name, Value: value})
+					}
 				} else {
+					if deferred {
+						r.labels, deferred = appendLabels(r.labels, whole[:rawEnd]), false
+					}
 					canonical = false
+					r.labels = append(r.labels, Label{Name: name, Value: value})
 				}
 				src = rest
 				continue
@@ -114,6 +125,9 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		}
 		switch num {
 		case 1:
+			if deferred {
+				r.labels, deferred = appendLabels(r.labels, whole[:rawEnd]), false
+			}
 			canonical = false
 			var l Label
 			if err := unmarshalLabel(&l, data); err != nil {
@@ -155,13 +169,27 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		r.exemplarOnly++
 	}
 	r.Series = append(r.Series, Series{
-		rawLabels:  raw,
-		Labels:     r.labels[labelsStart:len(r.labels):len(r.labels)],
-		Samples:    r.samples[samplesStart:len(r.samples):len(r.samples)],
-		Exemplars:  r.exemplars[exemplarsStart:len(r.exemplars):len(r.exemplars)],
-		Histograms: r.histograms[histogramsStart:len(r.histograms):len(r.histograms)],
+		lazy:        deferred,
+		encodedOnly: deferred,
+		rawLabels:   raw,
+		Labels:      r.labels[labelsStart:len(r.labels):len(r.labels)],
+		Samples:     r.samples[samplesStart:len(r.samples):len(r.samples)],
+		Exemplars:   r.exemplars[exemplarsStart:len(r.exemplars):len(r.exemplars)],
+		Histograms:  r.histograms[histogramsStart:len(r.histograms):len(r.histograms)],
 	})
 	return nil
+}
+
+// appendLabels appends the labels of enc, label fields that the fast path
+// of unmarshalSeries read before (so they are well formed and short).
+func appendLabels(dst []Label, enc []byte) []Label {
+	for len(enc) > 0 {
+		data, rest, _ := nextShortMessage(enc, tagSeriesLabel)
+		name, value, _ := shortLabel(data)
+		dst = append(dst, Label{Name: name, Value: value})
+		enc = rest
+	}
+	return dst
 }
 
 // nextShortMessage reads a length-delimited field with the one-byte tag and

@@ -124,6 +124,7 @@ func (r *Request) FoldExemplars() {
 		return
 	}
 	r.exemplarOnly = 0
+	r.DecodeAllLazy()
 	if r.foldIndex == nil {
 		r.foldIndex = make(map[uint64]int32)
 	}

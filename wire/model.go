@@ -78,6 +78,34 @@ type Series struct {
 	rawLabels []byte
 	// encodedOnly: the labels are rawLabels (SetEncodedLabels), not Labels.
 	encodedOnly bool
+	// lazy: the labels are rawLabels as decoded, not decoded into Labels
+	// yet (see Request.SetDeferLabels); encodedOnly is set too.
+	lazy bool
+}
+
+// Lazy reports whether the series' labels are still encoded: Labels is
+// nil until Request.DecodeLazy decodes them (see Request.SetDeferLabels).
+// The encoders and InputHash use the encoded labels as they are.
+func (s *Series) Lazy() bool { return s.lazy }
+
+// DecodeLazy decodes the labels of s, a series of r, into s.Labels when
+// they are still encoded (Lazy); it does nothing otherwise. It cannot
+// fail: the decoder checked them.
+func (r *Request) DecodeLazy(s *Series) {
+	if !s.lazy {
+		return
+	}
+	start := len(r.labels)
+	r.labels = appendLabels(r.labels, s.rawLabels)
+	s.Labels = r.labels[start:len(r.labels):len(r.labels)]
+	s.lazy, s.encodedOnly = false, false
+}
+
+// DecodeAllLazy decodes the labels of every series still encoded.
+func (r *Request) DecodeAllLazy() {
+	for i := range r.Series {
+		r.DecodeLazy(&r.Series[i])
+	}
 }
 
 // InputHash returns the identity of the series' labels: xxhash of their
@@ -197,6 +225,10 @@ type Request struct {
 
 	// plain: see Plain.
 	plain bool
+	// deferLabels: see SetDeferLabels. Reset keeps it. deferredLabels
+	// counts the labels decoding left encoded, for DecodedBytes.
+	deferLabels    bool
+	deferredLabels int
 
 	// Original is the body the request was decoded from, still compressed
 	// as it came, when the caller keeps it unchanged until it is done with
@@ -206,6 +238,15 @@ type Request struct {
 	// encoded and compressed again.
 	Original []byte
 }
+
+// SetDeferLabels makes Unmarshal leave the labels of a series encoded
+// when they are contiguous and in the form every sender writes (see
+// Series.Lazy), for a caller that often needs only their bytes: a proxy
+// that knows the series by the hash of those bytes. The labels are
+// checked as they are otherwise, and a malformed request is still an
+// error; DecodeLazy decodes them when they are needed. Sanitize and
+// FoldExemplars decode what they check.
+func (r *Request) SetDeferLabels(on bool) { r.deferLabels = on }
 
 // Plain reports whether r was decoded from a remote write 1.0 body that
 // holds nothing but what MarshalAppend writes, and that Sanitize left as
@@ -236,6 +277,7 @@ func (r *Request) Reset() {
 	r.symbols = r.symbols[:0]
 	r.asciiSymbols = false
 	r.plain = false
+	r.deferredLabels = 0
 	r.Original = nil
 }
 
@@ -281,7 +323,9 @@ var (
 // times its own size (its labels are interned, the model's are not), a 1.0
 // request about its size; admission control accounts for it.
 func (r *Request) DecodedBytes() int {
-	return len(r.Series)*sizeSeries + (len(r.labels)+len(r.exLabels))*sizeLabel +
+	// Labels left encoded count as decoded: the pipeline may decode
+	// them all.
+	return len(r.Series)*sizeSeries + (len(r.labels)+r.deferredLabels+len(r.exLabels))*sizeLabel +
 		len(r.samples)*sizeSample + len(r.exemplars)*sizeExemplar +
 		len(r.histograms)*sizeHistogram + len(r.Metadata)*sizeMetadata +
 		len(r.symbols)*sizeSymbol + 4*cap(r.refs)

@@ -146,6 +146,7 @@ func (r *Request) SanitizeTrusted(stats *SanitizeStats, trusted []bool) (changed
 		}
 		reason, ok := InvalidReason(0), true
 		if i >= len(trusted) || !trusted[i] {
+			r.DecodeLazy(&s)
 			// A 2.0 request whose symbols are all ASCII has ASCII labels.
 			ascii := r.asciiSymbols || s.rawLabels != nil && isASCII(s.rawLabels)
 			var fine bool
@@ -168,6 +169,7 @@ func (r *Request) SanitizeTrusted(stats *SanitizeStats, trusted []bool) (changed
 		}
 		if !ok {
 			r.plain, changed = false, true
+			r.DecodeLazy(&s)
 			stats.drop(reason, &s, err)
 			continue
 		}

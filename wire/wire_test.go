@@ -575,6 +575,40 @@ func FuzzUnmarshal(f *testing.F) {
 				t.Fatalf("Plain, but %v", err)
 			}
 		}
+		// Labels left encoded: the same identities and encoding, and
+		// once decoded the same request.
+		var lazy Request
+		lazy.SetDeferLabels(true)
+		if err := lazy.Unmarshal(src); err != nil {
+			t.Fatalf("deferring labels: %v, without: nil", err)
+		}
+		if len(lazy.Series) != len(r.Series) || lazy.Plain() != r.Plain() {
+			t.Fatalf("deferring labels: %d series, plain %v; without: %d, %v", len(lazy.Series), lazy.Plain(), len(r.Series), r.Plain())
+		}
+		if lazy.DecodedBytes() < r.DecodedBytes() {
+			t.Fatalf("deferring labels: DecodedBytes %d, less than the %d of the decoded request", lazy.DecodedBytes(), r.DecodedBytes())
+		}
+		for i := range r.Series {
+			a, _ := r.Series[i].InputHash(nil)
+			b, _ := lazy.Series[i].InputHash(nil)
+			if a != b {
+				t.Fatalf("series %d: InputHash %x deferred, %x not", i, b, a)
+			}
+		}
+		var fromLazy, fromEager prompb.WriteRequest
+		if err := fromLazy.Unmarshal(lazy.MarshalAppend(nil)); err != nil {
+			t.Fatalf("gogo cannot read the encoding of a deferred request: %v", err)
+		}
+		if err := fromEager.Unmarshal(r.MarshalAppend(nil)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(mustMarshal(t, &fromLazy), mustMarshal(t, &fromEager)) {
+			t.Fatal("a request with deferred labels encodes to something else")
+		}
+		lazy.DecodeAllLazy()
+		if err := sameAsPrompb(&lazy, &pb); err != nil {
+			t.Fatalf("deferred labels decoded differently from gogo: %v", err)
+		}
 		stripUnknown(&pb)
 		want := mustMarshal(t, &pb)
 		var back prompb.WriteRequest
@@ -588,6 +622,25 @@ func FuzzUnmarshal(f *testing.F) {
 		// encoder writes for what is left, so it may stand in for it.
 		var stats SanitizeStats
 		r.Sanitize(&stats)
+		// Sanitize decodes the deferred labels it checks: it keeps and
+		// drops what it does without deferral.
+		var lazySane Request
+		lazySane.SetDeferLabels(true)
+		if err := lazySane.Unmarshal(src); err != nil {
+			t.Fatal(err)
+		}
+		var lazyStats SanitizeStats
+		lazySane.Sanitize(&lazyStats)
+		var a, b prompb.WriteRequest
+		if err := a.Unmarshal(lazySane.MarshalAppend(nil)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Unmarshal(r.MarshalAppend(nil)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(mustMarshal(t, &a), mustMarshal(t, &b)) || lazyStats.DroppedSeries() != stats.DroppedSeries() {
+			t.Fatalf("Sanitize with deferred labels kept something else (dropped %d, without deferral %d)", lazyStats.DroppedSeries(), stats.DroppedSeries())
+		}
 		if r.Plain() {
 			var sane prompb.WriteRequest
 			if err := sane.Unmarshal(r.MarshalAppend(nil)); err != nil {
