@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cardinal-gateway/cardinal/internal/shardsort"
 	"github.com/cardinal-gateway/cardinal/internal/u64table"
 )
 
@@ -92,30 +93,16 @@ type cachedRoute struct {
 // thousands of routes, nearly every lookup is one. order is scratch space;
 // both slices are returned for reuse.
 func (c *routeCache) getAll(ins []uint64, now uint32, out []cachedRoute, order []int32) ([]cachedRoute, []int32) {
-	// A counting sort of the inputs by shard.
-	var start [routeShards + 1]int32
-	for _, in := range ins {
-		start[in%routeShards+1]++
-	}
-	for i := 1; i <= routeShards; i++ {
-		start[i] += start[i-1]
-	}
-	next := start
-	order = slices.Grow(order[:0], len(ins))[:len(ins)]
-	for i, in := range ins {
-		s := in % routeShards
-		order[next[s]] = int32(i)
-		next[s]++
-	}
+	order = shardsort.Group(order, ins, routeShards)
+	start, idx := shardsort.Split(order, routeShards)
 	out = slices.Grow(out[:0], len(ins))[:len(ins)]
 	for s := range routeShards {
-		lo, hi := start[s], start[s+1]
-		if lo == hi {
+		if start[s] == start[s+1] {
 			continue
 		}
 		sh := &c.shards[s]
 		sh.mu.Lock()
-		for _, i := range order[lo:hi] {
+		for _, i := range idx[start[s]:start[s+1]] {
 			out[i].r, out[i].ok = sh.lookup(ins[i], now)
 		}
 		sh.mu.Unlock()

@@ -1,6 +1,6 @@
 package merge
 
-import "slices"
+import "github.com/cardinal-gateway/cardinal/internal/shardsort"
 
 // Prefetch looks up the state of the outputs outs[i] fed by the inputs
 // ins[i] (the same length), as the RouteKnown or PassKnown calls that
@@ -13,29 +13,16 @@ import "slices"
 // means nothing: it uses what was read, so that the compiler cannot skip
 // the reads.
 func (m *Merger) Prefetch(ins, outs []uint64, order []int32) ([]int32, uint64) {
-	var start [numShards + 1]int32
-	for _, out := range outs {
-		start[out%numShards+1]++
-	}
-	for i := 1; i <= numShards; i++ {
-		start[i] += start[i-1]
-	}
-	next := start
-	order = slices.Grow(order[:0], len(outs))[:len(outs)]
-	for i, out := range outs {
-		s := out % numShards
-		order[next[s]] = int32(i)
-		next[s]++
-	}
+	order = shardsort.Group(order, outs, numShards)
+	start, idx := shardsort.Split(order, numShards)
 	var sink uint64
 	for s := range numShards {
-		lo, hi := start[s], start[s+1]
-		if lo == hi {
+		if start[s] == start[s+1] {
 			continue
 		}
 		sh := &m.shards[s]
 		sh.mu.Lock()
-		for _, i := range order[lo:hi] {
+		for _, i := range idx[start[s]:start[s+1]] {
 			o := sh.outputs[outs[i]]
 			if o == nil {
 				continue
