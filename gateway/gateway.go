@@ -192,8 +192,8 @@ type workspace struct {
 	trusted []bool
 	// looked: ins and cached line up with the request's series.
 	looked bool
-	// The known inputs and their outputs, for merge.Merger.Prefetch, and
-	// what it read.
+	// The pass-route inputs, their outputs and limiter hashes, for the
+	// limiter's and the merger's Prefetch, and what those read.
 	known, knownOuts, knownLim []uint64
 	sink                       uint64
 }

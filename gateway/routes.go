@@ -52,6 +52,8 @@ func valOf(r route) routeVal {
 
 func newRouteCache() *routeCache { return &routeCache{} }
 
+// get looks one input up. The request path uses getAll, which answers as
+// get does for each input; the tests check it against get.
 func (c *routeCache) get(in uint64, now uint32) (route, bool) {
 	sh := &c.shards[in%routeShards]
 	sh.mu.Lock()

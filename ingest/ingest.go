@@ -140,9 +140,7 @@ func New(opts Options) *Handler {
 			NativeHistogramBucketFactor: 1.1,
 		}),
 	}
-	h.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace {
-		return new(workspace)
-	})
+	h.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace { return new(workspace) })
 	h.deferrer, _ = opts.Processor.(LabelDeferrer)
 	if h.adm != nil {
 		h.maxBytes = h.adm.Options().MaxBytes
