@@ -211,6 +211,11 @@ func (sc *Scratch) send(ctx context.Context, s BodySender, vs V2Sender, req *wir
 
 // sendEncoded compresses and sends sc.encoded, the encoding of series.
 func (sc *Scratch) sendEncoded(ctx context.Context, s BodySender, vs V2Sender, series []wire.Series) error {
+	if n := s2.MaxEncodedLen(len(sc.encoded)); cap(sc.compressed) < n {
+		// EncodeSnappy would allocate exactly n; a quarter to spare lets
+		// the next, slightly larger body reuse it.
+		sc.compressed = make([]byte, n+n/4)
+	}
 	sc.compressed = s2.EncodeSnappy(sc.compressed[:cap(sc.compressed)], sc.encoded)
 	if sc.v2 {
 		return vs.SendV2(ctx, sc.compressed, hasData(series))

@@ -69,6 +69,8 @@ func (r *Request) Unmarshal(src []byte) error {
 }
 
 func (r *Request) unmarshalSeries(src []byte) error {
+	r.labels, r.samples = reserve(r.labels, 64), reserve(r.samples, 4)
+	r.Series = reserve(r.Series, 1)
 	labelsStart, samplesStart := len(r.labels), len(r.samples)
 	exemplarsStart, histogramsStart := len(r.exemplars), len(r.histograms)
 	// The label fields, while they come first, contiguous and canonical.

@@ -76,6 +76,7 @@ func (r *Request) Size() int {
 // length, which fits every series under 16 KiB (real series are about
 // 1 KiB), writes the series, then patches the length in (patchLength).
 func (s *Series) appendField(dst []byte) []byte {
+	dst = reserve(dst, 4<<10)
 	dst = append(dst, tagRequestSeries, 0, 0)
 	start := len(dst)
 	dst = s.marshalAppend(dst)

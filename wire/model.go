@@ -18,6 +18,7 @@ package wire
 import (
 	"bytes"
 	"reflect"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -279,6 +280,18 @@ func (r *Request) Reset() {
 	r.plain = false
 	r.deferredLabels = 0
 	r.Original = nil
+}
+
+// reserve returns s with room for at least n more elements. Past its
+// capacity it at least doubles it: append grows a large slice by about a
+// quarter at a time, so a pooled buffer filling up for the first time
+// would be copied and reallocated a dozen times, and that warm-up garbage
+// is what sets the pace of the collector under a new sender's traffic.
+func reserve[T any](s []T, n int) []T {
+	if cap(s)-len(s) >= n {
+		return s
+	}
+	return slices.Grow(s, max(n, len(s)))
 }
 
 // Counts returns the number of float samples, histogram samples and

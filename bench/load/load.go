@@ -67,6 +67,10 @@ type Config struct {
 	// phase is written (both serve /debug/pprof; of a cluster, the first
 	// replica's).
 	CPUProfile string
+	// CPUProfileTime is how long the CPU profile runs (default: 30s, or
+	// MaxDuration if shorter). Set it near the send phase's length to
+	// leave out what the target does after sending, such as idle flushes.
+	CPUProfileTime time.Duration
 	// HeapProfile, when set, is where the target's heap profile is written
 	// right after the send phase (of a cluster, the first replica's).
 	HeapProfile string
@@ -255,7 +259,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if cfg.CPUProfile != "" {
 		profDone = make(chan error, 1)
 		go func() {
-			secs := int(min(cfg.MaxDuration, 30*time.Second).Seconds())
+			secs := int(cfg.profileTime().Seconds())
 			profDone <- fetchProfile(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.baseURL, max(secs, 1)), cfg.CPUProfile, time.Duration(secs)*time.Second)
 		}()
 	}
@@ -270,7 +274,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if err := <-profDone; err != nil {
 			logf("cpu profile: %v", err)
 		} else {
-			logf("cpu profile of the first %s of sending written to %s", min(cfg.MaxDuration, 30*time.Second), cfg.CPUProfile)
+			logf("cpu profile of the first %s of sending written to %s", cfg.profileTime(), cfg.CPUProfile)
 		}
 	}
 	cpus1, cpu1, err := procsCPU(procs)
@@ -390,6 +394,15 @@ func (r *Result) scrapeReplicas(ctx context.Context, procs []*process) error {
 		r.PeerShare = peer / float64(r.AcceptedSamples)
 	}
 	return nil
+}
+
+// profileTime is how long the CPU profile of the send phase runs.
+func (cfg *Config) profileTime() time.Duration {
+	d := 30 * time.Second
+	if cfg.CPUProfileTime > 0 {
+		d = cfg.CPUProfileTime
+	}
+	return max(min(d, cfg.MaxDuration), time.Second)
 }
 
 // procsCPU returns the CPU time of each process and their sum.

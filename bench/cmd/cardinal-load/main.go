@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	vmRules := fs.String("vmagent-rules", load.RulesLabelKeep, "vmagent rules: labelkeep (the allowlist cardinal runs) or labeldrop (the dropped names; same result on this workload, smaller regex)")
 	procs := fs.Int("gomaxprocs", 0, "GOMAXPROCS of the system under test (0: its default, one per CPU)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first 30s of each send phase to FILE.<target>.<run>.pprof (with --replicas, of the first replica)")
+	profTime := fs.Duration("cpuprofile-time", 30*time.Second, "how long the CPU profile runs; near the send phase's length it leaves out the idle flushes after it")
 	heapProfile := fs.String("heapprofile", "", "write each target's heap profile after its send phase to FILE.<target>.<run>.pprof")
 	cardinalBin := fs.String("cardinal-bin", "", "prebuilt cardinal binary (default: go build ./cmd/cardinal)")
 	replicas := fs.Int("replicas", 1, "cardinal processes run as one cluster (--cluster.peers of all); sender i writes to replica i % N; 1: one process, no cluster flags (cardinal only)")
@@ -116,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			RW2:              *rw2,
 		},
 		run: load.Config{
-			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate,
+			Senders: *senders, MaxRequests: *maxReq, MaxDuration: *maxDur, Rate: *rate, CPUProfileTime: *profTime,
 			FlushInterval: *flush, DeliveryTimeout: *delivery, GOMAXPROCS: *procs, Estimates: *estimates, Replicas: *replicas,
 			VMAgentBinary: *vmagent, DebianVMAgentBinary: *vmagentDebian, VMAgentQueues: *queues, VMAgentRules: *vmRules, CardinalBinary: *cardinalBin,
 			Log: progress,
