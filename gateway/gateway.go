@@ -765,9 +765,10 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		// is confirmed like any other: routes are hints.)
 		if !ws.cluster.skipCache && ws.cached[i].ok {
 			r := ws.cached[i].r
-			if r.peer() || !r.pass() && (trace != nil || es != nil) {
+			if r.peer() || !r.pass() && (trace != nil && r.traced() || es != nil) {
 				// Handed over with its labels, or seen by trace
-				// sampling or the estimates: they need them decoded.
+				// sampling (it has a trace id) or the estimates: they
+				// need them decoded.
 				req.DecodeLazy(&s)
 				needLabels++
 			}
@@ -853,8 +854,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		guarded := guardGroup != 0
 		outHash, ws.hashBuf = wire.HashLabels(ws.hashBuf, ls)
 		limiterHash := outHash
+		traced := false
 		if trace != nil {
-			g.exemplify(trace, ws, ws.orig, &s, outHash)
+			traced = g.exemplify(trace, ws, ws.orig, &s, outHash)
 		}
 		folded := false
 		if limits {
@@ -896,7 +898,11 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			if !guarded && !ws.cluster.skipCache {
 				// A guarded series takes the slow path every time, so
 				// that the guard sees its label.
-				g.routes.put(in, newRoute(st.gen, limiterHash, outHash, nowSec, folded))
+				r := newRoute(st.gen, limiterHash, outHash, nowSec, folded)
+				if traced {
+					r = r.withTrace()
+				}
+				g.routes.put(in, r)
 			}
 			continue
 		case merge.Dropped:
@@ -1019,7 +1025,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, r route, s *wi
 			res.Folded += n
 		}
 	}
-	if st.trace != nil {
+	if st.trace != nil && r.traced() {
 		g.exemplify(st.trace, ws, s.Labels, s, r.limiterHash)
 	}
 	d := g.merger.RouteKnown(in, r.outHash, s, nowMs)

@@ -183,7 +183,8 @@ type route struct {
 	limiterHash uint64 // the output before folding: the limiter's key, and trace sampling's
 	outHash     uint64 // the merged output the input feeds
 	// genFolded is the configuration generation the route was computed
-	// with, shifted left by three; whether the input is the single input
+	// with, shifted left by four; whether the input carries a trace-id
+	// label (bit 3); whether the input is the single input
 	// of its output and the rules leave its labels as they are (bit 2:
 	// it passes through as it came); whether it goes to another replica
 	// of the cluster (bit 1: outHash is then the owner's index in the
@@ -193,7 +194,7 @@ type route struct {
 }
 
 func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool) route {
-	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 3, seen: seen}
+	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 4, seen: seen}
 	if folded {
 		r.genFolded |= 1
 	}
@@ -203,13 +204,13 @@ func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool)
 // newPeerRoute is the route of an input another replica owns: owner is
 // its index in the view of generation gen.
 func newPeerRoute(gen uint64, owner int, seen uint32) route {
-	return route{outHash: uint64(owner), genFolded: uint32(gen)<<3 | 2, seen: seen}
+	return route{outHash: uint64(owner), genFolded: uint32(gen)<<4 | 2, seen: seen}
 }
 
 // newPassRoute is the route of an input that passes through unchanged:
 // the single input of output out, its labels untouched by the rules.
 func newPassRoute(gen uint64, out uint64, seen uint32) route {
-	return route{limiterHash: out, outHash: out, genFolded: uint32(gen)<<3 | 4, seen: seen}
+	return route{limiterHash: out, outHash: out, genFolded: uint32(gen)<<4 | 4, seen: seen}
 }
 
 // pass reports whether the input passes through as it came.
@@ -221,4 +222,15 @@ func (r route) folded() bool { return r.genFolded&1 != 0 }
 func (r route) peer() bool { return r.genFolded&2 != 0 }
 
 // current reports whether the route was computed with configuration gen.
-func (r route) current(gen uint64) bool { return r.genFolded>>3 == uint32(gen)&(1<<29-1) }
+func (r route) current(gen uint64) bool { return r.genFolded>>4 == uint32(gen)&(1<<28-1) }
+
+// withTrace returns r marked as the route of an input that carries a
+// trace-id label. Its labels are what the route cache keys, so an input
+// without the mark has none: trace sampling need not decode its labels.
+func (r route) withTrace() route {
+	r.genFolded |= 8
+	return r
+}
+
+// traced reports whether the input carries a trace-id label.
+func (r route) traced() bool { return r.genFolded&8 != 0 }

@@ -185,6 +185,9 @@ func TestRoutePacking(t *testing.T) {
 		if !p.pass() || p.peer() || p.folded() || !p.current(gen) || p.current(gen+1) || p.outHash != 8 || p.limiterHash != 8 || p.seen != 9 {
 			t.Fatalf("newPassRoute(%d, 8) = %+v", gen, p)
 		}
+		if r := newRoute(gen, 7, 8, 9, true); r.traced() || !r.withTrace().traced() || !r.withTrace().folded() || !r.withTrace().current(gen) || r.withTrace().pass() {
+			t.Fatalf("newRoute(%d).withTrace() = %+v", gen, r.withTrace())
+		}
 		if r := newRoute(gen, 7, 8, 9, true); r.peer() || r.pass() {
 			t.Fatalf("newRoute(%d) is a peer or pass route", gen)
 		}

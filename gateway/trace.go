@@ -134,19 +134,20 @@ func (tr *traceRules) isTraceLabel(name []byte) bool {
 // exemplify turns the trace id in the series' original labels into an
 // exemplar on s, when the trace is sampled or the series is an error, at
 // most once per output series per request (outHash). orig are the labels
-// before relabeling.
-func (g *Gateway) exemplify(tr *traceRules, ws *workspace, orig []wire.Label, s *wire.Series, outHash uint64) {
+// before relabeling. It reports whether orig carries a trace-id label at
+// all, sampled or not.
+func (g *Gateway) exemplify(tr *traceRules, ws *workspace, orig []wire.Label, s *wire.Series, outHash uint64) (traced bool) {
 	v := tr.find(orig)
 	if v == nil {
-		return
+		return false
 	}
 	tc, ok := tracesample.Parse(v)
 	if !ok {
 		g.traceMetrics.malformed.Inc()
-		return
+		return true
 	}
 	if len(s.Samples) == 0 {
-		return // exemplars go with float samples
+		return true // exemplars go with float samples
 	}
 	last := s.Samples[0]
 	for _, smp := range s.Samples[1:] {
@@ -157,14 +158,14 @@ func (g *Gateway) exemplify(tr *traceRules, ws *workspace, orig []wire.Label, s 
 	if math.IsNaN(last.Value) {
 		// A stale marker: the series is going away; an exemplar with a NaN
 		// value would only hide a real one.
-		return
+		return true
 	}
 	isError := tr.errorSeries(orig)
 	if !isError && !tr.sampler.Sample(tc.TraceID) {
-		return
+		return true
 	}
 	if _, done := ws.exemplified[outHash]; done {
-		return
+		return true
 	}
 	ws.exemplified[outHash] = struct{}{}
 	// Labels and hex live in per-request arenas; earlier windows stay
@@ -192,4 +193,5 @@ func (g *Gateway) exemplify(tr *traceRules, ws *workspace, orig []wire.Label, s 
 	} else {
 		g.traceMetrics.addedSampled.Inc()
 	}
+	return true
 }

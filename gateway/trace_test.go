@@ -213,3 +213,36 @@ func (s *countingSender) Send(_ context.Context, body []byte) error {
 }
 
 func (s *countingSender) Close() {}
+
+// An input the route cache knows is trace-sampled again on every request
+// only when it carries a trace id; the others' labels stay encoded.
+func TestKnownInputsSampledOnlyWithTraceIDs(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, reg := newTestGateway(t, traceConfig("1")+`
+relabel_configs:
+  - {action: labeldrop, regex: pod}
+`, sender)
+	const tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for step := range 3 {
+		pb := &prompb.WriteRequest{}
+		for i := range 40 {
+			ts := series("req_total", "app", "b", "pod", fmt.Sprint(i))
+			if i%4 == 0 { // a quarter carry a trace id; all collapse by app
+				ts = series("req_total", "app", "a", "pod", fmt.Sprint(i), "trace_id", tid)
+			}
+			ts.Samples = []prompb.Sample{{Value: float64(step + 1), Timestamp: int64(1000 * (step + 1))}}
+			pb.Timeseries = append(pb.Timeseries, ts)
+		}
+		if _, err := g.Process(context.Background(), decode(t, pb)); err != nil {
+			t.Fatal(err)
+		}
+		// One exemplar per output per request: app="a" every time, from
+		// the cache's routes after the first.
+		if got := metricValue(t, reg, "cardinal_exemplars_added_total", "sampled"); got != float64(step+1) {
+			t.Fatalf("after request %d: %v exemplars added, want %d", step+1, got, step+1)
+		}
+		if step > 0 && !g.DeferLabels() {
+			t.Fatalf("after request %d: labels not deferred, though only the traced quarter needs them", step+1)
+		}
+	}
+}
