@@ -2,6 +2,7 @@ package merge
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/cardinal-gateway/cardinal/wire"
@@ -57,35 +58,42 @@ func TestNoteCollapsedNamesWhatChanged(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	names := []string{"__name__", "app", "instance", "le", "namespace", "pod", "request_id", "zone"}
 	for range 500 {
-		var orig, out []wire.Label
-		want := map[string]bool{}
-		for _, n := range names {
-			if rng.IntN(4) == 0 {
-				continue
-			}
-			v := []byte{byte('a' + rng.IntN(3))}
-			orig = append(orig, wire.Label{Name: []byte(n), Value: v})
-			switch rng.IntN(3) {
-			case 0: // dropped
-				want[n] = true
-			case 1: // rewritten
-				out = append(out, wire.Label{Name: []byte(n), Value: []byte("z")})
-				want[n] = true
-			default:
-				out = append(out, wire.Label{Name: []byte(n), Value: v})
-			}
-		}
-		if rng.IntN(4) == 0 && len(out) > 1 {
-			out[0], out[len(out)-1] = out[len(out)-1], out[0] // unsorted
-		}
+		// Several inputs into one output: the set is the union of what
+		// each collapsed.
 		var mg merged
-		mg.noteCollapsed(m, orig, out)
-		if len(mg.collapsed) != len(want) {
-			t.Fatalf("orig %v out %v: collapsed %q, want %v", orig, out, mg.collapsed, want)
-		}
-		for _, n := range mg.collapsed {
-			if !want[n] {
+		want := map[string]bool{}
+		for range 1 + rng.IntN(4) {
+			var orig, out []wire.Label
+			for _, n := range names {
+				if rng.IntN(4) == 0 {
+					continue
+				}
+				v := []byte{byte('a' + rng.IntN(3))}
+				orig = append(orig, wire.Label{Name: []byte(n), Value: v})
+				switch rng.IntN(3) {
+				case 0: // dropped
+					want[n] = true
+				case 1: // rewritten
+					out = append(out, wire.Label{Name: []byte(n), Value: []byte("z")})
+					want[n] = true
+				default:
+					out = append(out, wire.Label{Name: []byte(n), Value: v})
+				}
+			}
+			if rng.IntN(4) == 0 && len(out) > 1 {
+				out[0], out[len(out)-1] = out[len(out)-1], out[0] // unsorted
+			}
+			if rng.IntN(4) == 0 && len(orig) > 1 {
+				orig[0], orig[len(orig)-1] = orig[len(orig)-1], orig[0]
+			}
+			mg.noteCollapsed(m, orig, out)
+			if len(mg.collapsed) != len(want) || !slices.IsSorted(mg.collapsed) {
 				t.Fatalf("orig %v out %v: collapsed %q, want %v", orig, out, mg.collapsed, want)
+			}
+			for _, n := range mg.collapsed {
+				if !want[n] {
+					t.Fatalf("orig %v out %v: collapsed %q, want %v", orig, out, mg.collapsed, want)
+				}
 			}
 		}
 	}

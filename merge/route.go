@@ -885,12 +885,23 @@ func (m *Merger) policyOf(name []byte, k Kind) Policy {
 // rewrote.
 func (mg *merged) noteCollapsed(m *Merger, orig, out []wire.Label) {
 	var added []string
-	j := 0
+	j, c := 0, 0
 	for _, l := range orig {
 		// Fast path: a label relabeling kept as it was is the same pair of
 		// slices in out, in the same order: no byte is compared.
 		if j < len(out) && aliases(&out[j], &l) {
 			j++
+			continue
+		}
+		// Fast path: a name the output already has as collapsed, as it
+		// has for every input after its first. orig and collapsed are
+		// both sorted, so one walk finds them all. (Should orig not be
+		// sorted, the walk misses names, which the slow path finds.)
+		for c < len(mg.collapsed) && mg.collapsed[c] < string(l.Name) {
+			c++
+		}
+		if c < len(mg.collapsed) && mg.collapsed[c] == string(l.Name) {
+			c++
 			continue
 		}
 		// Slow path: removed, rewritten, or moved by the rules.
