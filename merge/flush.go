@@ -181,7 +181,10 @@ func (m *Merger) collect(f *flusher, final bool) {
 func (mg *merged) allEnded() bool {
 	for i := range mg.inputs.list {
 		ip := &mg.inputs.list[i]
-		if ip.pending || (ip.has && !ip.stale) || (ip.h != nil && ip.h.hist != nil && !ip.h.stale) {
+		if ip.pending || (ip.has && !ip.stale) {
+			return false
+		}
+		if h := mg.hist(ip); h != nil && h.hist != nil && !h.stale {
 			return false
 		}
 	}
@@ -231,7 +234,9 @@ func (m *Merger) expire(mg *merged, nowMs int64, r *Rules) {
 // continues from its last value, or, past Rules.MaxRetired, forgotten with
 // its contribution moved into the output's base.
 func (m *Merger) retire(mg *merged, key uint64, ip *input, r *Rules) {
-	hist, _ := histOf(ip.h)
+	h := mg.hist(ip)
+	mg.setHist(ip, nil) // it leaves the live inputs
+	hist, _ := histOf(h)
 	counterHist := hist != nil && hist.CounterResetHint != histogram.GaugeType
 	if mg.kind != Counter {
 		ip.has = false // a gauge's float value leaves with it
@@ -241,10 +246,10 @@ func (m *Merger) retire(mg *merged, key uint64, ip *input, r *Rules) {
 		return
 	}
 	if !counterHist {
-		ip.h = nil
+		h = nil
 	}
 	if m.retired.Load() >= int64(r.MaxRetired) {
-		hist, offset := histOf(ip.h)
+		hist, offset := histOf(h)
 		m.forget(mg, ip.val+ip.offset, ip.has, hist, offset)
 		m.metrics.forgotten.WithLabelValues("capacity").Inc()
 		return
@@ -252,10 +257,10 @@ func (m *Merger) retire(mg *merged, key uint64, ip *input, r *Rules) {
 	if mg.retired == nil {
 		mg.retired = map[uint64]*retiredInput{}
 	}
-	if ip.h != nil {
-		ip.h.stale = false // a retired input's histogram keeps counting
+	if h != nil {
+		h.stale = false // a retired input's histogram keeps counting
 	}
-	mg.retired[key] = &retiredInput{at: ip.seen, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has, h: ip.h}
+	mg.retired[key] = &retiredInput{at: ip.seen, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has, h: h}
 	mg.minRetired = min(mg.minRetired, ip.seen)
 	m.retired.Add(1)
 }

@@ -65,7 +65,6 @@ func (s *inputSet) removeAt(i int) {
 		}
 	}
 	s.list[i] = s.list[last]
-	s.list[last] = input{} // drop its histogram references
 	s.list = s.list[:last]
 	if s.index != nil && len(s.list) <= indexAt/2 {
 		s.index = nil

@@ -412,6 +412,82 @@ func TestNativeHistogramsAreAdded(t *testing.T) {
 	}
 }
 
+// A native histogram input's state goes where the input goes: it keeps
+// counting when the input retires, continues when it comes back, and
+// survives a state file.
+func TestNativeHistogramStateFollowsItsInput(t *testing.T) {
+	m, c, s := newTestMerger(t, Rules{})
+	h := func(count uint64) []byte {
+		ih := &histogram.Histogram{
+			Count: count, Sum: float64(count), Schema: 0, ZeroThreshold: 1e-128,
+			PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []int64{int64(count)},
+		}
+		ph := prompb.FromIntHistogram(1000, ih)
+		b, err := ph.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	route := func(m *Merger, pod string, count uint64) {
+		orig := lbls("__name__", "lat", "pod", pod)
+		out := lbls("__name__", "lat")
+		in, _ := wire.HashLabels(nil, orig)
+		oh, _ := wire.HashLabels(nil, out)
+		ser := wire.Series{Labels: out, Histograms: []wire.Histogram{{Timestamp: c.Now().UnixMilli(), Data: h(count)}}}
+		tk := m.Begin()
+		defer m.End(tk)
+		m.Route(tk, in, oh, orig, &ser, c.Now().UnixMilli(), false)
+	}
+	// last flushes m and returns the count of the newest merged histogram.
+	last := func(m *Merger, s *sink) float64 {
+		t.Helper()
+		c.Add(time.Second)
+		flush(m, s)
+		all := s.all()
+		if len(all) == 0 || len(all[len(all)-1].Histograms) == 0 {
+			t.Fatalf("nothing emitted: %+v", all)
+		}
+		hs := all[len(all)-1].Histograms
+		return hs[len(hs)-1].ToFloatHistogram().Count
+	}
+	route(m, "a", 3)
+	route(m, "b", 4)
+	c.Add(time.Second)
+	route(m, "a", 5)
+	if got := last(m, s); got != 9 {
+		t.Fatalf("count %v, want 9 (5 + 4)", got)
+	}
+	// b stops: past the staleness period it retires, and its count stays.
+	for range 70 {
+		c.Add(time.Second)
+		route(m, "a", 6)
+	}
+	if got := last(m, s); got != 10 {
+		t.Fatalf("count %v after b retired, want 10 (6 + 4)", got)
+	}
+	// b comes back: it continues from its last count, not added again.
+	route(m, "b", 7)
+	if got := last(m, s); got != 13 {
+		t.Fatalf("count %v after b came back, want 13 (6 + 7)", got)
+	}
+	path := filepath.Join(t.TempDir(), "state")
+	if err := m.SaveState(path); err != nil {
+		t.Fatal(err)
+	}
+	m2, _, _ := newTestMerger(t, Rules{})
+	m2.now = c.Now
+	if _, err := m2.LoadState(path); err != nil {
+		t.Fatal(err)
+	}
+	s2 := &sink{}
+	c.Add(time.Second)
+	route(m2, "a", 8) // b's count comes from the file
+	if got := last(m2, s2); got != 15 {
+		t.Fatalf("count %v after a restart, want 15 (8 + 7)", got)
+	}
+}
+
 func TestCollisionsReport(t *testing.T) {
 	m, _, _ := newTestMerger(t, Rules{})
 	for _, pod := range []string{"a", "b", "c"} {

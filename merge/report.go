@@ -28,7 +28,7 @@ func (m *Merger) Collisions(top int) []Collision {
 			active := 0
 			for i := range o.m.inputs.list {
 				ip := &o.m.inputs.list[i]
-				if !ip.stale && (ip.h == nil || !ip.h.stale) {
+				if h := o.m.hist(ip); !ip.stale && (h == nil || !h.stale) {
 					active++
 				}
 			}

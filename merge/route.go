@@ -46,6 +46,10 @@ type merged struct {
 	since uint64
 
 	inputs inputSet
+	// hists holds the native histogram state of the live inputs that sent
+	// one (input.hist), by input key: kept aside, it leaves the inputs
+	// free of pointers, which the collector then never scans.
+	hists map[uint64]*histInput
 	// minSeen and minRetired bound from below the inputs' seen and the
 	// retired inputs' at, so that a flush skips the scans that cannot
 	// expire or forget anything. 0 means unknown: scan.
@@ -124,9 +128,41 @@ type input struct {
 	// value is not known yet (a native histogram passed through). The
 	// output is not emitted until it reports, lest it dip and look reset.
 	pending bool
-	// h is the native histogram state, nil until the input sends one:
-	// most inputs are floats, and it would cost them 32 bytes each.
-	h *histInput
+	// hist: the input has native histogram state, in merged.hists (most
+	// inputs are floats; see merged.hist).
+	hist bool
+}
+
+// hist returns the native histogram state of ip, an input of mg, or nil.
+func (mg *merged) hist(ip *input) *histInput {
+	if !ip.hist {
+		return nil
+	}
+	return mg.hists[ip.key]
+}
+
+// setHist makes h the native histogram state of ip (nil: none).
+func (mg *merged) setHist(ip *input, h *histInput) {
+	if h == nil {
+		if ip.hist {
+			delete(mg.hists, ip.key)
+			ip.hist = false
+		}
+		return
+	}
+	if mg.hists == nil {
+		mg.hists = map[uint64]*histInput{}
+	}
+	mg.hists[ip.key] = h
+	ip.hist = true
+}
+
+// clearInputs removes every live input.
+func (mg *merged) clearInputs() {
+	for mg.inputs.len() > 0 {
+		mg.inputs.removeAt(mg.inputs.len() - 1)
+	}
+	mg.hists = nil
 }
 
 // histInput is the native histogram state of an input: the last sample
@@ -378,6 +414,7 @@ func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, no
 		return false
 	}
 	var moved []input
+	var movedHists map[uint64]*histInput
 	var retired map[uint64]*retiredInput
 	var base float64
 	var baseHist *histogram.FloatHistogram
@@ -400,10 +437,8 @@ func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, no
 		if mg.dirty {
 			m.snapshot(mg, nowMs)
 		}
-		moved = slices.Clone(mg.inputs.list)
-		for mg.inputs.len() > 0 {
-			mg.inputs.removeAt(mg.inputs.len() - 1)
-		}
+		moved, movedHists = slices.Clone(mg.inputs.list), mg.hists
+		mg.clearInputs()
 		retired, mg.retired = mg.retired, nil
 		base, baseHist = mg.base, mg.baseHist
 		mg.base, mg.baseHist = 0, nil
@@ -454,7 +489,9 @@ func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, no
 			}
 			mg.ended = false
 		}
-		mg.addInput(in)
+		h := movedHists[in.key]
+		in.hist = false
+		mg.setHist(mg.addInput(in), h)
 		m.tracked.Add(1)
 		m.metrics.mergeInputs.Inc()
 	}
@@ -584,9 +621,7 @@ func (m *Merger) endLocked(o *output, issued uint64, nowMs int64) {
 	}
 	mg.ended = true
 	n := int64(mg.inputs.len())
-	for mg.inputs.len() > 0 {
-		mg.inputs.removeAt(mg.inputs.len() - 1)
-	}
+	mg.clearInputs()
 	m.tracked.Add(-n)
 	m.metrics.mergeInputs.Sub(float64(n))
 	if r := int64(len(mg.retired)); r > 0 {
@@ -686,7 +721,9 @@ func (m *Merger) revive(mg *merged, in uint64) (input, bool) {
 	delete(mg.retired, in)
 	m.retired.Add(-1)
 	m.metrics.revived.Inc()
-	return input{key: in, ts: r.ts, val: r.val, offset: r.offset, has: r.has, h: r.h}, true
+	ip := input{key: in, ts: r.ts, val: r.val, offset: r.offset, has: r.has}
+	mg.setHist(&ip, r.h) // the input is added next, under the same key
+	return ip, true
 }
 
 // absorb takes the samples of one input series into a merged output. The
@@ -734,7 +771,7 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 			ts = limit
 			m.metrics.future.Inc()
 		}
-		if ip.h != nil && (ip.h.hist != nil || ip.h.stale) && ts <= ip.h.ts {
+		if hs := mg.hist(ip); hs != nil && (hs.hist != nil || hs.stale) && ts <= hs.ts {
 			continue
 		}
 		// Decode into the shard's spare histogram: the input's previous one
@@ -751,10 +788,11 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 		}
 		took = true
 		m.advance(mg, ts, window, nowMs)
-		if ip.h == nil {
-			ip.h = &histInput{}
+		hs := mg.hist(ip)
+		if hs == nil {
+			hs = &histInput{}
+			mg.setHist(ip, hs)
 		}
-		hs := ip.h
 		if value.IsStaleNaN(fh.Sum) {
 			sh.spareHist = fh
 			hs.stale, hs.ts = true, ts

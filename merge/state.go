@@ -148,7 +148,7 @@ func appendOutput(b []byte, key uint64, o *output) []byte {
 		ip := &mg.inputs.list[i]
 		b = binary.LittleEndian.AppendUint64(b, ip.key)
 		b = binary.AppendVarint(b, ip.seen)
-		b = appendInputState(b, ip.ts, ip.val, ip.offset, ip.has, ip.stale, ip.h)
+		b = appendInputState(b, ip.ts, ip.val, ip.offset, ip.has, ip.stale, mg.hist(ip))
 	}
 	b = binary.AppendUvarint(b, uint64(len(mg.retired)))
 	for h, r := range mg.retired {
@@ -300,17 +300,19 @@ func (s *stateReader) histogram() *histogram.FloatHistogram {
 	return fh
 }
 
-// input reads what appendInputState wrote into ip.
-func (s *stateReader) input(ip *input) {
+// input reads what appendInputState wrote into ip, and returns its native
+// histogram state (nil for none).
+func (s *stateReader) input(ip *input) *histInput {
 	flags := s.uvarint()
 	ip.has, ip.stale = flags&flagHas != 0, flags&flagStale != 0
 	ip.ts = s.varint()
 	ip.val = s.float()
 	ip.offset = s.float()
 	h := histInput{ts: s.varint(), hist: s.histogram(), offset: s.histogram(), stale: flags&flagHistStale != 0}
-	if h != (histInput{}) {
-		ip.h = &h
+	if h == (histInput{}) {
+		return nil
 	}
+	return &h
 }
 
 // LoadState restores the merged outputs saved by SaveState. A missing file
@@ -386,12 +388,15 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 		}
 		for i := uint64(0); i < nIn && s.err == nil; i++ {
 			ip := input{key: s.u64(), seen: s.varint()}
-			s.input(&ip)
-			if prev := mg.inputs.get(ip.key); prev != nil {
-				*prev = ip // a file written by hand may repeat one
+			h := s.input(&ip)
+			live := mg.inputs.get(ip.key)
+			if live != nil {
+				mg.setHist(live, nil)
+				*live = ip // a file written by hand may repeat one
 			} else {
-				mg.addInput(ip)
+				live = mg.addInput(ip)
 			}
+			mg.setHist(live, h)
 			newest = max(newest, ip.seen)
 		}
 		nRet := s.uvarint()
@@ -402,14 +407,14 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 			h := s.u64()
 			at := s.varint()
 			var ip input
-			s.input(&ip)
+			hs := s.input(&ip)
 			if mg.retired == nil {
 				mg.retired = map[uint64]*retiredInput{}
 			}
-			if ip.h != nil {
-				ip.h.stale = false
+			if hs != nil {
+				hs.stale = false
 			}
-			mg.retired[h] = &retiredInput{at: at, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has, h: ip.h}
+			mg.retired[h] = &retiredInput{at: at, ts: ip.ts, val: ip.val, offset: ip.offset, has: ip.has, h: hs}
 			newest = max(newest, at)
 		}
 		if s.err != nil {

@@ -202,17 +202,18 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 	add(mg.baseHist)
 	for i := range mg.inputs.list {
 		ip := &mg.inputs.list[i]
-		if ip.h == nil || ip.h.hist == nil {
+		h := mg.hist(ip)
+		if h == nil || h.hist == nil {
 			continue
 		}
-		if ip.h.hist.CounterResetHint == histogram.GaugeType {
-			if !ip.h.stale && nowMs-ip.seen <= stale {
-				add(ip.h.hist)
+		if h.hist.CounterResetHint == histogram.GaugeType {
+			if !h.stale && nowMs-ip.seen <= stale {
+				add(h.hist)
 			}
 			continue
 		}
-		add(ip.h.offset)
-		add(ip.h.hist)
+		add(h.offset)
+		add(h.hist)
 	}
 	for _, r := range mg.retired {
 		hist, offset := histOf(r.h)
