@@ -131,13 +131,13 @@ func (m *Merger) collect(f *flusher, final bool) {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for key, o := range sh.outputs {
+		sh.outputs.t.Sweep(func(_ uint64, o *output) bool {
 			if o.m == nil {
 				if nowMs-o.seen > stale {
-					delete(sh.outputs, key)
 					m.tracked.Add(-1)
+					return false
 				}
-				continue
+				return true
 			}
 			mg := o.m
 			if mg.pendingUntil != 0 && nowMs > mg.pendingUntil {
@@ -158,19 +158,19 @@ func (m *Merger) collect(f *flusher, final bool) {
 				}
 			}
 			if mg.inputs.len() == 0 && len(mg.retired) == 0 && len(mg.points) == 0 && nowMs-o.seen > stale {
-				delete(sh.outputs, key)
 				m.metrics.mergedSeries.Dec()
 				m.merged.Add(-1)
-				continue
+				return false
 			}
 			if len(mg.points) == 0 || (!final && mg.since >= oldest) {
-				continue
+				return true
 			}
 			for k := range mg.points {
 				mg.points[k].sent = true
 				f.entries = append(f.entries, entry{sh: sh, mg: mg, p: mg.points[k], layer: k})
 			}
-		}
+			return true
+		})
 		sh.mu.Unlock()
 	}
 	slices.SortStableFunc(f.entries, func(a, b entry) int { return cmp.Compare(a.layer, b.layer) })

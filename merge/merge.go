@@ -28,6 +28,7 @@ package merge
 import (
 	"bytes"
 	"fmt"
+	"github.com/cardinal-gateway/cardinal/internal/u64table"
 	"log/slog"
 	"math"
 	"runtime"
@@ -271,11 +272,38 @@ type metrics struct {
 
 type shard struct {
 	mu      sync.Mutex
-	outputs map[uint64]*output
+	outputs outputTable
 	// spareHist is where the next native histogram sample of this shard is
 	// decoded; see absorb.
 	spareHist *histogram.FloatHistogram
-	_         [32]byte // keep shards on separate cache lines
+	_         [40]byte // keep shards on separate cache lines (128 bytes)
+}
+
+// outputTable maps output hashes to outputs. An open-addressing table
+// (internal/u64table) takes 16-byte slots, probed from one cache line,
+// where a Go map's lookups were the merger's largest cost on traffic that
+// passes through.
+type outputTable struct {
+	t u64table.Table[*output]
+}
+
+func (ot *outputTable) get(k uint64) *output {
+	if p := ot.t.Ptr(k); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (ot *outputTable) put(k uint64, o *output) { ot.t.Put(k, o) }
+
+func (ot *outputTable) del(k uint64) { ot.t.Delete(k) }
+
+// each calls f for every output; f must not add or remove outputs.
+func (ot *outputTable) each(f func(k uint64, o *output)) {
+	ot.t.Range(func(k uint64, o *output) bool {
+		f(k, o)
+		return true
+	})
 }
 
 // New returns a Merger. Call Run to emit merged outputs.
@@ -292,9 +320,6 @@ func New(opts Options) *Merger {
 	m := &Merger{logger: opts.Logger, now: opts.Now, metadata: map[string]familyMeta{}}
 	m.rejectLog.interval = 10 * time.Second
 	m.SetRules(opts.Rules)
-	for i := range m.shards {
-		m.shards[i].outputs = map[uint64]*output{}
-	}
 	f := promauto.With(opts.Registerer)
 	m.metrics = metrics{
 		mergedSeries: f.NewGauge(prometheus.GaugeOpts{

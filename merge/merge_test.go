@@ -243,8 +243,8 @@ func TestStaleStateExpires(t *testing.T) {
 		t.Fatalf("tracked %d live and %d retired inputs after forget_after, want none", n, r)
 	}
 	for i := range m.shards {
-		if len(m.shards[i].outputs) != 0 {
-			t.Fatalf("shard %d still holds %d outputs", i, len(m.shards[i].outputs))
+		if n := m.shards[i].outputs.t.Len(); n != 0 {
+			t.Fatalf("shard %d still holds %d outputs", i, n)
 		}
 	}
 }

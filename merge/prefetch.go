@@ -23,7 +23,7 @@ func (m *Merger) Prefetch(ins, outs []uint64, order []int32) ([]int32, uint64) {
 		sh := &m.shards[s]
 		sh.mu.Lock()
 		for _, i := range idx[start[s]:start[s+1]] {
-			o := sh.outputs[outs[i]]
+			o := sh.outputs.get(outs[i])
 			if o == nil {
 				continue
 			}

@@ -21,9 +21,9 @@ func (m *Merger) Collisions(top int) []Collision {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for _, o := range sh.outputs {
+		sh.outputs.each(func(_ uint64, o *output) {
 			if o.m == nil || o.m.enc == nil {
-				continue
+				return
 			}
 			active := 0
 			for i := range o.m.inputs.list {
@@ -42,7 +42,7 @@ func (m *Merger) Collisions(top int) []Collision {
 				CollapsedLabels: slices.Clone(o.m.collapsed),
 				Kind:            o.m.kind.String(),
 			})
-		}
+		})
 		sh.mu.Unlock()
 	}
 	slices.SortFunc(out, func(a, b Collision) int {

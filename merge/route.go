@@ -256,7 +256,7 @@ func (m *Merger) newOut(seen int64) Decision {
 func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Series, nowMs int64, forceMerge bool) Decision {
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
-	o := sh.outputs[out]
+	o := sh.outputs.get(out)
 	var first Decision
 	if o == nil {
 		// Slow path: a series never seen.
@@ -266,7 +266,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		}
 		first = m.newIn(0) | m.newOut(0)
 		o = &output{input: in, seen: nowMs, lastTs: noSample}
-		sh.outputs[out] = o
+		sh.outputs.put(out, o)
 		if forceMerge {
 			o.m = m.newMerged(s.Labels, 0)
 		} else {
@@ -289,10 +289,10 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		}
 		// The aggregate is gone or closed: the output starts again.
 		sh.mu.Lock()
-		if cur := sh.outputs[out]; cur == o {
+		if cur := sh.outputs.get(out); cur == o {
 			// Its stale marker, if still queued, would now come after the
 			// samples that start it again: it goes.
-			delete(sh.outputs, out)
+			sh.outputs.del(out)
 			m.pending.Add(-int64(len(o.m.points)))
 			m.metrics.mergedSeries.Dec()
 			m.merged.Add(-1)
@@ -356,7 +356,7 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decision {
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
-	o := sh.outputs[out]
+	o := sh.outputs.get(out)
 	if o == nil || o.m == nil || o.m.enc == nil || o.m.movedTo != 0 || o.m.closedAt != 0 {
 		sh.mu.Unlock()
 		return Pass
@@ -380,7 +380,7 @@ func (m *Merger) RouteKnown(in, out uint64, s *wire.Series, nowMs int64) Decisio
 func (m *Merger) PassKnown(in, out uint64, s *wire.Series, nowMs int64) (Decision, bool) {
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
-	o := sh.outputs[out]
+	o := sh.outputs.get(out)
 	if o == nil || o.m != nil || o.input != in {
 		sh.mu.Unlock()
 		return 0, false
@@ -408,7 +408,7 @@ func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, no
 	}
 	sh := &m.shards[from%numShards]
 	sh.mu.Lock()
-	o := sh.outputs[from]
+	o := sh.outputs.get(from)
 	if o == nil || (o.m != nil && (o.m.movedTo != 0 || o.m.enc == nil)) {
 		sh.mu.Unlock()
 		return false
@@ -460,10 +460,10 @@ func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, no
 	sh = &m.shards[to%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	t := sh.outputs[to]
+	t := sh.outputs.get(to)
 	if t == nil {
 		t = &output{input: single.key, seen: nowMs, lastTs: noSample}
-		sh.outputs[to] = t
+		sh.outputs.put(to, t)
 		t.m = m.newMerged(toLabels, 0)
 	} else if t.m == nil {
 		m.startMerging(t, nil, toLabels)
@@ -526,7 +526,7 @@ func (m *Merger) routeMoved(tk Ticket, in, to uint64, s *wire.Series, nowMs int6
 	sh := &m.shards[to%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	t := sh.outputs[to]
+	t := sh.outputs.get(to)
 	if t == nil || t.m == nil || t.m.enc == nil {
 		return false
 	}
@@ -561,7 +561,7 @@ func (m *Merger) EndOutput(out uint64) bool {
 	sh := &m.shards[out%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	o := sh.outputs[out]
+	o := sh.outputs.get(out)
 	if o == nil || o.m == nil || o.m.enc == nil {
 		return false
 	}
@@ -593,17 +593,17 @@ func (m *Merger) EndWhere(leaving func(out uint64, labels []wire.Label) bool) in
 		sh := &m.shards[i]
 		sh.mu.Lock()
 		nowMs := m.now().UnixMilli()
-		for out, o := range sh.outputs {
+		sh.outputs.each(func(out uint64, o *output) {
 			if o.m == nil || o.m.enc == nil || o.m.ended || o.m.movedTo != 0 {
-				continue
+				return
 			}
 			ls, err := wire.DecodeLabels(o.m.enc)
 			if err != nil || !leaving(out, ls) {
-				continue
+				return
 			}
 			m.endLocked(o, issued, nowMs)
 			n++
-		}
+		})
 		sh.mu.Unlock()
 	}
 	return n

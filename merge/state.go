@@ -107,13 +107,12 @@ func (m *Merger) writeState(w io.Writer, clean bool) (int, error) {
 		// the shard's requests.
 		buf = buf[:0]
 		sh.mu.Lock()
-		for key, o := range sh.outputs {
-			if o.m == nil {
-				continue
+		sh.outputs.each(func(key uint64, o *output) {
+			if o.m != nil {
+				buf = appendOutput(buf, key, o)
+				n++
 			}
-			buf = appendOutput(buf, key, o)
-			n++
-		}
+		})
 		sh.mu.Unlock()
 		if _, err := w.Write(buf); err != nil {
 			return n, err
@@ -454,10 +453,10 @@ func (m *Merger) restore(key uint64, mg *merged, seen int64) bool {
 	sh := &m.shards[key%numShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.outputs[key] != nil {
+	if sh.outputs.get(key) != nil {
 		return false
 	}
-	sh.outputs[key] = &output{seen: seen, m: mg}
+	sh.outputs.put(key, &output{seen: seen, m: mg})
 	m.metrics.mergedSeries.Inc()
 	m.merged.Add(1)
 	m.tracked.Add(int64(mg.inputs.len()))
@@ -486,10 +485,10 @@ func (m *Merger) loadV1(path string, r *bufio.Reader) (int, error) {
 		}
 		sh := &m.shards[key%numShards]
 		sh.mu.Lock()
-		if sh.outputs[key] == nil {
+		if sh.outputs.get(key) == nil {
 			// seen is now: the output lives for a staleness period even if
 			// no input comes back.
-			sh.outputs[key] = &output{seen: nowMs, m: m.newMerged(nil, lastEmit)}
+			sh.outputs.put(key, &output{seen: nowMs, m: m.newMerged(nil, lastEmit)})
 			n++
 		}
 		sh.mu.Unlock()
