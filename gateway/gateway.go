@@ -765,7 +765,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		// is confirmed like any other: routes are hints.)
 		if !ws.cluster.skipCache && ws.cached[i].ok {
 			r := ws.cached[i].r
-			if r.peer() || !r.pass() && (trace != nil && r.traced() || es != nil) {
+			if r.peer() || !r.pass() && !r.dropped() && (trace != nil && r.traced() || es != nil) {
 				// Handed over with its labels, or seen by trace
 				// sampling (it has a trace id) or the estimates: they
 				// need them decoded.
@@ -815,6 +815,11 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		// accepts; sending it would fail the whole request downstream.
 		if !keep || wire.GetLabel(ls, "__name__") == nil {
 			res.DroppedByRelabel += n
+			if !ws.cluster.skipCache {
+				// The rules decide on the labels alone: the next samples
+				// of this input are dropped without relabeling.
+				g.routes.put(in, newDropRoute(st.gen, nowSec))
+			}
 			continue
 		}
 		if trace != nil {
@@ -989,6 +994,10 @@ const (
 func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, r route, s *wire.Series, n int, nowSec uint32, nowMs int64, res *Result) int {
 	if !r.current(st.gen) {
 		return knownMiss
+	}
+	if r.dropped() {
+		res.DroppedByRelabel += n
+		return knownDone
 	}
 	if r.peer() {
 		// Another replica owns it: handed over as it came, without

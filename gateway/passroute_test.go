@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/cardinal-gateway/cardinal/config"
 )
 
 // passConfig leaves series without pod or request_id as they are (the
@@ -209,5 +211,83 @@ func TestDeferLabelsFollowsTheTraffic(t *testing.T) {
 	scrape("b", 3000)
 	if g.DeferLabels() {
 		t.Fatal("labels still deferred after a request of new series")
+	}
+}
+
+// TestDroppedInputsSkipTheRules: an input the rules drop is dropped from
+// the route cache on its next samples, without decoding its labels; after
+// a reload the new rules decide again; and each shard holds at most
+// maxDropRoutes of them.
+func TestDroppedInputsSkipTheRules(t *testing.T) {
+	const dropConfig = `
+downstream: {url: "http://127.0.0.1:1/api/v1/write"}
+relabel_configs:
+  - {action: drop, source_labels: [__name__], regex: "envoy_server_.*"}
+  - {action: labeldrop, regex: pod}
+`
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, dropConfig, sender)
+	scrape := func(n int, ts int64) Result {
+		t.Helper()
+		pb := &prompb.WriteRequest{}
+		for i := range n {
+			s := series("envoy_server_live", "app", "a", "pod", fmt.Sprint(i))
+			s.Samples[0].Timestamp = ts
+			pb.Timeseries = append(pb.Timeseries, s)
+		}
+		res, err := g.Process(context.Background(), decode(t, pb))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := scrape(20, 1000); res.DroppedByRelabel != 20 || g.routes.len() != 20 {
+		t.Fatalf("first request: %+v, %d routes; want 20 dropped and cached", res, g.routes.len())
+	}
+	if res := scrape(20, 2000); res.DroppedByRelabel != 20 || res.Forwarded != 0 {
+		t.Fatalf("second request: %+v, want 20 dropped", res)
+	}
+	if !g.DeferLabels() {
+		t.Fatal("labels not deferred after a request the route cache dropped whole")
+	}
+	cfg, err := config.Parse([]byte(`
+downstream: {url: "http://127.0.0.1:1/api/v1/write"}
+relabel_configs:
+  - {action: labeldrop, regex: pod}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	setSender(g, sender)
+	if res := scrape(20, 3000); res.DroppedByRelabel != 0 || res.Forwarded+res.Merged != 20 {
+		t.Fatalf("after the reload: %+v, want nothing dropped", res)
+	}
+
+	// The bound: inputs past it are still dropped, by the rules.
+	g2, _ := newTestGateway(t, dropConfig, &recordingSender{keep: true})
+	g = g2
+	n := routeShards*maxDropRoutes + 5000
+	if res := scrape(n, 1000); res.DroppedByRelabel != n {
+		t.Fatalf("%d dropped, want %d", res.DroppedByRelabel, n)
+	}
+	if got := g.routes.len(); got > routeShards*maxDropRoutes || got < routeShards*maxDropRoutes/2 {
+		t.Fatalf("%d routes cached, want at most %d (and most of them)", got, routeShards*maxDropRoutes)
+	}
+	for i := range g.routes.shards {
+		if sh := &g.routes.shards[i]; sh.drops != sh.routes.Len() || sh.drops > maxDropRoutes {
+			t.Fatalf("shard %d counts %d drop routes of %d, bound %d", i, sh.drops, sh.routes.Len(), maxDropRoutes)
+		}
+	}
+	if res := scrape(n, 2000); res.DroppedByRelabel != n {
+		t.Fatalf("again: %d dropped, want %d", res.DroppedByRelabel, n)
+	}
+	g.routes.sweep(1<<20, 1)
+	for i := range g.routes.shards {
+		if sh := &g.routes.shards[i]; sh.drops != 0 || sh.routes.Len() != 0 {
+			t.Fatalf("shard %d after the sweep: %d drop routes counted, %d held", i, sh.drops, sh.routes.Len())
+		}
 	}
 }

@@ -32,12 +32,19 @@ type routeShard struct {
 	// folded holds the limiter hash of the folded routes, for which it is
 	// not the output hash: few, since folding is the exception.
 	folded map[uint64]uint64
-	_      [32]byte // keep shards on separate cache lines (128 bytes)
+	// drops counts the routes of dropped inputs (newDropRoute). Unlike
+	// the others, nothing else tracks those inputs and bounds them: past
+	// maxDropRoutes a shard stops taking them, and the rules run again.
+	drops int
+	_     [24]byte // keep shards on separate cache lines (128 bytes)
 }
 
+// maxDropRoutes bounds each shard's routes of dropped inputs: 256 k in
+// all, about 10 MB, for dropped families that churn.
+const maxDropRoutes = 4096
+
 // routeVal is one cached route: the output hash, and meta packing the
-// configuration generation (31 bits), the folded flag and the last-seen
-// second.
+// route's genFolded (high half) and the last-seen second.
 type routeVal struct {
 	out, meta uint64
 }
@@ -118,7 +125,25 @@ const seenStep = 16
 func (c *routeCache) put(in uint64, r route) {
 	sh := &c.shards[in%routeShards]
 	sh.mu.Lock()
-	sh.routes.Put(in, valOf(r))
+	p := sh.routes.Ptr(in)
+	if p != nil && p.route(0).dropped() {
+		sh.drops--
+	}
+	if r.dropped() {
+		if sh.drops >= maxDropRoutes {
+			if p != nil {
+				sh.routes.Delete(in)
+			}
+			sh.mu.Unlock()
+			return
+		}
+		sh.drops++
+	}
+	if p != nil {
+		*p = valOf(r)
+	} else {
+		sh.routes.Put(in, valOf(r))
+	}
 	if r.folded() {
 		if sh.folded == nil {
 			sh.folded = map[uint64]uint64{}
@@ -133,6 +158,9 @@ func (c *routeCache) put(in uint64, r route) {
 func (c *routeCache) del(in uint64) {
 	sh := &c.shards[in%routeShards]
 	sh.mu.Lock()
+	if p := sh.routes.Ptr(in); p != nil && p.route(0).dropped() {
+		sh.drops--
+	}
 	sh.routes.Delete(in)
 	delete(sh.folded, in)
 	sh.mu.Unlock()
@@ -145,6 +173,7 @@ func (c *routeCache) clear() {
 		sh.mu.Lock()
 		sh.routes.Clear()
 		sh.folded = nil
+		sh.drops = 0
 		sh.mu.Unlock()
 	}
 }
@@ -158,6 +187,9 @@ func (c *routeCache) sweep(now, maxAge uint32) {
 		sh.routes.Sweep(func(in uint64, v routeVal) bool {
 			if int64(int32(now-uint32(v.meta))) <= int64(maxAge) {
 				return true
+			}
+			if v.route(0).dropped() {
+				sh.drops--
 			}
 			delete(sh.folded, in)
 			return false
@@ -183,18 +215,19 @@ type route struct {
 	limiterHash uint64 // the output before folding: the limiter's key, and trace sampling's
 	outHash     uint64 // the merged output the input feeds
 	// genFolded is the configuration generation the route was computed
-	// with, shifted left by four; whether the input carries a trace-id
-	// label (bit 3); whether the input is the single input
-	// of its output and the rules leave its labels as they are (bit 2:
-	// it passes through as it came); whether it goes to another replica
-	// of the cluster (bit 1: outHash is then the owner's index in the
-	// view); and whether the limiter folds it (bit 0).
+	// with, shifted left by five; whether the relabel rules drop the
+	// input (bit 4); whether it carries a trace-id label (bit 3); whether
+	// it is the single input of its output and the rules leave its labels
+	// as they are (bit 2: it passes through as it came); whether it goes
+	// to another replica of the cluster (bit 1: outHash is then the
+	// owner's index in the view); and whether the limiter folds it
+	// (bit 0).
 	genFolded uint32
 	seen      uint32 // limiter clock seconds
 }
 
 func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool) route {
-	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 4, seen: seen}
+	r := route{limiterHash: limiterHash, outHash: outHash, genFolded: uint32(gen) << 5, seen: seen}
 	if folded {
 		r.genFolded |= 1
 	}
@@ -204,13 +237,18 @@ func newRoute(gen uint64, limiterHash, outHash uint64, seen uint32, folded bool)
 // newPeerRoute is the route of an input another replica owns: owner is
 // its index in the view of generation gen.
 func newPeerRoute(gen uint64, owner int, seen uint32) route {
-	return route{outHash: uint64(owner), genFolded: uint32(gen)<<4 | 2, seen: seen}
+	return route{outHash: uint64(owner), genFolded: uint32(gen)<<5 | 2, seen: seen}
 }
 
 // newPassRoute is the route of an input that passes through unchanged:
 // the single input of output out, its labels untouched by the rules.
 func newPassRoute(gen uint64, out uint64, seen uint32) route {
-	return route{limiterHash: out, outHash: out, genFolded: uint32(gen)<<4 | 4, seen: seen}
+	return route{limiterHash: out, outHash: out, genFolded: uint32(gen)<<5 | 4, seen: seen}
+}
+
+// newDropRoute is the route of an input the relabel rules drop.
+func newDropRoute(gen uint64, seen uint32) route {
+	return route{genFolded: uint32(gen)<<5 | 16, seen: seen}
 }
 
 // pass reports whether the input passes through as it came.
@@ -222,7 +260,10 @@ func (r route) folded() bool { return r.genFolded&1 != 0 }
 func (r route) peer() bool { return r.genFolded&2 != 0 }
 
 // current reports whether the route was computed with configuration gen.
-func (r route) current(gen uint64) bool { return r.genFolded>>4 == uint32(gen)&(1<<28-1) }
+func (r route) current(gen uint64) bool { return r.genFolded>>5 == uint32(gen)&(1<<27-1) }
+
+// dropped reports whether the relabel rules drop the input.
+func (r route) dropped() bool { return r.genFolded&16 != 0 }
 
 // withTrace returns r marked as the route of an input that carries a
 // trace-id label. Its labels are what the route cache keys, so an input

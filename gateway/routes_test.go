@@ -188,6 +188,12 @@ func TestRoutePacking(t *testing.T) {
 		if r := newRoute(gen, 7, 8, 9, true); r.traced() || !r.withTrace().traced() || !r.withTrace().folded() || !r.withTrace().current(gen) || r.withTrace().pass() {
 			t.Fatalf("newRoute(%d).withTrace() = %+v", gen, r.withTrace())
 		}
+		if d := newDropRoute(gen, 9); !d.dropped() || d.pass() || d.peer() || d.folded() || d.traced() || !d.current(gen) || d.current(gen+1) || d.seen != 9 {
+			t.Fatalf("newDropRoute(%d) = %+v", gen, d)
+		}
+		if newRoute(gen, 7, 8, 9, true).dropped() || newPassRoute(gen, 8, 9).dropped() || newPeerRoute(gen, 2, 9).dropped() {
+			t.Fatalf("a route of generation %d reads as dropped", gen)
+		}
 		if r := newRoute(gen, 7, 8, 9, true); r.peer() || r.pass() {
 			t.Fatalf("newRoute(%d) is a peer or pass route", gen)
 		}
