@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"reflect"
 	"slices"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -283,16 +284,24 @@ func (r *Request) Reset() {
 }
 
 // reserve returns s with room for at least n more elements. Past its
-// capacity it at least doubles it: append grows a large slice by about a
-// quarter at a time, so a pooled buffer filling up for the first time
-// would be copied and reallocated a dozen times, and that warm-up garbage
-// is what sets the pace of the collector under a new sender's traffic.
+// capacity it at least doubles it, up to reserveDoubling bytes: append
+// grows a large slice by about a quarter at a time, so a pooled buffer
+// filling up for the first time would be copied and reallocated a dozen
+// times, and that warm-up garbage is what sets the pace of the collector
+// under a new sender's traffic. Beyond it, append's growth keeps an
+// outsized request from holding twice its memory.
 func reserve[T any](s []T, n int) []T {
 	if cap(s)-len(s) >= n {
 		return s
 	}
+	var zero T
+	if uintptr(len(s))*unsafe.Sizeof(zero) >= reserveDoubling {
+		return slices.Grow(s, n)
+	}
 	return slices.Grow(s, max(n, len(s)))
 }
+
+const reserveDoubling = 8 << 20
 
 // Counts returns the number of float samples, histogram samples and
 // exemplars in r.

@@ -981,3 +981,33 @@ func TestSanitizeTrusted(t *testing.T) {
 		}
 	}
 }
+
+// reserve always leaves room for n more, doubles small buffers and lets
+// append's own growth take over past reserveDoubling bytes.
+func TestReserve(t *testing.T) {
+	for _, tc := range []struct{ len, cap, n int }{{0, 0, 64}, {10, 10, 1}, {1000, 1000, 64}, {5, 100, 64}, {reserveDoubling, reserveDoubling, 4 << 10}} {
+		s := make([]byte, tc.len, tc.cap)
+		got := reserve(s, tc.n)
+		if cap(got)-len(got) < tc.n || len(got) != tc.len {
+			t.Fatalf("reserve(len %d cap %d, %d): len %d cap %d", tc.len, tc.cap, tc.n, len(got), cap(got))
+		}
+		switch {
+		case tc.cap-tc.len >= tc.n:
+			if cap(got) != tc.cap {
+				t.Fatalf("reserve(len %d cap %d, %d) grew to %d with room to spare", tc.len, tc.cap, tc.n, cap(got))
+			}
+		case tc.len < reserveDoubling:
+			if cap(got) < 2*tc.len {
+				t.Fatalf("reserve(len %d cap %d, %d) grew to %d, want at least double", tc.len, tc.cap, tc.n, cap(got))
+			}
+		default:
+			if cap(got) >= 2*tc.len {
+				t.Fatalf("reserve(len %d, %d) doubled a buffer past %d bytes: cap %d", tc.len, tc.n, reserveDoubling, cap(got))
+			}
+		}
+	}
+	ls := reserve([]Label(nil), 64)
+	if cap(ls) < 64 {
+		t.Fatalf("reserve of labels: cap %d", cap(ls))
+	}
+}
