@@ -364,20 +364,25 @@ func TestConcurrentInputsSumExactly(t *testing.T) {
 	}
 }
 
+// countHistogram encodes a native histogram of count observations, all in
+// one bucket, as a remote-write histogram.
+func countHistogram(t *testing.T, count uint64) []byte {
+	t.Helper()
+	ih := &histogram.Histogram{
+		Count: count, Sum: float64(count), Schema: 0, ZeroThreshold: 1e-128,
+		PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []int64{int64(count)},
+	}
+	ph := prompb.FromIntHistogram(1000, ih)
+	b, err := ph.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestNativeHistogramsAreAdded(t *testing.T) {
 	m, c, s := newTestMerger(t, Rules{})
-	h := func(count uint64) []byte {
-		ih := &histogram.Histogram{
-			Count: count, Sum: float64(count), Schema: 0, ZeroThreshold: 1e-128,
-			PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []int64{int64(count)},
-		}
-		ph := prompb.FromIntHistogram(1000, ih)
-		b, err := ph.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	h := func(count uint64) []byte { return countHistogram(t, count) }
 	route := func(pod string, count uint64, ts int64) Decision {
 		orig := lbls("__name__", "lat", "pod", pod)
 		out := lbls("__name__", "lat")
@@ -417,18 +422,7 @@ func TestNativeHistogramsAreAdded(t *testing.T) {
 // survives a state file.
 func TestNativeHistogramStateFollowsItsInput(t *testing.T) {
 	m, c, s := newTestMerger(t, Rules{})
-	h := func(count uint64) []byte {
-		ih := &histogram.Histogram{
-			Count: count, Sum: float64(count), Schema: 0, ZeroThreshold: 1e-128,
-			PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []int64{int64(count)},
-		}
-		ph := prompb.FromIntHistogram(1000, ih)
-		b, err := ph.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	h := func(count uint64) []byte { return countHistogram(t, count) }
 	route := func(m *Merger, pod string, count uint64) {
 		orig := lbls("__name__", "lat", "pod", pod)
 		out := lbls("__name__", "lat")
