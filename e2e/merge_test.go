@@ -213,6 +213,18 @@ func (e *churnExporter) exposed() map[string]exposedSeries {
 	return out
 }
 
+// finalExposed is what exposed returns once every step was served: the
+// last value of every series of the run, known before it starts.
+func (e *churnExporter) finalExposed() map[string]exposedSeries {
+	out := map[string]exposedSeries{}
+	for _, values := range e.values {
+		for k, v := range values {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // appendSample appends one text exposition line with sorted labels.
 func appendSample(dst []byte, m map[string]string, v float64) []byte {
 	names := make([]string, 0, len(m))
