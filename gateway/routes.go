@@ -103,15 +103,11 @@ type cachedRoute struct {
 // both slices are returned for reuse.
 func (c *routeCache) getAll(ins []uint64, now uint32, out []cachedRoute, order []int32) ([]cachedRoute, []int32) {
 	order = shardsort.Group(order, ins, routeShards)
-	start, idx := shardsort.Split(order, routeShards)
 	out = slices.Grow(out[:0], len(ins))[:len(ins)]
-	for s := range routeShards {
-		if start[s] == start[s+1] {
-			continue
-		}
+	for s, idx := range shardsort.Shards(order, routeShards) {
 		sh := &c.shards[s]
 		sh.mu.Lock()
-		for _, i := range idx[start[s]:start[s+1]] {
+		for _, i := range idx {
 			out[i].r, out[i].ok = sh.lookup(ins[i], now)
 		}
 		sh.mu.Unlock()

@@ -10,15 +10,11 @@ import "github.com/cardinal-gateway/cardinal/internal/shardsort"
 // nothing, it keeps the compiler from skipping the reads.
 func (l *Limiter) Prefetch(hashes []uint64, order []int32) ([]int32, uint64) {
 	order = shardsort.Group(order, hashes, numShards)
-	start, idx := shardsort.Split(order, numShards)
 	var sink uint64
-	for s := range numShards {
-		if start[s] == start[s+1] {
-			continue
-		}
+	for s, idx := range shardsort.Shards(order, numShards) {
 		sh := &l.shards[s]
 		sh.mu.Lock()
-		for _, i := range idx[start[s]:start[s+1]] {
+		for _, i := range idx {
 			if p := sh.series.Ptr(hashes[i]); p != nil {
 				sink += *p
 			}

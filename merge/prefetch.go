@@ -14,15 +14,11 @@ import "github.com/cardinal-gateway/cardinal/internal/shardsort"
 // the reads.
 func (m *Merger) Prefetch(ins, outs []uint64, order []int32) ([]int32, uint64) {
 	order = shardsort.Group(order, outs, numShards)
-	start, idx := shardsort.Split(order, numShards)
 	var sink uint64
-	for s := range numShards {
-		if start[s] == start[s+1] {
-			continue
-		}
+	for s, idx := range shardsort.Shards(order, numShards) {
 		sh := &m.shards[s]
 		sh.mu.Lock()
-		for _, i := range idx[start[s]:start[s+1]] {
+		for _, i := range idx {
 			o := sh.outputs.get(outs[i])
 			if o == nil {
 				continue

@@ -2,7 +2,10 @@
 // table that holds them, so that the batch takes each shard's lock once.
 package shardsort
 
-import "slices"
+import (
+	"iter"
+	"slices"
+)
 
 // Group sorts the indices of keys by shard, key % shards, keeping their
 // order within a shard (a counting sort). It returns buf, reused and
@@ -29,6 +32,23 @@ func Group(buf []int32, keys []uint64, shards int) []int32 {
 	copy(start[1:], start[:shards])
 	start[0] = 0
 	return buf
+}
+
+// Shards yields, for Group's result buf, each shard that holds keys and
+// the indices of its keys, in shard order: the loop a batch takes, one
+// lock per shard.
+func Shards(buf []int32, shards int) iter.Seq2[int, []int32] {
+	return func(yield func(int, []int32) bool) {
+		start, order := Split(buf, shards)
+		for s := range shards {
+			if start[s] == start[s+1] {
+				continue
+			}
+			if !yield(s, order[start[s]:start[s+1]]) {
+				return
+			}
+		}
+	}
 }
 
 // Split returns the two parts of Group's result.

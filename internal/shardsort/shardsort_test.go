@@ -34,3 +34,29 @@ func TestGroup(t *testing.T) {
 		}
 	}
 }
+
+// TestShards: the iterator yields exactly the non-empty shards of Group's
+// result, in order, with their indices, and stops when asked.
+func TestShards(t *testing.T) {
+	keys := []uint64{5, 1, 9, 3, 13, 7}
+	buf := Group(nil, keys, 4)
+	start, order := Split(buf, 4)
+	var got []int
+	for s, idx := range Shards(buf, 4) {
+		if len(idx) == 0 || &idx[0] != &order[start[s]] || len(idx) != int(start[s+1]-start[s]) {
+			t.Fatalf("shard %d: indices %v, want order[%d:%d]", s, idx, start[s], start[s+1])
+		}
+		got = append(got, s)
+	}
+	if len(got) != 2 || got[0] != 1 || got[1] != 3 {
+		t.Fatalf("shards %v, want [1 3] (keys %v mod 4)", got, keys)
+	}
+	n := 0
+	for range Shards(buf, 4) {
+		n++
+		break
+	}
+	if n != 1 {
+		t.Fatalf("the loop went on after break: %d", n)
+	}
+}
