@@ -59,17 +59,7 @@ func valOf(r route) routeVal {
 
 func newRouteCache() *routeCache { return &routeCache{} }
 
-// get looks one input up. The request path uses getAll, which answers as
-// get does for each input; the tests check it against get.
-func (c *routeCache) get(in uint64, now uint32) (route, bool) {
-	sh := &c.shards[in%routeShards]
-	sh.mu.Lock()
-	r, ok := sh.lookup(in, now)
-	sh.mu.Unlock()
-	return r, ok
-}
-
-// lookup is get under sh.mu.
+// lookup looks one input up under sh.mu (see getAll).
 func (sh *routeShard) lookup(in uint64, now uint32) (route, bool) {
 	v := sh.routes.Ptr(in)
 	if v == nil {
