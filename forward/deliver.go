@@ -107,6 +107,10 @@ type Scratch struct {
 	// the delivery is 2.0; a split encodes the request as usual. Deliver
 	// clears it before it returns.
 	Verbatim []byte
+	// Cut says that Verbatim is the body the request came in with the
+	// ranges of the series it lost cut out (see internal/snappycut), and
+	// counts it apart. Deliver clears it too.
+	Cut bool
 }
 
 // part is a range [lo, hi) of a request's items: item 0 is the request's
@@ -186,7 +190,7 @@ func Deliver(ctx context.Context, s BodySender, req *wire.Request, sc *Scratch, 
 func (m *DeliverMetrics) Deliver(ctx context.Context, t Target, req *wire.Request, sc *Scratch, onReject func(Rejection)) (Report, error) {
 	s, vs := t.Body, t.V2
 	sc.v2 = vs != nil && vs.SendsV2()
-	defer func() { sc.Verbatim = nil }()
+	defer func() { sc.Verbatim, sc.Cut = nil, false }()
 	rep, err := m.deliver(ctx, s, vs, req, sc, onReject)
 	if errors.Is(err, ErrFellBack) {
 		// Slow path, once per Client: the downstream stored nothing of
@@ -277,7 +281,7 @@ func (m *DeliverMetrics) deliver(ctx context.Context, s BodySender, vs V2Sender,
 	var err error
 	verbatim := sc.Verbatim != nil && !sc.v2
 	if verbatim {
-		m.countVerbatim()
+		m.countVerbatim(sc.Cut)
 		err = s.Send(ctx, sc.Verbatim)
 	} else {
 		err = sc.send(ctx, s, vs, req, 0, len(req.Series), meta == 1)

@@ -101,6 +101,7 @@ type DeliverMetrics struct {
 	v2Exemplars      prometheus.Counter
 	refusedExemplars prometheus.Counter
 	verbatim         prometheus.Counter
+	cut              prometheus.Counter
 	rejectedSeries   [numReasons]prometheus.Counter // by reasonIndex, resolved once
 	rejectedSamples  [numReasons]prometheus.Counter
 }
@@ -152,9 +153,16 @@ func NewDeliverMetrics(reg prometheus.Registerer) (*DeliverMetrics, error) {
 		Name: "cardinal_forward_verbatim_requests_total",
 		Help: "Requests forwarded in the body they came in, without encoding or compressing them again, because no rule, cap, merge or validation changed anything in them.",
 	})
+	cut := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cardinal_forward_cut_requests_total",
+		Help: "Requests forwarded as the body they came in with the series that rules, caps or merging removed cut out, without encoding or compressing the rest again, because nothing changed in the series they kept.",
+	})
 	if reg != nil {
 		var err error
 		if verbatim, err = register(reg, verbatim); err != nil {
+			return nil, err
+		}
+		if cut, err = register(reg, cut); err != nil {
 			return nil, err
 		}
 		if splits, err = register(reg, splits); err != nil {
@@ -173,7 +181,7 @@ func NewDeliverMetrics(reg prometheus.Registerer) (*DeliverMetrics, error) {
 			return nil, err
 		}
 	}
-	m := &DeliverMetrics{splits: splits, v2Exemplars: v2Exemplars, refusedExemplars: refusedEx, verbatim: verbatim}
+	m := &DeliverMetrics{splits: splits, v2Exemplars: v2Exemplars, refusedExemplars: refusedEx, verbatim: verbatim, cut: cut}
 	for _, r := range [...]string{ReasonOutOfOrder, ReasonDuplicate, ReasonOutOfBounds, ReasonTooLarge, ReasonInvalid} {
 		i := reasonIndex(r)
 		m.rejectedSeries[i] = series.WithLabelValues(r)
@@ -194,8 +202,12 @@ func (m *DeliverMetrics) countRefusedExemplars(n int) {
 	}
 }
 
-func (m *DeliverMetrics) countVerbatim() {
-	if m != nil {
+func (m *DeliverMetrics) countVerbatim(cut bool) {
+	switch {
+	case m == nil:
+	case cut:
+		m.cut.Inc()
+	default:
 		m.verbatim.Inc()
 	}
 }

@@ -109,6 +109,7 @@ type allocRun struct {
 	sender  *countingSender
 	traffic *scrapeTraffic
 	seen    map[uint64]bool
+	reg     *prometheus.Registry
 	req     wire.Request
 	raw     []byte
 	hashBuf []byte
@@ -122,8 +123,10 @@ func newAllocRun(t testing.TB, yml string, churn bool) *allocRun {
 	}
 	clock := &testClock{t: time.UnixMilli(1_700_000_000_000)}
 	sender := &countingSender{}
+	reg := prometheus.NewRegistry()
 	g, err := New(cfg, Options{
-		Now: clock.Now,
+		Now:        clock.Now,
+		Registerer: reg,
 		NewSender: func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (Sender, error) {
 			return sender, nil
 		},
@@ -131,7 +134,7 @@ func newAllocRun(t testing.TB, yml string, churn bool) *allocRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &allocRun{g: g, clock: clock, sender: sender, traffic: newScrapeTraffic(churn), seen: map[uint64]bool{}}
+	return &allocRun{g: g, clock: clock, sender: sender, traffic: newScrapeTraffic(churn), seen: map[uint64]bool{}, reg: reg}
 }
 
 // scrape sends one scrape's requests and flushes the merger; it returns the
@@ -155,6 +158,9 @@ func (a *allocRun) scrape(t testing.TB, step int) (allocs, newInputs []uint64, r
 		if err != nil {
 			t.Fatal(err)
 		}
+		// As ingest does: a request that loses series but changes none
+		// goes downstream cut from its body (cutOriginal).
+		a.req.Original = body
 		fresh := uint64(0)
 		for i := range a.req.Series {
 			var in uint64
@@ -189,6 +195,50 @@ func (a *allocRun) scrape(t testing.TB, step int) (allocs, newInputs []uint64, r
 // input state in the merger and its route cache entry (map growth is
 // amortised over many inputs).
 const allocBudgetPerNewInput = 2
+
+// dropConfig drops Envoy's server metrics and passes the rest as they
+// are: the requests that lose series but change none, which go downstream
+// cut from the body they came in.
+const dropConfig = `
+downstream: {url: "http://127.0.0.1:1/api/v1/write"}
+relabel_configs:
+  - {source_labels: [__name__], regex: "envoy_server_.*", action: drop}
+limits:
+  workload_labels: [namespace, app]
+  max_series_per_workload: 1000000
+`
+
+// TestCutRequestsAllocateNothing: the requests forwarded cut from their
+// body (cutOriginal) allocate nothing in steady state either.
+func TestCutRequestsAllocateNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	a := newAllocRun(t, dropConfig, false)
+	// Several requests a scrape: the last carries the native histograms,
+	// which no body is forwarded as it came with.
+	a.traffic.perReq = 300
+	const warmup, steps = 3, 8
+	for step := range steps {
+		if step == warmup-1 {
+			runtime.GC()
+		}
+		allocs, _, _ := a.scrape(t, step)
+		if step < warmup {
+			continue
+		}
+		for i, n := range allocs {
+			if n != 0 {
+				t.Errorf("scrape %d request %d: %d allocations", step, i, n)
+			}
+		}
+	}
+	if n := metricValue(t, a.reg, "cardinal_forward_cut_requests_total", ""); n < steps-warmup {
+		t.Fatalf("cardinal_forward_cut_requests_total = %v after %d scrapes: the proof proves nothing", n, steps)
+	}
+}
 
 // TestSuccessiveScrapesAllocate is issue 10's proof that the request path
 // allocates nothing in steady state, on the traffic Cardinal exists for:

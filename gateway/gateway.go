@@ -29,6 +29,7 @@ import (
 	"github.com/cardinal-gateway/cardinal/internal/freelist"
 	"github.com/cardinal-gateway/cardinal/internal/rematch"
 	"github.com/cardinal-gateway/cardinal/internal/selector"
+	"github.com/cardinal-gateway/cardinal/internal/snappycut"
 	"github.com/cardinal-gateway/cardinal/limiter"
 	"github.com/cardinal-gateway/cardinal/merge"
 	"github.com/cardinal-gateway/cardinal/relabel"
@@ -182,8 +183,14 @@ type workspace struct {
 	// forwarded by one.
 	cluster  clusterWork
 	fromPeer bool
-	// unchanged: route left every series of the request as it came.
-	unchanged bool
+	// unchanged: route left every series of the request as it came;
+	// keptAsCame: it left every series it kept as it came (it may have
+	// removed others).
+	unchanged, keptAsCame bool
+	// The ranges of the request's body route removed, and that body
+	// without them, compressed (see cutOriginal).
+	cuts    []int
+	cutBody []byte
 	// The request's input hashes, what the route cache knows of them, and
 	// the cache's scratch space (see routeCache.getAll).
 	ins     []uint64
@@ -685,9 +692,14 @@ func (g *Gateway) deliverLocal(ctx context.Context, st *state, ws *workspace, re
 		return nil
 	}
 	ws.rejected = Rejected{}
-	if ws.unchanged && req.Plain() && req.Original != nil {
-		// Nothing to encode: the body the sender wrote says it all.
-		ws.fwd.Verbatim = req.Original
+	if req.Plain() && req.Original != nil {
+		switch {
+		case ws.unchanged:
+			// Nothing to encode: the body the sender wrote says it all.
+			ws.fwd.Verbatim = req.Original
+		case ws.keptAsCame:
+			ws.fwd.Verbatim = g.cutOriginal(ws, req)
+		}
 	}
 	rep, err := g.delivery.Deliver(ctx, st.target, req, &ws.fwd, ws.onReject)
 	res.Forwarded = rep.DeliveredSamples
@@ -701,6 +713,29 @@ func (g *Gateway) deliverLocal(ctx context.Context, st *state, ws *workspace, re
 	return err
 }
 
+// cutOriginal returns the compressed body of req, a Plain request whose
+// remaining series all came as they are, cut from the body the sender
+// wrote (req.Original) rather than encoded and compressed again; nil when
+// it cannot. Most of a request that only lost some series compresses as
+// it came, and cutting the compressed body costs a fraction of
+// compressing it (see internal/snappycut).
+func (g *Gateway) cutOriginal(ws *workspace, req *wire.Request) []byte {
+	var ok bool
+	if ws.cuts, ok = req.AppendCuts(ws.cuts[:0]); !ok {
+		return nil
+	}
+	// The copies that referred to removed bytes become literals. Past
+	// half the size of the body that came, the result would be so much
+	// larger than a compressed one that compressing it pays.
+	body, err := snappycut.Cut(ws.cutBody[:0], req.Original, req.Source(), ws.cuts, len(req.Original)/2)
+	if err != nil {
+		return nil
+	}
+	ws.cutBody = body
+	ws.fwd.Cut = true
+	return body
+}
+
 // route runs every series through relabeling, the limiter and the merger,
 // in place, removing the series they drop or absorb.
 func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ticket, res *Result) {
@@ -710,10 +745,10 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	if !g.routing(st) {
 		// Without rules, caps or trace labels no two series can collapse
 		// into one. (Outputs merged under earlier rules still must be.)
-		ws.unchanged = true
+		ws.unchanged, ws.keptAsCame = true, true
 		return
 	}
-	ws.unchanged = false
+	ws.unchanged, ws.keptAsCame = false, false
 	now := g.now()
 	nowMs := now.UnixMilli()
 	nowSec := g.limiter.Clock()
@@ -929,6 +964,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 	// Only a series that passed from the route cache is known to be as
 	// it came: the full path may rewrite any series.
 	ws.unchanged = passed == len(req.Series)
+	ws.keptAsCame = passed == len(out)
 	if d := 2*needLabels <= len(req.Series); d != g.deferLabels.Load() {
 		g.deferLabels.Store(d)
 	}
@@ -1062,7 +1098,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, r route, s *wi
 }
 
 func (g *Gateway) putWorkspace(ws *workspace) {
-	if ws.fwd.Capacity() > 2*maxPooledBuffer {
+	if ws.fwd.Capacity() > 2*maxPooledBuffer || cap(ws.cutBody) > maxPooledBuffer {
 		return
 	}
 	g.pool.Put(ws)

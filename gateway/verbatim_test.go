@@ -168,3 +168,133 @@ func TestUnchangedRequestsGoDownstreamAsTheyCame(t *testing.T) {
 		t.Fatalf("cardinal_forward_verbatim_requests_total = %v, want 2", n)
 	}
 }
+
+// cutConfig drops one metric and passes the others as they are.
+const cutConfig = `
+downstream: {url: "http://127.0.0.1:1/api/v1/write"}
+relabel_configs:
+  - {source_labels: [__name__], regex: "dropped_.*", action: drop}
+  - {action: labeldrop, regex: "pod"}
+limits:
+  workload_labels: [namespace, app]
+  max_series_per_workload: 1000
+`
+
+// TestRequestsThatLoseSeriesAreCut: a Plain request whose kept series all
+// pass from the route cache unchanged goes downstream as the body it came
+// in with the series it lost cut out, whatever removed them (a drop rule,
+// the merger absorbing collapsing inputs); one with any kept series
+// changed, or whose cut would break too many of the body's copies, is
+// encoded again. The downstream decodes exactly what the gateway meant to
+// send either way.
+func TestRequestsThatLoseSeriesAreCut(t *testing.T) {
+	sender := &keptBodies{}
+	g, reg := newTestGateway(t, cutConfig, &recordingSender{})
+	setSender(g, sender)
+	meta := []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "req_total", Help: "Requests."}}
+	// scrape interleaves runs of kept series, dropped ones and (with pods)
+	// inputs that collapse into merged outputs once pod is dropped, the
+	// way a scrape's metric families follow each other. With alike, the
+	// removed series share the kept ones' label values, so that the body's
+	// copies of the kept series refer to them.
+	scrape := func(step int, pods, alike bool) (*prompb.WriteRequest, []prompb.TimeSeries) {
+		pb := &prompb.WriteRequest{Metadata: meta}
+		var kept []prompb.TimeSeries
+		for i := range 200 {
+			var s prompb.TimeSeries
+			keep := false
+			switch {
+			case i/10%5 == 1 && alike:
+				// The labels of the kept series after them.
+				s = series("dropped_total", "app", fmt.Sprintf("a%d", i%5), "instance", fmt.Sprintf("10.0.0.%d:80", i+10), "namespace", "n")
+			case i/10%5 == 1:
+				s = series("dropped_total", "app", "dropper", "instance", fmt.Sprintf("192.168.0.%d:80", i), "namespace", "other")
+			case pods && i/10%5 == 3:
+				s = series("merged_total", "app", "m", "namespace", "other", "pod", fmt.Sprintf("p%d", i))
+			default:
+				s, keep = series("req_total", "app", fmt.Sprintf("a%d", i%5), "instance", fmt.Sprintf("10.0.0.%d:80", i), "namespace", "n"), true
+			}
+			s.Samples = []prompb.Sample{{Value: float64(step*100 + i), Timestamp: int64(step) * 15_000}}
+			pb.Timeseries = append(pb.Timeseries, s)
+			if keep {
+				kept = append(kept, s)
+			}
+		}
+		return pb, kept
+	}
+	process := func(pb *prompb.WriteRequest) *prompb.WriteRequest {
+		t.Helper()
+		raw, err := pb.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var req wire.Request
+		if err := req.Unmarshal(raw); err != nil {
+			t.Fatal(err)
+		}
+		req.Original = snappy.Encode(nil, raw)
+		if _, err := g.Process(context.Background(), &req); err != nil {
+			t.Fatal(err)
+		}
+		_, got := sender.last(t)
+		return got
+	}
+	cutCount := func() float64 {
+		return metricValue(t, reg, "cardinal_forward_cut_requests_total", "")
+	}
+	sameSeries := func(got, want []prompb.TimeSeries) bool {
+		return slices.EqualFunc(got, want, func(a, b prompb.TimeSeries) bool { return a.String() == b.String() })
+	}
+	check := func(step int, got *prompb.WriteRequest, want []prompb.TimeSeries, cuts float64) {
+		t.Helper()
+		if !sameSeries(got.Timeseries, want) {
+			t.Fatalf("step %d: downstream got %d series %v, want the %d kept ones as they came", step, len(got.Timeseries), got.Timeseries, len(want))
+		}
+		if len(got.Metadata) != 1 || got.Metadata[0].Help != "Requests." {
+			t.Fatalf("step %d: metadata %v", step, got.Metadata)
+		}
+		if n := cutCount(); n != cuts {
+			t.Fatalf("step %d: cardinal_forward_cut_requests_total = %v, want %v", step, n, cuts)
+		}
+	}
+
+	// The first of the collapsing inputs passes through before the others
+	// make its output merged, and everything takes the full path, which
+	// may rewrite series: nothing is cut.
+	pb, _ := scrape(1, true, false)
+	process(pb)
+	if n := cutCount(); n != 0 {
+		t.Fatalf("first scrape was cut (count %v)", n)
+	}
+	pb, kept := scrape(2, true, false)
+	check(2, process(pb), kept, 1)
+	if n := metricValue(t, reg, "cardinal_forward_verbatim_requests_total", ""); n != 0 {
+		t.Fatalf("cardinal_forward_verbatim_requests_total = %v, want 0: every request lost series", n)
+	}
+
+	// A kept series the rules change (pod dropped, but nothing collapses
+	// with it): the request is encoded again.
+	pb, kept = scrape(3, false, false)
+	changed := series("req_total", "app", "solo", "namespace", "n", "pod", "p")
+	changed.Samples = []prompb.Sample{{Value: 7, Timestamp: 3 * 15_000}}
+	pb.Timeseries = append(pb.Timeseries, changed)
+	want := append(slices.Clone(kept), series("req_total", "app", "solo", "namespace", "n"))
+	want[len(want)-1].Samples = changed.Samples
+	check(3, process(pb), want, 1)
+
+	// Every series dropped but one at each end, and the metadata kept.
+	pb, _ = scrape(4, false, false)
+	first, last := pb.Timeseries[0], pb.Timeseries[len(pb.Timeseries)-1]
+	for i := 1; i < len(pb.Timeseries)-1; i++ {
+		pb.Timeseries[i] = series("dropped_total", "app", "a", "instance", fmt.Sprintf("10.1.0.%d:80", i), "namespace", "n")
+		pb.Timeseries[i].Samples = []prompb.Sample{{Value: 1, Timestamp: 4 * 15_000}}
+	}
+	check(4, process(pb), []prompb.TimeSeries{first, last}, 2)
+
+	// Removed series the kept ones copy from: the cut would be larger than
+	// compressing, so the request is encoded again.
+	pb, kept = scrape(5, false, true)
+	check(5, process(pb), kept, 2)
+	pb, kept = scrape(6, false, false)
+	check(6, process(pb), kept, 3)
+}

@@ -29,7 +29,9 @@ func (r *Request) Unmarshal(src []byte) error {
 	r.Reset()
 	r.exemplarOnly = 0
 	r.plain = true
+	r.src = src
 	for i := 0; i < len(src); {
+		at := i
 		num, wt, next, err := readTag(src, i)
 		if err != nil {
 			return malformed("%s", fieldError(num, err))
@@ -47,6 +49,8 @@ func (r *Request) Unmarshal(src []byte) error {
 			if err := r.unmarshalSeries(data); err != nil {
 				return malformed("timeseries %d: %s", len(r.Series), err)
 			}
+			r.Series[len(r.Series)-1].index = int32(len(r.spans))
+			r.spans = append(reserve(r.spans, 1), span{uint32(at), uint32(i)})
 		case 3:
 			if wt != wireBytes {
 				return malformed("metadata %d: %s", len(r.Metadata), errWrongWireType)
@@ -100,12 +104,9 @@ func (r *Request) unmarshalSeries(src []byte) error {
 				src = rest
 				continue
 			}
-		} else if data, rest, ok := nextShortMessage(src, tagSeriesSample); ok && len(data) > 10 && data[0] == tagSampleValue && data[9] == tagSampleTimestamp {
-			if ts, n := binary.Uvarint(data[10:]); n == len(data)-10 {
-				r.samples = append(r.samples, Sample{
-					Value:     math.Float64frombits(binary.LittleEndian.Uint64(data[1:9])),
-					Timestamp: int64(ts),
-				})
+		} else if data, rest, ok := nextShortMessage(src, tagSeriesSample); ok {
+			if smp, ok := shortSample(data); ok {
+				r.samples = append(r.samples, smp)
 				src = rest
 				continue
 			}
@@ -180,6 +181,26 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		Histograms:  r.histograms[histogramsStart:len(r.histograms):len(r.histograms)],
 	})
 	return nil
+}
+
+// shortSample decodes a Sample message laid out as every sender writes it:
+// the value, then the timestamp, each left out when it is zero (as gogo
+// and this package's encoder do: a counter at 0 has no value field).
+func shortSample(data []byte) (Sample, bool) {
+	var smp Sample
+	if len(data) >= 9 && data[0] == tagSampleValue {
+		smp.Value = math.Float64frombits(binary.LittleEndian.Uint64(data[1:9]))
+		data = data[9:]
+	}
+	if len(data) == 0 {
+		return smp, true
+	}
+	if data[0] != tagSampleTimestamp {
+		return smp, false
+	}
+	ts, n := binary.Uvarint(data[1:])
+	smp.Timestamp = int64(ts)
+	return smp, n == len(data)-1
 }
 
 // appendLabels appends the labels of enc, label fields that the fast path

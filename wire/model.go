@@ -83,6 +83,9 @@ type Series struct {
 	// lazy: the labels are rawLabels as decoded, not decoded into Labels
 	// yet (see Request.SetDeferLabels); encodedOnly is set too.
 	lazy bool
+	// index is the series' place among those Unmarshal decoded: its span
+	// in Request.spans (see Request.AppendCuts).
+	index int32
 }
 
 // Lazy reports whether the series' labels are still encoded: Labels is
@@ -232,6 +235,12 @@ type Request struct {
 	deferLabels    bool
 	deferredLabels int
 
+	// src is the 1.0 body Unmarshal decoded the request from, and spans
+	// the range of each TimeSeries field in it, by Series.index (see
+	// AppendCuts); nil and empty otherwise.
+	src   []byte
+	spans []span
+
 	// Original is the body the request was decoded from, still compressed
 	// as it came, when the caller keeps it unchanged until it is done with
 	// the request; nil otherwise. Reset clears it. A request that is Plain
@@ -281,6 +290,51 @@ func (r *Request) Reset() {
 	r.plain = false
 	r.deferredLabels = 0
 	r.Original = nil
+	r.src = nil
+	r.spans = r.spans[:0]
+}
+
+// span is the range [start, end) of a field in a decoded body.
+type span struct{ start, end uint32 }
+
+// Source returns the remote write 1.0 body Unmarshal decoded r from, nil
+// when r was not decoded by Unmarshal.
+func (r *Request) Source() []byte { return r.src }
+
+// AppendCuts appends to dst the start and end offsets in Source of every
+// series that r.Series no longer holds, in order, adjacent ranges joined,
+// and reports whether it could: r was decoded by Unmarshal, and r.Series
+// holds only series it decoded, in the order it decoded them. Source with
+// those ranges removed is then a 1.0 body of r.Series and r.Metadata,
+// provided r is Plain and no stage changed a series it kept (a proxy
+// forwarding the rest of a body as it came need not encode it again; see
+// internal/snappycut). On false, dst is returned as it was.
+func (r *Request) AppendCuts(dst []int) ([]int, bool) {
+	if r.src == nil {
+		return dst, false
+	}
+	start, next := len(dst), 0
+	cut := func(sp span) {
+		if n := len(dst); n > start && dst[n-1] == int(sp.start) {
+			dst[n-1] = int(sp.end)
+			return
+		}
+		dst = append(dst, int(sp.start), int(sp.end))
+	}
+	for i := range r.Series {
+		idx := int(r.Series[i].index)
+		if idx < next || idx >= len(r.spans) {
+			return dst[:start], false
+		}
+		for ; next < idx; next++ {
+			cut(r.spans[next])
+		}
+		next = idx + 1
+	}
+	for ; next < len(r.spans); next++ {
+		cut(r.spans[next])
+	}
+	return dst, true
 }
 
 // reserve returns s with room for at least n more elements. Past its
