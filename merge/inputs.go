@@ -1,5 +1,7 @@
 package merge
 
+import "github.com/cardinal-gateway/cardinal/internal/u64table"
+
 // inputSet holds the live inputs of a merged output. Most outputs have a
 // handful (the pods of one workload): a slice of values scanned by key costs
 // neither a map nor an allocation per input, and keeps an output's inputs on
@@ -8,7 +10,7 @@ package merge
 // A pointer returned by get or add is valid until the next add or remove.
 type inputSet struct {
 	list  []input
-	index map[uint64]int32 // position in list by key; nil below indexAt
+	index *u64table.Table[int32] // position in list by key; nil below indexAt
 }
 
 // indexAt is the size from which an index is kept: scanning 16 keys at a
@@ -20,7 +22,7 @@ func (s *inputSet) len() int { return len(s.list) }
 // get returns the input with key, or nil.
 func (s *inputSet) get(key uint64) *input {
 	if s.index != nil {
-		if i, ok := s.index[key]; ok {
+		if i, ok := s.index.Get(key); ok {
 			return &s.list[i]
 		}
 		return nil
@@ -45,11 +47,11 @@ func (s *inputSet) add(in input) *input {
 	s.list = append(s.list, in)
 	i := len(s.list) - 1
 	if s.index != nil {
-		s.index[in.key] = int32(i)
+		s.index.Put(in.key, int32(i))
 	} else if len(s.list) > indexAt {
-		s.index = make(map[uint64]int32, len(s.list))
+		s.index = new(u64table.Table[int32])
 		for j := range s.list {
-			s.index[s.list[j].key] = int32(j)
+			s.index.Put(s.list[j].key, int32(j))
 		}
 	}
 	return &s.list[i]
@@ -59,9 +61,9 @@ func (s *inputSet) add(in input) *input {
 func (s *inputSet) removeAt(i int) {
 	last := len(s.list) - 1
 	if s.index != nil {
-		delete(s.index, s.list[i].key)
+		s.index.Delete(s.list[i].key)
 		if i != last {
-			s.index[s.list[last].key] = int32(i)
+			s.index.Put(s.list[last].key, int32(i))
 		}
 	}
 	s.list[i] = s.list[last]

@@ -39,8 +39,8 @@ func TestInputSetAgreesWithMap(t *testing.T) {
 			if s.len() != len(model) {
 				t.Fatalf("round %d op %d: len %d, model %d", round, op, s.len(), len(model))
 			}
-			if s.index != nil && len(s.index) != s.len() {
-				t.Fatalf("round %d op %d: index holds %d of %d", round, op, len(s.index), s.len())
+			if s.index != nil && s.index.Len() != s.len() {
+				t.Fatalf("round %d op %d: index holds %d of %d", round, op, s.index.Len(), s.len())
 			}
 		}
 		for k, v := range model {
