@@ -198,9 +198,10 @@ func shortSample(data []byte) (Sample, bool) {
 	if data[0] != tagSampleTimestamp {
 		return smp, false
 	}
+	// n is 0 for a tag without its varint, which the slow path refuses.
 	ts, n := binary.Uvarint(data[1:])
 	smp.Timestamp = int64(ts)
-	return smp, n == len(data)-1
+	return smp, n > 0 && n == len(data)-1
 }
 
 // appendLabels appends the labels of enc, label fields that the fast path
