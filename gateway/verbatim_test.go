@@ -54,6 +54,27 @@ func sameArray(a, b []byte) bool {
 	return len(a) > 0 && len(b) > 0 && &a[0] == &b[0]
 }
 
+// processAsIngest runs pb's 1.0 body (with tail appended) through Process
+// as ingest does, its compressed form kept as the request's Original,
+// which it returns.
+func processAsIngest(t *testing.T, g *Gateway, pb *prompb.WriteRequest, tail ...byte) []byte {
+	t.Helper()
+	raw, err := pb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = append(raw, tail...)
+	var req wire.Request
+	if err := req.Unmarshal(raw); err != nil {
+		t.Fatal(err)
+	}
+	req.Original = snappy.Encode(nil, raw)
+	if _, err := g.Process(context.Background(), &req); err != nil {
+		t.Fatal(err)
+	}
+	return req.Original
+}
+
 // TestUnchangedRequestsGoDownstreamAsTheyCame: a remote write 1.0 request
 // whose every series passes from the route cache unchanged is forwarded in
 // the body it came in; one that any stage changed, or whose body holds
@@ -79,21 +100,9 @@ func TestUnchangedRequestsGoDownstreamAsTheyCame(t *testing.T) {
 	// downstream is the one that came.
 	process := func(pb *prompb.WriteRequest, tail ...byte) (verbatim bool, got *prompb.WriteRequest) {
 		t.Helper()
-		raw, err := pb.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw = append(raw, tail...)
-		var req wire.Request
-		if err := req.Unmarshal(raw); err != nil {
-			t.Fatal(err)
-		}
-		req.Original = snappy.Encode(nil, raw)
-		if _, err := g.Process(context.Background(), &req); err != nil {
-			t.Fatal(err)
-		}
+		original := processAsIngest(t, g, pb, tail...)
 		body, got := sender.last(t)
-		return sameArray(body, req.Original), got
+		return sameArray(body, original), got
 	}
 	verbatimCount := func() float64 {
 		return metricValue(t, reg, "cardinal_forward_verbatim_requests_total", "")
@@ -224,18 +233,7 @@ func TestRequestsThatLoseSeriesAreCut(t *testing.T) {
 	}
 	process := func(pb *prompb.WriteRequest) *prompb.WriteRequest {
 		t.Helper()
-		raw, err := pb.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var req wire.Request
-		if err := req.Unmarshal(raw); err != nil {
-			t.Fatal(err)
-		}
-		req.Original = snappy.Encode(nil, raw)
-		if _, err := g.Process(context.Background(), &req); err != nil {
-			t.Fatal(err)
-		}
+		processAsIngest(t, g, pb)
 		_, got := sender.last(t)
 		return got
 	}
