@@ -82,6 +82,21 @@ func (r *Request) unmarshalSeries(src []byte) error {
 	rawEnd, canonical := 0, true
 	// deferred: the labels so far are left encoded (see SetDeferLabels).
 	deferred := false
+	// Fast path: the leading run of labels as every sender writes them,
+	// in one tight loop. The loop below reads whatever follows.
+	if r.deferLabels {
+		if n, count := scanShortLabels(src); n > 0 {
+			rawEnd, deferred = n, true
+			r.deferredLabels += count
+			src = src[n:]
+		}
+	} else {
+		var n int
+		if r.labels, n = appendShortLabels(r.labels, src); n > 0 {
+			rawEnd = n
+			src = src[n:]
+		}
+	}
 	for len(src) > 0 {
 		// Fast path: a label or a sample, as every sender writes them.
 		if data, rest, ok := nextShortMessage(src, tagSeriesLabel); ok {
@@ -181,6 +196,63 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		Histograms:  r.histograms[histogramsStart:len(r.histograms):len(r.histograms)],
 	})
 	return nil
+}
+
+// shortLabelAt reads the label field at the start of src when it is laid
+// out as every sender writes it (see nextShortMessage and shortLabel,
+// which it folds into one step): it returns the field's length, and the
+// offsets of the name and value in src, or 0 for a field of any other
+// form.
+func shortLabelAt(src []byte) (n, name, value int) {
+	if len(src) < 4 || src[0] != tagSeriesLabel {
+		return 0, 0, 0
+	}
+	l, i := int(src[1]), 2
+	if l >= 0x80 {
+		if src[2] >= 0x80 || src[2] == 0 {
+			return 0, 0, 0
+		}
+		l, i = l&0x7f|int(src[2])<<7, 3
+	}
+	n = i + l
+	// The Label message: name, then value, each shorter than 128 bytes.
+	if n > len(src) || l < 4 || src[i] != tagLabelName || src[i+1] >= 0x80 {
+		return 0, 0, 0
+	}
+	name = i + 2
+	v := name + int(src[i+1]) // the value's tag
+	if v+2 > n || src[v] != tagLabelValue || src[v+1] >= 0x80 || v+2+int(src[v+1]) != n {
+		return 0, 0, 0
+	}
+	return n, name, v + 2
+}
+
+// scanShortLabels returns the length of the run of label fields at the
+// start of src that shortLabelAt reads, and how many there are.
+func scanShortLabels(src []byte) (n, count int) {
+	for {
+		m, _, _ := shortLabelAt(src[n:])
+		if m == 0 {
+			return n, count
+		}
+		n += m
+		count++
+	}
+}
+
+// appendShortLabels appends the labels of the run scanShortLabels would
+// measure, and returns its length.
+func appendShortLabels(dst []Label, src []byte) ([]Label, int) {
+	n := 0
+	for {
+		f := src[n:]
+		m, name, value := shortLabelAt(f)
+		if m == 0 {
+			return dst, n
+		}
+		dst = append(dst, Label{Name: f[name : value-2 : value-2], Value: f[value:m:m]})
+		n += m
+	}
 }
 
 // shortSample decodes a Sample message laid out as every sender writes it:

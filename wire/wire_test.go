@@ -540,6 +540,59 @@ func validRequest(rng *rand.Rand, nSeries int) *prompb.WriteRequest {
 // accept must not get a 400 from Cardinal, and one it rejects whole must not
 // be forwarded to it. (What Prometheus decodes but then refuses, such as an
 // invalid native histogram, is Sanitize's business, not Unmarshal's.)
+// checkCuts: the body src with the ranges AppendCuts gives for a request
+// that kept every other series is, to gogo, that request: those series
+// and the metadata.
+func checkCuts(t *testing.T, src []byte) {
+	t.Helper()
+	var r Request
+	if err := r.Unmarshal(src); err != nil {
+		t.Fatal(err)
+	}
+	var want prompb.WriteRequest
+	if err := want.Unmarshal(src); err != nil {
+		t.Fatal(err)
+	}
+	kept := r.Series[:0]
+	var keptPb []prompb.TimeSeries
+	for i := range r.Series {
+		if i%2 == 1 {
+			kept = append(kept, r.Series[i])
+			keptPb = append(keptPb, want.Timeseries[i])
+		}
+	}
+	r.Series = kept
+	want.Timeseries = keptPb
+	cuts, ok := r.AppendCuts(nil)
+	if !ok {
+		t.Fatal("AppendCuts refuses a request decoded by Unmarshal")
+	}
+	var cut []byte
+	prev := 0
+	for i := 0; i < len(cuts); i += 2 {
+		if cuts[i] < prev || cuts[i+1] <= cuts[i] {
+			t.Fatalf("cuts %v are not ascending, non-empty ranges", cuts)
+		}
+		cut = append(cut, src[prev:cuts[i]]...)
+		prev = cuts[i+1]
+	}
+	cut = append(cut, src[prev:]...)
+	var got prompb.WriteRequest
+	if err := got.Unmarshal(cut); err != nil {
+		t.Fatalf("the cut body does not decode: %v", err)
+	}
+	if got.String() != want.String() {
+		t.Fatalf("the cut body decodes to %v, want %v", got.String(), want.String())
+	}
+	// A series out of its order is refused.
+	if len(r.Series) >= 2 {
+		r.Series[0], r.Series[1] = r.Series[1], r.Series[0]
+		if _, ok := r.AppendCuts(nil); ok {
+			t.Fatal("AppendCuts accepts series out of their order")
+		}
+	}
+}
+
 func FuzzUnmarshal(f *testing.F) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for range 8 {
@@ -574,6 +627,7 @@ func FuzzUnmarshal(f *testing.F) {
 			if err := plainReference(&pb); err != nil {
 				t.Fatalf("Plain, but %v", err)
 			}
+			checkCuts(t, src)
 		}
 		// Labels left encoded: the same identities and encoding, and
 		// once decoded the same request.
