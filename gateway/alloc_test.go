@@ -308,3 +308,9 @@ func TestSuccessiveScrapesAllocate(t *testing.T) {
 		})
 	}
 }
+
+func (c *testClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}

@@ -776,7 +776,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			if c := &ws.cached[i]; c.ok && c.r.pass() {
 				ws.known = append(ws.known, ws.ins[i])
 				ws.knownOuts = append(ws.knownOuts, c.r.outHash)
-				ws.knownLim = append(ws.knownLim, c.r.limiterHash)
+				if g.limiterDue(c.r, nowSec) {
+					ws.knownLim = append(ws.knownLim, c.r.limiterHash)
+				}
 			}
 		}
 		var sink uint64
@@ -1045,7 +1047,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, r route, s *wi
 		return knownDone
 	}
 	if r.pass() {
-		if g.limiter.Settings().Enabled() {
+		if g.limiter.Settings().Enabled() && g.limiterDue(r, nowSec) {
 			if d, known := g.limiter.AdmitKnown(r.limiterHash, n, nowSec); !known || d == limiter.Fold {
 				g.routes.del(in)
 				return knownMiss
@@ -1060,7 +1062,7 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, r route, s *wi
 		s.KeepEncodedLabels()
 		return knownPass
 	}
-	if g.limiter.Settings().Enabled() {
+	if g.limiter.Settings().Enabled() && g.limiterDue(r, nowSec) {
 		d, known := g.limiter.AdmitKnown(r.limiterHash, n, nowSec)
 		if !known || (d == limiter.Fold) != r.folded() {
 			g.routes.del(in)
@@ -1095,6 +1097,24 @@ func (g *Gateway) routeKnown(st *state, ws *workspace, in uint64, r route, s *wi
 	}
 	res.Merged += n
 	return knownDone
+}
+
+// lazyLimiterWindow is the shortest limits.window under which limiterDue
+// lets known routes skip the limiter: a series' entry there then lags its
+// last sample by less than seenStep, a quarter of it at most.
+const lazyLimiterWindow = 4 * seenStep * time.Second
+
+// limiterDue reports whether the limiter must confirm known route r now.
+// An admitted series stays admitted until its entry expires (the limiter
+// never folds a series it admitted), so confirming it only keeps the
+// entry's last-seen fresh, and says when it expired: every seenStep
+// seconds, when the route cache refreshes the route's own last-seen, is
+// enough under a window of lazyLimiterWindow or more, and saves a lookup,
+// mostly a cache miss, per sample. (The accounting is only ever reset
+// with the configuration, which makes every route stale.) A folded route
+// is confirmed every time: its samples are counted as folded.
+func (g *Gateway) limiterDue(r route, nowSec uint32) bool {
+	return r.folded() || nowSec-r.seen >= seenStep || g.limiter.Settings().Window < lazyLimiterWindow
 }
 
 func (g *Gateway) putWorkspace(ws *workspace) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/prompb"
 
@@ -289,5 +290,79 @@ relabel_configs:
 		if sh := &g.routes.shards[i]; sh.drops != 0 || sh.routes.Len() != 0 {
 			t.Fatalf("shard %d after the sweep: %d drop routes counted, %d held", i, sh.drops, sh.routes.Len())
 		}
+	}
+}
+
+// TestKnownRoutesConfirmWithTheLimiterEverySeenStep: a known route skips
+// the limiter between the route cache's refreshes of its last-seen (every
+// seenStep seconds) when limits.window is at least lazyLimiterWindow, and
+// is confirmed at every refresh, so that a series that keeps reporting
+// never expires from the limiter and one the limiter forgot is counted
+// again within seenStep. Under a shorter window every sample is confirmed.
+func TestKnownRoutesConfirmWithTheLimiterEverySeenStep(t *testing.T) {
+	for _, window := range []time.Duration{lazyLimiterWindow, lazyLimiterWindow - time.Second} {
+		t.Run(window.String(), func(t *testing.T) {
+			clock := &testClock{t: time.Unix(1_700_000_000, 0)}
+			g := newClockedGateway(t, fmt.Sprintf(`
+downstream: {url: "http://127.0.0.1:1/api/v1/write"}
+relabel_configs:
+  - {action: labeldrop, regex: "pod"}
+limits:
+  workload_labels: [namespace, app]
+  max_series_per_workload: 1000
+  window: %s
+`, window), clock)
+			start := clock.Now()
+			send := func() {
+				t.Helper()
+				s := series("req_total", "app", "a", "namespace", "n")
+				s.Samples = []prompb.Sample{{Value: 1, Timestamp: clock.Now().UnixMilli()}}
+				if _, err := g.Process(context.Background(), decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{s}})); err != nil {
+					t.Fatal(err)
+				}
+			}
+			active := func() int64 {
+				for _, r := range g.limiter.Cardinality(0) {
+					if r.Workload == "n/a" {
+						return r.ActiveSeries
+					}
+				}
+				return 0
+			}
+			at := func(sec int) { clock.Set(start.Add(time.Duration(sec) * time.Second)) }
+			lazy := window >= lazyLimiterWindow
+
+			// Reporting every 10 s for five windows: never expired.
+			for sec := 0; sec < 5*int(window/time.Second); sec += 10 {
+				at(sec)
+				send()
+				g.limiter.Sweep()
+				if n := active(); n != 1 {
+					t.Fatalf("at %ds: %d active series in the limiter, want 1 while the series reports", sec, n)
+				}
+			}
+
+			// The accounting forgotten behind the routes' back (a reset
+			// comes with a configuration change, which makes every route
+			// stale; this one does not).
+			base := 5 * int(window/time.Second)
+			at(base)
+			send() // the route's last-seen is refreshed here
+			set := *g.limiter.Settings()
+			set.WorkloadLabels = []string{"namespace"}
+			g.limiter.SetSettings(set)
+			set.WorkloadLabels = []string{"namespace", "app"}
+			g.limiter.SetSettings(set)
+			at(base + 1)
+			send()
+			if n, want := active(), map[bool]int64{true: 0, false: 1}[lazy]; n != want {
+				t.Fatalf("a sample within seenStep of the last confirmation: %d active series, want %d", n, want)
+			}
+			at(base + seenStep + 1)
+			send()
+			if n := active(); n != 1 {
+				t.Fatalf("a sample seenStep after the last confirmation: %d active series, want 1", n)
+			}
+		})
 	}
 }

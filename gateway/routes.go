@@ -65,6 +65,13 @@ func (sh *routeShard) lookup(in uint64, now uint32) (route, bool) {
 	if v == nil {
 		return route{}, false
 	}
+	limiterHash := v.out
+	if v.meta&(1<<32) != 0 {
+		limiterHash = sh.folded[in]
+	}
+	// The route as it was: its seen is the last-seen second before this
+	// lookup (see limiterDue).
+	r := v.route(limiterHash)
 	// last-seen only feeds the sweep, which is coarse: refreshing it every
 	// seenStep seconds instead of on every scrape keeps the cache line
 	// clean. An entry may go up to seenStep early: a cache miss, never a
@@ -72,11 +79,7 @@ func (sh *routeShard) lookup(in uint64, now uint32) (route, bool) {
 	if now-uint32(v.meta) >= seenStep {
 		v.meta = v.meta&^0xffffffff | uint64(now)
 	}
-	limiterHash := v.out
-	if v.meta&(1<<32) != 0 {
-		limiterHash = sh.folded[in]
-	}
-	return v.route(limiterHash), true
+	return r, true
 }
 
 // cachedRoute is one answer of getAll.
