@@ -790,7 +790,9 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		ws.sink += sink
 	}
 	out := req.Series[:0]
-	passed, needLabels := 0, 0
+	// asCame counts the series kept as they came: passed from the route
+	// cache, out of scope, or found unchanged by the full path.
+	asCame, needLabels := 0, 0
 	for i := range req.Series {
 		s := req.Series[i]
 		ws.grpOK = false
@@ -814,7 +816,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 				continue
 			case knownPass:
 				out = append(out, s)
-				passed++
+				asCame++
 				continue
 			}
 		}
@@ -841,6 +843,7 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 				res.DroppedByMerge += n
 				continue
 			}
+			asCame++
 			out = append(out, s)
 			continue
 		}
@@ -954,19 +957,22 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 			}
 			continue
 		}
-		if !folded && !guarded && es == nil && !ws.cluster.skipCache && wire.LabelsEqual(ls, ws.orig) {
+		if !folded && !guarded && !traced && wire.LabelsEqual(ls, ws.orig) {
 			// The single input of its output, and the rules leave its
-			// labels as they are: its next samples pass through without
-			// relabeling (the estimates and the guard see every series
-			// on this path, so they keep it).
-			g.routes.put(in, newPassRoute(st.gen, outHash, nowSec))
+			// labels as they are: it goes as it came, and its next
+			// samples pass through without relabeling (the estimates and
+			// the guard see every series on this path, so they keep it).
+			asCame++
+			if es == nil && !ws.cluster.skipCache {
+				g.routes.put(in, newPassRoute(st.gen, outHash, nowSec))
+			}
 		}
 		out = append(out, s)
 	}
-	// Only a series that passed from the route cache is known to be as
-	// it came: the full path may rewrite any series.
-	ws.unchanged = passed == len(req.Series)
-	ws.keptAsCame = passed == len(out)
+	// Only these series are known to be as they came: the full path may
+	// rewrite any other.
+	ws.unchanged = asCame == len(req.Series)
+	ws.keptAsCame = asCame == len(out)
 	if d := 2*needLabels <= len(req.Series); d != g.deferLabels.Load() {
 		g.deferLabels.Store(d)
 	}
