@@ -1,7 +1,6 @@
 package merge
 
 import (
-	"cmp"
 	"context"
 	"math"
 	"slices"
@@ -24,6 +23,8 @@ type Deliverer func(ctx context.Context, req *wire.Request, onReject func(series
 // flusher holds the buffers of emission; Flush's caller holds flushMu.
 type flusher struct {
 	entries    []entry
+	sorted     []entry // sortByLayer's scratch
+	layers     []int   // the same
 	rejected   []bool
 	req        wire.Request
 	samples    []wire.Sample
@@ -173,7 +174,40 @@ func (m *Merger) collect(f *flusher, final bool) {
 		})
 		sh.mu.Unlock()
 	}
-	slices.SortStableFunc(f.entries, func(a, b entry) int { return cmp.Compare(a.layer, b.layer) })
+	f.sortByLayer()
+}
+
+// sortByLayer orders f.entries by layer, keeping the order of the entries
+// of one layer: a counting sort, since layers are few (an output's queue is
+// short) and most flushes hold one point per output.
+func (f *flusher) sortByLayer() {
+	f.layers = f.layers[:0]
+	sorted := true
+	for i := range f.entries {
+		l := f.entries[i].layer
+		for len(f.layers) <= l {
+			f.layers = append(f.layers, 0)
+		}
+		f.layers[l]++
+		sorted = sorted && (i == 0 || f.entries[i-1].layer <= l)
+	}
+	if sorted {
+		return
+	}
+	at := 0
+	for l, n := range f.layers {
+		f.layers[l] = at
+		at += n
+	}
+	f.sorted = slices.Grow(f.sorted[:0], len(f.entries))[:len(f.entries)]
+	for _, e := range f.entries {
+		f.sorted[f.layers[e.layer]] = e
+		f.layers[e.layer]++
+	}
+	// The two buffers trade places; the old one, cleared, keeps no
+	// output alive.
+	clear(f.entries)
+	f.entries, f.sorted = f.sorted, f.entries
 }
 
 // allEnded reports whether no input of the output is live any more: each

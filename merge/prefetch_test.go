@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -74,6 +75,30 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	for i := range ga {
 		if ga[i].String() != gb[i].String() {
 			t.Fatalf("emission %d: %v, the twin %v", i, ga[i], gb[i])
+		}
+	}
+}
+
+// TestSortByLayer: the counting sort orders entries as a stable sort by
+// layer does, sorted input included.
+func TestSortByLayer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	var f flusher
+	for trial := range 200 {
+		f.entries = f.entries[:0]
+		n := rng.IntN(300)
+		for i := range n {
+			layer := rng.IntN(1 + trial%5)
+			if trial%7 == 0 {
+				layer = i / 100 // already sorted
+			}
+			f.entries = append(f.entries, entry{layer: layer, p: point{ts: int64(i)}})
+		}
+		want := slices.Clone(f.entries)
+		slices.SortStableFunc(want, func(a, b entry) int { return cmp.Compare(a.layer, b.layer) })
+		f.sortByLayer()
+		if !slices.EqualFunc(f.entries, want, func(a, b entry) bool { return a.layer == b.layer && a.p.ts == b.p.ts }) {
+			t.Fatalf("trial %d: sorted differently from a stable sort", trial)
 		}
 	}
 }

@@ -279,12 +279,7 @@ func shortSample(data []byte) (Sample, bool) {
 // appendLabels appends the labels of enc, label fields that the fast path
 // of unmarshalSeries read before (so they are well formed and short).
 func appendLabels(dst []Label, enc []byte) []Label {
-	for len(enc) > 0 {
-		data, rest, _ := nextShortMessage(enc, tagSeriesLabel)
-		name, value, _ := shortLabel(data)
-		dst = append(dst, Label{Name: name, Value: value})
-		enc = rest
-	}
+	dst, _ = appendShortLabels(dst, enc)
 	return dst
 }
 
