@@ -161,6 +161,12 @@ func (m *Merger) collect(f *flusher, final bool) {
 			if mg.inputs.len() == 0 && len(mg.retired) == 0 && len(mg.points) == 0 && nowMs-o.seen > stale {
 				m.metrics.mergedSeries.Dec()
 				m.merged.Add(-1)
+				// The downstream still holds what it emitted: should the
+				// output come back with older data (a sender replaying,
+				// or wrong clocks), it must not emit before that. Its
+				// last emission is at least forget_after old, so the
+				// floor holds back no output with current data.
+				m.RaiseFloor(mg.lastTs)
 				return false
 			}
 			if len(mg.points) == 0 || (!final && mg.since >= oldest) {

@@ -698,3 +698,40 @@ func TestStateFileKeepsMergedOutputsAcrossRestart(t *testing.T) {
 		t.Fatalf("missing file: %d, %v", n, err)
 	}
 }
+
+// TestForgottenOutputComesBackAfterItsLastEmission: a merged output the
+// merger forgot (inputs gone, retired ones forgotten) that comes back with
+// samples older than what it emitted before emits after that, not at
+// their timestamps: the downstream still holds the old emission and would
+// refuse an older point.
+func TestForgottenOutputComesBackAfterItsLastEmission(t *testing.T) {
+	m, c, s := newTestMerger(t, Rules{ForgetAfter: time.Minute})
+	now := c.Now().UnixMilli()
+	feed(m, "req_total", "a", 1, now)
+	feed(m, "req_total", "b", 2, now)
+	flush(m, s)
+	_, ts := emitted(s, "req_total")
+	if len(ts) == 0 {
+		t.Fatal("nothing emitted")
+	}
+	last := ts[len(ts)-1]
+	// Idle until the inputs retire, the retired ones are forgotten, and
+	// then the output.
+	for range 10 {
+		c.Add(time.Minute)
+		flush(m, s)
+	}
+	if n := m.merged.Load(); n != 0 {
+		t.Fatalf("%d merged outputs left: the test must have the output forgotten", n)
+	}
+	// Back with samples from before its last emission.
+	feed(m, "req_total", "a", 5, now-time.Hour.Milliseconds())
+	feed(m, "req_total", "b", 6, now-time.Hour.Milliseconds())
+	flush(m, s)
+	_, ts = emitted(s, "req_total")
+	for _, at := range ts[len(ts)-1:] {
+		if at <= last {
+			t.Fatalf("the output came back and emitted at %d, at or before its last emission at %d", at, last)
+		}
+	}
+}
