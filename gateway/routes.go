@@ -114,25 +114,19 @@ const seenStep = 16
 func (c *routeCache) put(in uint64, r route) {
 	sh := &c.shards[in%routeShards]
 	sh.mu.Lock()
-	p := sh.routes.Ptr(in)
-	if p != nil && p.route(0).dropped() {
+	p, existed := sh.routes.Upsert(in)
+	if existed && p.route(0).dropped() {
 		sh.drops--
 	}
 	if r.dropped() {
 		if sh.drops >= maxDropRoutes {
-			if p != nil {
-				sh.routes.Delete(in)
-			}
+			sh.routes.Delete(in)
 			sh.mu.Unlock()
 			return
 		}
 		sh.drops++
 	}
-	if p != nil {
-		*p = valOf(r)
-	} else {
-		sh.routes.Put(in, valOf(r))
-	}
+	*p = valOf(r)
 	if r.folded() {
 		if sh.folded == nil {
 			sh.folded = map[uint64]uint64{}

@@ -90,11 +90,14 @@ func (t *Table[V]) Ptr(k uint64) *V {
 	return nil
 }
 
-// Put sets the value of k.
-func (t *Table[V]) Put(k uint64, v V) {
+// Upsert returns a pointer to the value of k, adding k with the zero
+// value when it is not in the table, and whether it was: one probe where
+// Ptr and then Put take two. The pointer is valid as Ptr's is.
+func (t *Table[V]) Upsert(k uint64) (p *V, existed bool) {
 	if k == 0 {
-		t.hasZero, t.zero = true, v
-		return
+		existed = t.hasZero
+		t.hasZero = true
+		return &t.zero, existed
 	}
 	if t.slots == nil {
 		t.slots = make([]slot[V], 8)
@@ -108,7 +111,13 @@ func (t *Table[V]) Put(k uint64, v V) {
 		t.used++
 		t.slots[i].k = k
 	}
-	t.slots[i].v = v
+	return &t.slots[i].v, ok
+}
+
+// Put sets the value of k.
+func (t *Table[V]) Put(k uint64, v V) {
+	p, _ := t.Upsert(k)
+	*p = v
 }
 
 // Delete removes k. Later entries of its probe run move back into the hole,

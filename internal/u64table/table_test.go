@@ -20,11 +20,19 @@ func TestTableAgreesWithMap(t *testing.T) {
 				v := rng.Uint64()
 				tb.Put(k, v)
 				model[k] = v
-			case x < 50:
+			case x < 45:
 				if p := tb.Ptr(k); p != nil {
 					*p++
 					model[k]++
 				}
+			case x < 50:
+				p, existed := tb.Upsert(k)
+				_, wok := model[k]
+				if existed != wok || existed && *p != model[k] || !existed && *p != 0 {
+					t.Fatalf("keys %d op %d: Upsert(%d) = %d %v, want %d %v", keys, op, k, *p, existed, model[k], wok)
+				}
+				*p += 7
+				model[k] += 7
 			case x < 85:
 				got, ok := tb.Get(k)
 				want, wok := model[k]
