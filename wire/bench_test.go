@@ -37,25 +37,16 @@ func TestRoundTripMeshTraffic(t *testing.T) {
 	}
 }
 
-func BenchmarkUnmarshal(b *testing.B) {
-	_, src := meshRequest(b)
-	var r Request
-	b.ReportAllocs()
-	b.SetBytes(int64(len(src)))
-	for b.Loop() {
-		if err := r.Unmarshal(src); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(len(r.Series))*float64(b.N)/b.Elapsed().Seconds(), "series/s")
-}
+func BenchmarkUnmarshal(b *testing.B) { benchUnmarshal(b, false) }
 
 // BenchmarkUnmarshalDeferred is Unmarshal leaving the labels encoded, as
 // ingest decodes traffic whose series are mostly known.
-func BenchmarkUnmarshalDeferred(b *testing.B) {
+func BenchmarkUnmarshalDeferred(b *testing.B) { benchUnmarshal(b, true) }
+
+func benchUnmarshal(b *testing.B, deferLabels bool) {
 	_, src := meshRequest(b)
 	var r Request
-	r.SetDeferLabels(true)
+	r.SetDeferLabels(deferLabels)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(src)))
 	for b.Loop() {
