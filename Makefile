@@ -135,7 +135,7 @@ FUZZPARALLEL ?= 0
 FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS ?= wire:FuzzUnmarshal wire:FuzzUnmarshalV2 wire:FuzzValidateHistogram relabel:FuzzApply ingest:FuzzHandler ingest:FuzzPipeline \
 	gateway:FuzzGateway gateway:FuzzClusterParts tracesample:FuzzParse config:FuzzParse admin:FuzzParseLimit \
-	admin:FuzzLoadState merge:FuzzLoadState internal/rematch:FuzzMatch
+	admin:FuzzLoadState merge:FuzzLoadState internal/rematch:FuzzMatch internal/snappycut:FuzzCut
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
