@@ -143,9 +143,6 @@ func New(opts Options) *Limiter {
 	}
 	l := &Limiter{logger: opts.Logger, now: opts.Now, api: map[string]int{}, byName: map[string]*Workload{}, seed: maphash.MakeSeed()}
 	l.epoch = l.now().Add(-time.Second)
-	for i := range l.shards {
-		l.insts[i].m = map[uint64]instEntry{}
-	}
 	l.SetSettings(opts.Settings)
 	return l
 }
@@ -184,7 +181,7 @@ func (l *Limiter) resetWith(s *Settings) {
 	l.settings.Store(s)
 	for i := range l.shards {
 		l.shards[i].series.Clear()
-		clear(l.insts[i].m)
+		l.insts[i].m.Clear()
 	}
 	l.byName = map[string]*Workload{}
 	l.byID = nil
@@ -406,18 +403,18 @@ func (l *Limiter) Sweep() {
 	for i := range l.insts {
 		is := &l.insts[i]
 		is.mu.Lock()
-		for h, e := range is.m {
+		is.m.Sweep(func(_ uint64, e instEntry) bool {
 			if fresh(now, e.seen, window) {
-				continue
+				return true
 			}
-			delete(is.m, h)
 			w := l.workloadByID(e.id)
 			w.instances.Add(-1)
 			if e.folded {
 				w.foldedInstances.Add(-1)
 				w.tracked.Add(-1)
 			}
-		}
+			return false
+		})
 		is.mu.Unlock()
 	}
 	l.retire(now, window)

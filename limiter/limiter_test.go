@@ -108,7 +108,7 @@ func entries(l *Limiter) int {
 	defer l.unlockAll()
 	n := 0
 	for i := range l.shards {
-		n += l.shards[i].series.Len() + len(l.insts[i].m)
+		n += l.shards[i].series.Len() + l.insts[i].m.Len()
 	}
 	return n
 }
@@ -143,13 +143,14 @@ func checkAccounting(t *testing.T, l *Limiter) {
 			}
 			return true
 		})
-		for _, e := range l.insts[i].m {
+		l.insts[i].m.Range(func(_ uint64, e instEntry) bool {
 			c := at(e.id)
 			c.instances++
 			if e.folded {
 				c.foldedInstances++
 			}
-		}
+			return true
+		})
 	}
 	live := 0
 	for id, w := range l.byID {
