@@ -471,6 +471,48 @@ func TestIncompatibleHistogramsAreSkipped(t *testing.T) {
 	}
 }
 
+// A native histogram with a NaN zero threshold, which Prometheus' receiver
+// accepts, is counted and skipped: Prometheus' arithmetic would never
+// finish adding it (its zero-threshold reconciliation loops until the two
+// thresholds are equal).
+func TestNaNZeroThresholdHistogramsAreSkipped(t *testing.T) {
+	m, c, s, reg := newMetricMerger(t, Rules{})
+	now := c.Now().UnixMilli()
+	ok := &histogram.FloatHistogram{Schema: 0, Count: 2, Sum: 3, ZeroThreshold: 1e-128, PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []float64{2}}
+	bad := ok.Copy()
+	bad.ZeroThreshold = math.NaN()
+	for i, h := range []*histogram.FloatHistogram{ok, bad, ok, bad, ok, bad} {
+		ts := now + int64(i)
+		ph := prompb.FromFloatHistogram(ts, h)
+		data, err := ph.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		feedSeries(m, lbls("__name__", "lat", "pod", string(rune('a'+i%3))), wire.Series{Histograms: []wire.Histogram{{Timestamp: ts, Data: data}}})
+	}
+	c.Add(time.Second)
+	done := make(chan struct{})
+	go func() {
+		flush(m, s)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the flush did not finish: a NaN zero threshold reached the histogram arithmetic")
+	}
+	if v := counterValue(t, reg, "cardinal_merge_histogram_errors_total"); v == 0 {
+		t.Fatal("the histogram with a NaN zero threshold was not counted")
+	}
+	for _, ts := range s.all() {
+		for _, h := range ts.Histograms {
+			if math.IsNaN(h.ZeroThreshold) {
+				t.Fatalf("a merged histogram has a NaN zero threshold: %+v", h)
+			}
+		}
+	}
+}
+
 // Points queued while a batch is in flight are delivered by the next flush;
 // the in-flight one is removed only when acknowledged.
 func TestAbsorbDuringDelivery(t *testing.T) {

@@ -781,7 +781,8 @@ func (m *Merger) absorb(sh *shard, mg *merged, ip *input, s *wire.Series, nowMs 
 			fh = &histogram.FloatHistogram{}
 		}
 		if err := decodeHistogramInto(h.Data, fh); err != nil {
-			// Validated on ingest; this is a safety net, not a path.
+			// Validated on ingest, but for a NaN zero threshold, which
+			// Prometheus accepts and its arithmetic cannot add.
 			sh.spareHist = fh
 			m.metrics.histogramError.Inc()
 			continue
@@ -844,6 +845,10 @@ func (m *Merger) advance(mg *merged, ts, window, nowMs int64) {
 // failure is counted. Prometheus' arithmetic refuses to mix exponential and
 // custom buckets.
 func (m *Merger) addHistogram(sum, h *histogram.FloatHistogram) bool {
+	if !mergeableZeroThreshold(sum) || !mergeableZeroThreshold(h) {
+		m.metrics.histogramError.Inc()
+		return false
+	}
 	if _, _, _, err := sum.Add(h); err != nil {
 		m.metrics.histogramError.Inc()
 		return false

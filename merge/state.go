@@ -296,6 +296,10 @@ func (s *stateReader) histogram() *histogram.FloatHistogram {
 		s.fail("%s", err)
 		return nil
 	}
+	if !mergeableZeroThreshold(fh) {
+		s.fail("%s", errNaNZeroThreshold)
+		return nil
+	}
 	return fh
 }
 

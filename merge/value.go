@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"errors"
 	"math"
 
 	"github.com/prometheus/prometheus/model/histogram"
@@ -228,6 +229,18 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 	return sum
 }
 
+// errNaNZeroThreshold: see mergeableZeroThreshold.
+var errNaNZeroThreshold = errors.New("native histogram with a NaN zero threshold cannot be merged")
+
+// mergeableZeroThreshold reports whether Prometheus' histogram arithmetic
+// can add fh to another: FloatHistogram.Add reconciles the two zero
+// thresholds in a loop that runs until they are equal, which a NaN never
+// is, so a NaN threshold (which Prometheus' receiver accepts) would hang
+// the merger.
+func mergeableZeroThreshold(fh *histogram.FloatHistogram) bool {
+	return !math.IsNaN(fh.ZeroThreshold)
+}
+
 // decodeHistogramInto decodes an encoded prometheus.Histogram into fh,
 // reusing its memory. A schema above 8 (9 to 52, which Prometheus accepts
 // and reduces on receipt) is reduced to 8 as Prometheus does: its
@@ -235,6 +248,9 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 func decodeHistogramInto(data []byte, fh *histogram.FloatHistogram) error {
 	if err := wire.DecodeFloatHistogram(data, fh); err != nil {
 		return err
+	}
+	if !mergeableZeroThreshold(fh) {
+		return errNaNZeroThreshold
 	}
 	if fh.Schema > histogram.ExponentialSchemaMax && !fh.UsesCustomBuckets() {
 		return fh.ReduceResolution(histogram.ExponentialSchemaMax)
