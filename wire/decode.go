@@ -98,27 +98,17 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		}
 	}
 	for len(src) > 0 {
-		// Fast path: a label or a sample, as every sender writes them.
-		if data, rest, ok := nextShortMessage(src, tagSeriesLabel); ok {
-			if name, value, ok := shortLabel(data); ok {
-				if canonical && rawEnd == len(whole)-len(src) {
-					rawEnd = len(whole) - len(rest)
-					if r.deferLabels {
-						deferred = true
-						r.deferredLabels++
-					} else {
-						r.labels = append(r.labels, Label{Name: name, Value: value})
-					}
-				} else {
-					if deferred {
-						r.labels, deferred = appendLabels(r.labels, whole[:rawEnd]), false
-					}
-					canonical = false
-					r.labels = append(r.labels, Label{Name: name, Value: value})
-				}
-				src = rest
-				continue
+		// Fast path: a label or a sample, as every sender writes them. A
+		// label here comes after another field (the leading run was read
+		// above): the labels are not contiguous, so they are decoded.
+		if m, name, value := shortLabelAt(src); m > 0 {
+			if deferred {
+				r.labels, deferred = appendLabels(r.labels, whole[:rawEnd]), false
 			}
+			canonical = false
+			r.labels = append(r.labels, Label{Name: src[name : value-2 : value-2], Value: src[value:m:m]})
+			src = src[m:]
+			continue
 		} else if data, rest, ok := nextShortMessage(src, tagSeriesSample); ok {
 			if smp, ok := shortSample(data); ok {
 				r.samples = append(r.samples, smp)
