@@ -164,8 +164,8 @@ func (m *Merger) collect(f *flusher, final bool) {
 				// The downstream still holds what it emitted: should the
 				// output come back with older data (a sender replaying,
 				// or wrong clocks), it must not emit before that. Its
-				// last emission is at least forget_after old, so the
-				// floor holds back no output with current data.
+				// last emission is at least the staleness period old,
+				// so the floor holds back no output with current data.
 				m.RaiseFloor(mg.lastTs)
 				return false
 			}
