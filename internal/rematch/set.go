@@ -1,7 +1,5 @@
 package rematch
 
-import "github.com/cespare/xxhash/v2"
-
 // set is a read-only set of strings: an open-addressing table at most a
 // quarter full, with a length mask in front that rejects most misses before
 // any hashing.
@@ -72,4 +70,34 @@ func (s *set) has(m string) bool {
 // len returns the number of members.
 func (s *set) len() int { return s.n }
 
-func hash(s string) uint32 { return uint32(xxhash.Sum64String(s)) }
+// hash mixes the length and the first and last bytes of s (up to eight
+// each): label names, the usual members, differ there, and it costs a
+// fraction of hashing every byte. Strings alike at both ends only share a
+// probe run; has compares whole strings, so a collision is never a wrong
+// answer, and the runs are made by the members alone, whatever is looked up.
+func hash(s string) uint32 {
+	n := len(s)
+	var a, b uint64
+	switch {
+	case n >= 8:
+		a, b = le64(s[:8]), le64(s[n-8:])
+	case n >= 4:
+		a, b = uint64(le32(s[:4])), uint64(le32(s[n-4:]))
+	case n > 0:
+		a, b = uint64(s[0])|uint64(s[n/2])<<8|uint64(s[n-1])<<16, 0
+	}
+	h := (a ^ uint64(n)) * 0x9e3779b97f4a7c15
+	h ^= (b ^ h>>29) * 0xbf58476d1ce4e5b9
+	return uint32(h >> 32)
+}
+
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+func le32(s string) uint32 {
+	_ = s[3]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
