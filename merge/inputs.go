@@ -39,11 +39,16 @@ func (s *inputSet) get(key uint64) *input {
 // add appends in, whose key must not be in the set yet, and returns it.
 func (s *inputSet) add(in input) *input {
 	if len(s.list) == cap(s.list) {
-		// Grow by half, not double: the set is long-lived and most stop
-		// growing at a few entries. (A quarter copied each input four
-		// times over as an output gathered fresh request ids, scrape
-		// after scrape: most of the cost of a new input.)
-		grown := make([]input, len(s.list), len(s.list)+max(2, len(s.list)/2))
+		// Not double: the set is long-lived and most stop growing at a
+		// few entries, so a small one grows by a quarter. A large one
+		// grows by half: by a quarter, it copied each input four times
+		// over as an output gathered fresh request ids scrape after
+		// scrape, most of the cost of a new input.
+		grow := max(2, len(s.list)/4)
+		if len(s.list) >= indexAt {
+			grow = len(s.list) / 2
+		}
+		grown := make([]input, len(s.list), len(s.list)+grow)
 		copy(grown, s.list)
 		s.list = grown
 	}

@@ -1,5 +1,11 @@
 package rematch
 
+import (
+	"encoding/binary"
+
+	"github.com/cardinal-gateway/cardinal/internal/bytesconv"
+)
+
 // set is a read-only set of strings: an open-addressing table at most a
 // quarter full, with a length mask in front that rejects most misses before
 // any hashing.
@@ -91,13 +97,6 @@ func hash(s string) uint32 {
 	return uint32(h >> 32)
 }
 
-func le64(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-}
+func le64(s string) uint64 { return binary.LittleEndian.Uint64(bytesconv.Bytes(s)) }
 
-func le32(s string) uint32 {
-	_ = s[3]
-	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
-}
+func le32(s string) uint32 { return binary.LittleEndian.Uint32(bytesconv.Bytes(s)) }

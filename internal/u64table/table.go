@@ -25,9 +25,7 @@ type slot[V any] struct {
 	v V
 }
 
-// maxLoad is the fill (in quarters) past which the table doubles. (Growing
-// by half moved every entry twice on average as a table filled, and each
-// move lands in fresh memory: a third of the cost of an insert.)
+// maxLoad is the fill (in quarters) past which the table grows by half.
 const maxLoad = 3
 
 // home is where k's probe starts. Keys are mixed first, so that sequential
@@ -107,7 +105,7 @@ func (t *Table[V]) Upsert(k uint64) (p *V, existed bool) {
 	i, ok := t.find(k)
 	if !ok {
 		if (t.used+1)*4 > len(t.slots)*maxLoad {
-			t.resize(2 * len(t.slots))
+			t.resize(len(t.slots) + len(t.slots)/2)
 			i, _ = t.find(k)
 		}
 		t.used++
