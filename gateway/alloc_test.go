@@ -153,6 +153,9 @@ func (a *allocRun) scrape(t testing.TB, step int) (allocs, newInputs []uint64, r
 			}
 			err = a.req.UnmarshalV2(a.raw)
 		} else {
+			// As ingest decodes for the gateway.
+			a.req.SetDeferLabels(a.g.DeferLabels())
+			a.req.SetGuessLabels(a.g.GuessLabels())
 			err = a.req.Unmarshal(a.raw)
 		}
 		if err != nil {

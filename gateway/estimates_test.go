@@ -56,7 +56,12 @@ func TestEstimatesMatchExactCountsOnMeshTraffic(t *testing.T) {
 		ts := clock.Now().UnixMilli()
 		for _, pb := range gen.WriteRequests(step, ts, 2000) {
 			req := decode(t, pb)
-			req.DecodeAllLazy() // the labels are read here
+			// The labels are read here, so first checked as Process
+			// would (see wire.Request.SetGuessLabels).
+			if _, err := req.Verify(nil); err != nil {
+				t.Fatal(err)
+			}
+			req.DecodeAllLazy()
 			for _, s := range req.Series {
 				orig := append([]wire.Label(nil), s.Labels...)
 				scratch.Reset()

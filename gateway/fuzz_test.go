@@ -504,14 +504,25 @@ func (h *fuzzHarness) processRequest(req *prompb.WriteRequest, in *fuzzInput) {
 // after snappy, on a request and a buffer reused from request to request.
 func (h *fuzzHarness) process(body []byte) {
 	h.raw = append(h.raw[:0], body...)
-	h.req.SetDeferLabels(true) // as ingest does
+	// As ingest does: labels deferred, and guessed when the gateway says.
+	h.req.SetDeferLabels(true)
+	h.req.SetGuessLabels(h.g.GuessLabels())
 	werr := h.req.Unmarshal(h.raw)
 	var pb prompb.WriteRequest
 	perr := pb.Unmarshal(h.raw)
-	if (werr == nil) != (perr == nil) {
+	if werr != nil && perr == nil || werr == nil && perr != nil && h.req.Guessed() == 0 {
 		h.fail("wire.Unmarshal: %v, gogo: %v, for body %x", werr, perr, body)
 	}
 	if werr != nil {
+		return
+	}
+	if perr != nil {
+		// Malformed where the decoder guessed: Process finds it before
+		// anything else, and the request is refused whole.
+		res, err := h.g.Process(context.Background(), &h.req)
+		if !errors.Is(err, wire.ErrMalformed) || res.Forwarded+res.Merged+res.DroppedByRelabel > 0 {
+			h.fail("Process of a body gogo refuses (%v), its labels guessed: %v, %+v", perr, err, res)
+		}
 		return
 	}
 	// As ingest does: a request nothing changes goes downstream in the
@@ -524,6 +535,12 @@ func (h *fuzzHarness) process(body []byte) {
 	h.phase = phasePass
 	res, err := h.g.Process(context.Background(), &h.req)
 	h.phase = phaseIdle
+	if res.Recounted {
+		received = res.Received[0] + res.Received[1]
+	}
+	if errors.Is(err, wire.ErrMalformed) {
+		h.fail("Process: %v, for a body gogo decodes", err)
+	}
 	h.stats.processed++
 	h.stats.forwarded += res.Forwarded
 	h.stats.merged += res.Merged

@@ -102,7 +102,12 @@ type Gateway struct {
 	// deferLabels: the last request routed needed the labels of at most
 	// half its series decoded (see DeferLabels).
 	deferLabels atomic.Bool
-	metrics     metrics
+	// guessOff: the last request decoded guessing where labels end
+	// (wire.Request.SetGuessLabels) had most guesses wrong, so requests
+	// are decoded without (but for one in guessRetry, to notice when the
+	// traffic changes back). It counts those requests.
+	guessOff atomic.Uint32
+	metrics  metrics
 
 	traceMetrics traceMetrics
 	pool         *freelist.List[workspace]
@@ -254,6 +259,12 @@ type Result struct {
 	// Rejected: series the downstream refused on their own. They were
 	// isolated by splitting the request and the rest was delivered.
 	Rejected Rejected
+	// Recounted says that the request's float samples, histogram samples
+	// and exemplars, as Received counts them, may not be what the caller
+	// counted before Process: series decoded on a guess (see GuessLabels)
+	// turned out to hold more or fewer.
+	Recounted bool
+	Received  [3]int
 }
 
 // New compiles cfg and returns a ready Gateway.
@@ -639,7 +650,9 @@ func (g *Gateway) Close() {
 func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error) {
 	var res Result
 	st := g.state.Load()
-	g.metrics.received.Add(float64(req.NumSamples()))
+	if req.Guessed() == 0 {
+		g.metrics.received.Add(float64(req.NumSamples()))
+	}
 
 	ws := g.pool.Get()
 	defer g.putWorkspace(ws)
@@ -647,12 +660,24 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	if g.cluster != nil {
 		ws.cluster.reset(g.cluster.View(), st, g.limiter)
 		if err := g.checkOrigin(ctx, ws); err != nil {
+			if req.Guessed() > 0 {
+				g.metrics.received.Add(float64(req.NumSamples()))
+			}
 			return res, err
 		}
 	}
 	// Inputs the route cache knows passed validation before, with these
-	// very labels: only the others are checked.
+	// very labels: only the others are checked, and only their guessed
+	// labels read (see wire.Request.SetGuessLabels).
 	g.lookupRoutes(st, ws, req, false)
+	if err := g.verify(st, ws, req, &res); err != nil {
+		return res, err
+	}
+	if req.Guessed() > 0 {
+		// Counted once the guesses are checked: one may hold more
+		// samples, or none.
+		g.metrics.received.Add(float64(req.NumSamples()))
+	}
 	if req.SanitizeTrusted(&res.Invalid, ws.trusted) {
 		// Series moved or changed: route looks them up again.
 		ws.looked = false
@@ -1013,6 +1038,49 @@ func (g *Gateway) lookupRoutes(st *state, ws *workspace, req *wire.Request, forc
 	for i := range ws.cached {
 		ws.trusted = append(ws.trusted, ws.cached[i].ok)
 	}
+}
+
+// verify reads the labels the decoder guessed of the inputs the route cache
+// does not know (wire.Request.Verify). A series it had to decode again has
+// another identity, and one of only exemplars is folded, which moves the
+// series after it: then every input is looked up again. res.Recounted
+// holds the request's counts when they changed.
+func (g *Gateway) verify(st *state, ws *workspace, req *wire.Request, res *Result) error {
+	guessed := req.Guessed()
+	if guessed == 0 {
+		return nil
+	}
+	redone, err := req.Verify(ws.trusted)
+	if err != nil {
+		return err
+	}
+	if redone*8 > guessed {
+		g.guessOff.Store(1)
+	} else if g.guessOff.Load() != 0 {
+		g.guessOff.Store(0)
+	}
+	if redone > 0 {
+		res.Recounted = true
+		res.Received[0], res.Received[1], res.Received[2] = req.Counts()
+		g.lookupRoutes(st, ws, req, false)
+	}
+	return nil
+}
+
+// guessRetry: with guessing off, one request in guessRetry is decoded
+// guessing anyway.
+const guessRetry = 64
+
+// GuessLabels says whether the next request may be decoded guessing where
+// each series' labels end (wire.Request.SetGuessLabels): Process verifies
+// the guesses. It is off after a request whose guesses were mostly wrong
+// (series of several samples each, as a sender catching up writes them),
+// which Verify decodes twice.
+func (g *Gateway) GuessLabels() bool {
+	if g.guessOff.Load() == 0 {
+		return true
+	}
+	return g.guessOff.Add(1)%guessRetry == 0
 }
 
 // DeferLabels says whether the next request should be decoded with its

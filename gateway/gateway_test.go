@@ -110,6 +110,7 @@ func decode(t testing.TB, pb *prompb.WriteRequest) *wire.Request {
 		t.Fatal(err)
 	}
 	r.SetDeferLabels(true) // as ingest does
+	r.SetGuessLabels(true)
 	if err := r.Unmarshal(b); err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +296,7 @@ func assertProcessAllocsNothing(t *testing.T, g *Gateway, pb *prompb.WriteReques
 	}
 	var req wire.Request
 	req.SetDeferLabels(true) // as ingest does
+	req.SetGuessLabels(true)
 	// run sends scrape i; the merger flushes after it, off the count, as it
 	// does between scrapes in production.
 	run := func(i int) uint64 {

@@ -60,6 +60,16 @@ type LabelDeferrer interface {
 	DeferLabels() bool
 }
 
+// LabelGuesser is a LabelDeferrer that verifies what it is given (see
+// wire.Request.SetGuessLabels): GuessLabels, asked before each request is
+// decoded with its labels deferred, says whether to guess where they end.
+// A request whose guessed series are malformed fails Process with an error
+// wrapping wire.ErrMalformed, and when the guesses held more than their
+// one sample the Result says so (Recounted).
+type LabelGuesser interface {
+	GuessLabels() bool
+}
+
 // Without BodyTimeouts, config's defaults apply: generous enough for a
 // sender on a slow link (32 MiB at 256 KiB/s takes two minutes), short
 // enough that a connection that stops sending is cut.
@@ -78,6 +88,7 @@ type Options struct {
 type Handler struct {
 	proc     Processor
 	deferrer LabelDeferrer // proc, when it is one
+	guesser  LabelGuesser  // the same
 	adm      *admission.Controller
 	shed     prometheus.Counter
 	logger   *slog.Logger
@@ -142,6 +153,7 @@ func New(opts Options) *Handler {
 	}
 	h.pool = freelist.New(2*runtime.GOMAXPROCS(0), func() *workspace { return new(workspace) })
 	h.deferrer, _ = opts.Processor.(LabelDeferrer)
+	h.guesser, _ = opts.Processor.(LabelGuesser)
 	if h.adm != nil {
 		h.maxBytes = h.adm.Options().MaxBytes
 	}
@@ -276,7 +288,9 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 				n, model/wire.SeriesSize, model, h.maxBytes)
 		}
 	}
-	ws.req.SetDeferLabels(h.deferrer != nil && h.deferrer.DeferLabels())
+	deferLabels := h.deferrer != nil && h.deferrer.DeferLabels()
+	ws.req.SetDeferLabels(deferLabels)
+	ws.req.SetGuessLabels(deferLabels && msg == messageV1 && h.guesser != nil && h.guesser.GuessLabels())
 	if herr := decode(&ws.req, msg, ws.raw); herr != nil {
 		return herr
 	}
@@ -304,6 +318,9 @@ func (h *Handler) serve(ws *workspace, w http.ResponseWriter, r *http.Request) *
 	res, err := h.proc.Process(ctx, &ws.req)
 	if err != nil {
 		return h.statusFor(err)
+	}
+	if res.Recounted {
+		floats, histograms, exemplars = res.Received[0], res.Received[1], res.Received[2]
 	}
 	// What is not invalid and not refused downstream counts as written,
 	// whether it was forwarded, merged, folded or dropped by a rule: the
@@ -369,6 +386,11 @@ func (h *Handler) statusFor(err error) *httpError {
 			herr.clusterReason = ferr.Reason
 		}
 		return herr
+	}
+	if errors.Is(err, wire.ErrMalformed) {
+		// A series decoded on a guess (LabelGuesser, remote write 1.0
+		// only) is not what it seemed: the answer decode gives.
+		return errorf(http.StatusBadRequest, "cannot decode %s: %s", messageV1, err)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return errorf(http.StatusServiceUnavailable, "request abandoned before the downstream answered: %s", err)

@@ -43,10 +43,18 @@ func BenchmarkUnmarshal(b *testing.B) { benchUnmarshal(b, false) }
 // ingest decodes traffic whose series are mostly known.
 func BenchmarkUnmarshalDeferred(b *testing.B) { benchUnmarshal(b, true) }
 
-func benchUnmarshal(b *testing.B, deferLabels bool) {
+// BenchmarkUnmarshalGuessed is Unmarshal guessing where the labels end
+// (SetGuessLabels), as ingest decodes for the gateway, which verifies the
+// series it does not know (here: none).
+func BenchmarkUnmarshalGuessed(b *testing.B) { benchUnmarshalGuess(b, true, true) }
+
+func benchUnmarshal(b *testing.B, deferLabels bool) { benchUnmarshalGuess(b, deferLabels, false) }
+
+func benchUnmarshalGuess(b *testing.B, deferLabels, guess bool) {
 	_, src := meshRequest(b)
 	var r Request
 	r.SetDeferLabels(deferLabels)
+	r.SetGuessLabels(guess)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(src)))
 	for b.Loop() {

@@ -26,6 +26,19 @@ func malformed(format string, args ...any) error {
 // messages and overlong varints are errors wrapping ErrMalformed. Nothing is
 // validated beyond the wire format; see Sanitize.
 func (r *Request) Unmarshal(src []byte) error {
+	err := r.unmarshal(src)
+	if r.guessed > 0 && (err != nil || r.exemplarOnly > 0) {
+		// Slow path: the error a strict decode reports first, which may be
+		// in a guessed series; or exemplars to fold, which FoldExemplars
+		// matches by labels.
+		r.guessLabels = false
+		err = r.unmarshal(src)
+		r.guessLabels = true
+	}
+	return err
+}
+
+func (r *Request) unmarshal(src []byte) error {
 	r.Reset()
 	r.exemplarOnly = 0
 	r.plain = true
@@ -82,6 +95,23 @@ func (r *Request) unmarshalSeries(src []byte) error {
 	rawEnd, canonical := 0, true
 	// deferred: the labels so far are left encoded (see SetDeferLabels).
 	deferred := false
+	if r.deferLabels && r.guessLabels {
+		// Fastest path: labels, then one sample, the labels unread.
+		if n, smp, ok := splitShortSample(src); ok {
+			r.guessed++
+			r.guessedSeries++
+			r.guessedBytes += n
+			r.samples = append(r.samples, smp)
+			r.Series = append(r.Series, Series{
+				lazy:        true,
+				encodedOnly: true,
+				unverified:  true,
+				rawLabels:   src[:n:n],
+				Samples:     r.samples[samplesStart:len(r.samples):len(r.samples)],
+			})
+			return nil
+		}
+	}
 	// Fast path: the leading run of labels as every sender writes them,
 	// in one tight loop. The loop below reads whatever follows.
 	if r.deferLabels {
@@ -101,12 +131,12 @@ func (r *Request) unmarshalSeries(src []byte) error {
 		// Fast path: a label or a sample, as every sender writes them. A
 		// label here comes after another field (the leading run was read
 		// above): the labels are not contiguous, so they are decoded.
-		if m, name, value := shortLabelAt(src); m > 0 {
+		if m, name, nameEnd, value := shortLabelAt(src); m > 0 {
 			if deferred {
 				r.labels, deferred = appendLabels(r.labels, whole[:rawEnd]), false
 			}
 			canonical = false
-			r.labels = append(r.labels, Label{Name: src[name : value-2 : value-2], Value: src[value:m:m]})
+			r.labels = append(r.labels, Label{Name: src[name:nameEnd:nameEnd], Value: src[value:m:m]})
 			src = src[m:]
 			continue
 		} else if data, rest, ok := nextShortMessage(src, tagSeriesSample); ok {
@@ -191,37 +221,49 @@ func (r *Request) unmarshalSeries(src []byte) error {
 // shortLabelAt reads the label field at the start of src when it is laid
 // out as every sender writes it (see nextShortMessage and shortLabel,
 // which it folds into one step): it returns the field's length, and the
-// offsets of the name and value in src, or 0 for a field of any other
-// form.
-func shortLabelAt(src []byte) (n, name, value int) {
+// offsets in src of the name, of its end and of the value, or n = 0 for a
+// field of any other form. The name is shorter than 128 bytes, the field
+// and the value shorter than 16 KiB (a user agent or a URL path takes more
+// than 127 bytes), each length a minimal varint as gogo writes it.
+func shortLabelAt(src []byte) (n, name, nameEnd, value int) {
 	if len(src) < 4 || src[0] != tagSeriesLabel {
-		return 0, 0, 0
+		return 0, 0, 0, 0
 	}
 	l, i := int(src[1]), 2
 	if l >= 0x80 {
 		if src[2] >= 0x80 || src[2] == 0 {
-			return 0, 0, 0
+			return 0, 0, 0, 0
 		}
 		l, i = l&0x7f|int(src[2])<<7, 3
 	}
 	n = i + l
-	// The Label message: name, then value, each shorter than 128 bytes.
+	// The Label message: name, then value.
 	if n > len(src) || l < 4 || src[i] != tagLabelName || src[i+1] >= 0x80 {
-		return 0, 0, 0
+		return 0, 0, 0, 0
 	}
 	name = i + 2
-	v := name + int(src[i+1]) // the value's tag
-	if v+2 > n || src[v] != tagLabelValue || src[v+1] >= 0x80 || v+2+int(src[v+1]) != n {
-		return 0, 0, 0
+	nameEnd = name + int(src[i+1]) // the value's tag
+	if nameEnd+2 > n || src[nameEnd] != tagLabelValue {
+		return 0, 0, 0, 0
 	}
-	return n, name, v + 2
+	vl, value := int(src[nameEnd+1]), nameEnd+2
+	if vl >= 0x80 {
+		if value >= n || src[value] >= 0x80 || src[value] == 0 {
+			return 0, 0, 0, 0
+		}
+		vl, value = vl&0x7f|int(src[value])<<7, value+1
+	}
+	if value+vl != n {
+		return 0, 0, 0, 0
+	}
+	return n, name, nameEnd, value
 }
 
 // scanShortLabels returns the length of the run of label fields at the
 // start of src that shortLabelAt reads, and how many there are.
 func scanShortLabels(src []byte) (n, count int) {
 	for {
-		m, _, _ := shortLabelAt(src[n:])
+		m, _, _, _ := shortLabelAt(src[n:])
 		if m == 0 {
 			return n, count
 		}
@@ -236,11 +278,11 @@ func appendShortLabels(dst []Label, src []byte) ([]Label, int) {
 	n := 0
 	for {
 		f := src[n:]
-		m, name, value := shortLabelAt(f)
+		m, name, nameEnd, value := shortLabelAt(f)
 		if m == 0 {
 			return dst, n
 		}
-		dst = append(dst, Label{Name: f[name : value-2 : value-2], Value: f[value:m:m]})
+		dst = append(dst, Label{Name: f[name:nameEnd:nameEnd], Value: f[value:m:m]})
 		n += m
 	}
 }
@@ -264,6 +306,105 @@ func shortSample(data []byte) (Sample, bool) {
 	ts, n := binary.Uvarint(data[1:])
 	smp.Timestamp = int64(ts)
 	return smp, n > 0 && n == len(data)-1
+}
+
+// splitShortSample splits a TimeSeries message that ends in a Sample field
+// as shortSample reads it, after at least one other byte: it returns where
+// that field starts and the sample. The bytes before it are what a series
+// of labels and one sample would hold as its labels; nothing says they are
+// (see Request.Verify).
+func splitShortSample(src []byte) (int, Sample, bool) {
+	// A value and a timestamp of today, in milliseconds (six varint
+	// bytes), make the 18 bytes of nearly every sample; then a counter at
+	// 0, which has no value field.
+	for _, m := range [...]int{18, 17, 19, 9, 8, 10, 11, 12, 13, 14, 15, 16, 20, 21, 22, 2, 3, 4, 5, 6, 7} {
+		start := len(src) - m
+		if start < 1 || src[start] != tagSeriesSample || int(src[start+1]) != m-2 {
+			continue
+		}
+		if smp, ok := shortSample(src[start+2:]); ok {
+			return start, smp, true
+		}
+	}
+	return 0, Sample{}, false
+}
+
+// Verify reads the labels Unmarshal left unverified (see SetGuessLabels), but
+// for the series i for which known[i] is set: the caller knows their labels
+// by InputHash as bytes that passed Sanitize before, so they are labels.
+// known may be shorter than r.Series. A series whose guess was wrong, one
+// with several samples say, is decoded again in full, in place; Verify
+// reports whether it decoded any again, which changes that series'
+// InputHash. A series that does not decode is the first malformed one of the
+// request (Unmarshal decoded every other field): its error is Unmarshal's.
+func (r *Request) Verify(known []bool) (redecoded int, err error) {
+	if r.guessed == 0 {
+		return 0, nil
+	}
+	for i := 0; i < len(r.Series) && r.guessed > 0; i++ {
+		s := &r.Series[i]
+		if !s.unverified {
+			continue
+		}
+		s.unverified = false
+		r.guessed--
+		r.guessedBytes -= len(s.rawLabels)
+		if i < len(known) && known[i] {
+			continue
+		}
+		if n, count := scanShortLabels(s.rawLabels); n == len(s.rawLabels) {
+			r.deferredLabels += count
+			continue
+		}
+		// Slow path: not labels and a sample.
+		if err := r.redecode(i); err != nil {
+			r.guessed, r.guessedBytes = 0, 0
+			return redecoded, malformed("timeseries %d: %s", i, err)
+		}
+		redecoded++
+	}
+	if r.exemplarOnly > 0 {
+		// A series decoded again carries only exemplars: folded as
+		// Unmarshal's caller would have.
+		r.FoldExemplars()
+	}
+	return redecoded, nil
+}
+
+// Guessed returns the number of series whose labels Unmarshal guessed (see
+// SetGuessLabels), verified since or not.
+func (r *Request) Guessed() int { return r.guessedSeries }
+
+// redecode decodes series i again from its field in r.src, without
+// guessing, and puts the result in its place.
+func (r *Request) redecode(i int) error {
+	sp := r.spans[r.Series[i].index]
+	field := r.src[sp.start:sp.end]
+	_, _, next, err := readTag(field, 0)
+	if err != nil {
+		return err
+	}
+	data, _, err := readBytes(field, next)
+	if err != nil {
+		return err
+	}
+	guess := r.guessLabels
+	r.guessLabels = false
+	err = r.unmarshalSeries(data)
+	r.guessLabels = guess
+	if err != nil {
+		return err
+	}
+	last := len(r.Series) - 1
+	s := r.Series[last]
+	s.index = r.Series[i].index
+	r.Series[i] = s
+	r.Series[last] = Series{}
+	r.Series = r.Series[:last]
+	if len(s.Samples) == 0 && len(s.Histograms) == 0 && len(s.Exemplars) > 0 {
+		r.exemplarOnly++
+	}
+	return nil
 }
 
 // appendLabels appends the labels of enc, label fields that the fast path

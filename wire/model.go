@@ -83,6 +83,9 @@ type Series struct {
 	// lazy: the labels are rawLabels as decoded, not decoded into Labels
 	// yet (see Request.SetDeferLabels); encodedOnly is set too.
 	lazy bool
+	// unverified: rawLabels is the decoder's guess of where the labels end
+	// (see Request.SetGuessLabels), not yet checked; lazy is set too.
+	unverified bool
 	// index is the series' place among those Unmarshal decoded: its span
 	// in Request.spans (see Request.AppendCuts).
 	index int32
@@ -234,6 +237,12 @@ type Request struct {
 	// counts the labels decoding left encoded, for DecodedBytes.
 	deferLabels    bool
 	deferredLabels int
+	// guessLabels: see SetGuessLabels. Reset keeps it. guessed counts the
+	// series whose labels are unverified, and guessedBytes their bytes.
+	guessLabels   bool
+	guessed       int
+	guessedBytes  int
+	guessedSeries int
 
 	// src is the 1.0 body Unmarshal decoded the request from, and spans
 	// the range of each TimeSeries field in it, by Series.index (see
@@ -258,6 +267,17 @@ type Request struct {
 // error; DecodeLazy decodes them when they are needed. Sanitize and
 // FoldExemplars decode what they check.
 func (r *Request) SetDeferLabels(on bool) { r.deferLabels = on }
+
+// SetGuessLabels makes Unmarshal, when it defers labels too, skip reading
+// the labels of a series that ends in one sample as every sender writes it:
+// the labels are taken to be everything before the sample, and are left
+// unverified. For a proxy that knows most series by the hash of their
+// labels (InputHash) and that has checked the bytes it knows before, the
+// labels of a known series need no reading at all; Verify reads the rest.
+// A request decoded this way must go through Verify before anything reads
+// its series' labels or forwards them; its sample counts are those of the
+// guesses until then.
+func (r *Request) SetGuessLabels(on bool) { r.guessLabels = on }
 
 // Plain reports whether r was decoded from a remote write 1.0 body that
 // holds nothing but what MarshalAppend writes, and that Sanitize left as
@@ -289,6 +309,7 @@ func (r *Request) Reset() {
 	r.asciiSymbols = false
 	r.plain = false
 	r.deferredLabels = 0
+	r.guessed, r.guessedBytes, r.guessedSeries = 0, 0, 0
 	r.Original = nil
 	r.src = nil
 	r.spans = r.spans[:0]
@@ -401,11 +422,17 @@ var (
 func (r *Request) DecodedBytes() int {
 	// Labels left encoded count as decoded: the pipeline may decode
 	// them all.
-	return len(r.Series)*sizeSeries + (len(r.labels)+r.deferredLabels+len(r.exLabels))*sizeLabel +
+	return len(r.Series)*sizeSeries + (len(r.labels)+r.deferredLabels+len(r.exLabels)+r.guessedBytes/guessedLabelBytes)*sizeLabel +
 		len(r.samples)*sizeSample + len(r.exemplars)*sizeExemplar +
 		len(r.histograms)*sizeHistogram + len(r.Metadata)*sizeMetadata +
 		len(r.symbols)*sizeSymbol + 4*cap(r.refs)
 }
+
+// guessedLabelBytes is what DecodedBytes takes an unverified label to
+// weigh on the wire: less than most (__name__ and its value alone take 20
+// to 40 bytes), so that the estimate errs high; a body of shorter labels
+// is read by Verify, which counts them.
+const guessedLabelBytes = 16
 
 // CountSeries returns the number of series fields of an encoded request
 // (2.0 when v2 is set), reading only the request's own fields: a fraction

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -614,6 +615,7 @@ func FuzzUnmarshal(f *testing.F) {
 		if (err == nil) != (pbErr == nil) {
 			t.Fatalf("Cardinal says %v, gogo says %v", err, pbErr)
 		}
+		checkGuessed(t, src, err, &pb)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("%v does not wrap ErrMalformed", err)
@@ -705,6 +707,77 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkGuessed checks that decoding src guessing where labels end
+// (SetGuessLabels), then verifying, gives what the strict decoder gives
+// (strictErr, and pb when it is nil): the same error word for word, or
+// the same series with the same identities, counts, plainness and
+// encoding. It verifies twice: knowing nothing, and knowing what a route
+// cache could know, the series whose strict decoding left their labels
+// encoded as the bytes the guess took.
+func checkGuessed(t *testing.T, src []byte, strictErr error, pb *prompb.WriteRequest) {
+	t.Helper()
+	var strict Request
+	strict.SetDeferLabels(true)
+	if err := strict.Unmarshal(src); (err == nil) != (strictErr == nil) {
+		t.Fatalf("deferring labels: %v, without: %v", err, strictErr)
+	}
+	for _, knowing := range []bool{false, true} {
+		var g Request
+		g.SetDeferLabels(true)
+		g.SetGuessLabels(true)
+		err := g.Unmarshal(src)
+		var known []bool
+		if err == nil && knowing {
+			for i := range g.Series {
+				k := i < len(strict.Series) && g.Series[i].unverified && strict.Series[i].lazy &&
+					bytes.Equal(g.Series[i].rawLabels, strict.Series[i].rawLabels)
+				known = append(known, k)
+			}
+		}
+		if err == nil {
+			_, err = g.Verify(known)
+		}
+		if (err == nil) != (strictErr == nil) || err != nil && err.Error() != strictErr.Error() {
+			t.Fatalf("guessing labels (knowing %v): %v; strictly: %v", knowing, err, strictErr)
+		}
+		if err != nil {
+			continue
+		}
+		if len(g.Series) != len(strict.Series) || g.Plain() != strict.Plain() {
+			t.Fatalf("guessing labels: %d series, plain %v; strictly: %d, %v", len(g.Series), g.Plain(), len(strict.Series), strict.Plain())
+		}
+		gs, gh, ge := g.Counts()
+		ss, sh, se := strict.Counts()
+		if gs != ss || gh != sh || ge != se {
+			t.Fatalf("guessing labels: counts %d %d %d; strictly %d %d %d", gs, gh, ge, ss, sh, se)
+		}
+		for i := range g.Series {
+			if g.Series[i].unverified {
+				t.Fatalf("series %d still unverified after Verify", i)
+			}
+			a, _ := strict.Series[i].InputHash(nil)
+			b, _ := g.Series[i].InputHash(nil)
+			if a != b {
+				t.Fatalf("series %d: InputHash %x guessed, %x strictly", i, b, a)
+			}
+		}
+		if !bytes.Equal(g.MarshalAppend(nil), strict.MarshalAppend(nil)) {
+			t.Fatal("a request with guessed labels encodes to something else")
+		}
+		if g.Plain() {
+			gc, ok1 := g.AppendCuts(nil)
+			sc, ok2 := strict.AppendCuts(nil)
+			if ok1 != ok2 || !slices.Equal(gc, sc) {
+				t.Fatalf("guessing labels: cuts %v %v; strictly %v %v", gc, ok1, sc, ok2)
+			}
+		}
+		g.DecodeAllLazy()
+		if err := sameAsPrompb(&g, pb); err != nil {
+			t.Fatalf("guessed labels decoded differently from gogo: %v", err)
+		}
+	}
 }
 
 // plainReference checks gogo's decoding of a body Cardinal calls plain:
