@@ -332,6 +332,7 @@ func splitShortSample(src []byte) (int, Sample, bool) {
 // Verify reads the labels Unmarshal left unverified (see SetGuessLabels), but
 // for the series i for which known[i] is set: the caller knows their labels
 // by InputHash as bytes that passed Sanitize before, so they are labels.
+// The labels it reads it decodes (they are no longer Lazy).
 // known may be shorter than r.Series. A series whose guess was wrong, one
 // with several samples say, is decoded again in full, in place; Verify
 // reports whether it decoded any again, which changes that series'
@@ -352,10 +353,17 @@ func (r *Request) Verify(known []bool) (redecoded int, err error) {
 		if i < len(known) && known[i] {
 			continue
 		}
-		if n, count := scanShortLabels(s.rawLabels); n == len(s.rawLabels) {
-			r.deferredLabels += count
+		// An input the caller does not know: its labels are read next
+		// (Sanitize), so they are decoded rather than only scanned.
+		start := len(r.labels)
+		var n int
+		if r.labels, n = appendShortLabels(r.labels, s.rawLabels); n == len(s.rawLabels) {
+			s.Labels = r.labels[start:len(r.labels):len(r.labels)]
+			s.lazy, s.encodedOnly = false, false
 			continue
 		}
+		clear(r.labels[start:])
+		r.labels = r.labels[:start]
 		// Slow path: not labels and a sample.
 		if err := r.redecode(i); err != nil {
 			r.guessed, r.guessedBytes = 0, 0
