@@ -3,18 +3,15 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"testing"
 
 	"github.com/golang/snappy"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/config"
-	"github.com/cardinal-gateway/cardinal/gateway"
 	"github.com/cardinal-gateway/cardinal/wire"
 )
 
@@ -30,16 +27,7 @@ func TestGuessedLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	sender := &countingBodies{}
-	g, err := gateway.New(cfg, gateway.Options{
-		Registerer: prometheus.NewRegistry(),
-		NewSender: func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (gateway.Sender, error) {
-			return sender, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := New(Options{Processor: g, Registerer: prometheus.NewRegistry()})
+	h, g := newGatewayHandler(t, cfg, sender)
 
 	known := &prompb.WriteRequest{}
 	for i := range 20 {

@@ -92,16 +92,8 @@ func FuzzPipeline(f *testing.F) {
 	// alone, which state carried over from earlier inputs would defeat.
 	newPipeline := func(t *testing.T) (*Handler, *gateway.Gateway, *checkingSender) {
 		sender := &checkingSender{}
-		g, err := gateway.New(cfg, gateway.Options{
-			Registerer: prometheus.NewRegistry(),
-			NewSender: func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (gateway.Sender, error) {
-				return sender, nil
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return New(Options{Processor: g, Registerer: prometheus.NewRegistry()}), g, sender
+		h, g := newGatewayHandler(t, cfg, sender)
+		return h, g, sender
 	}
 
 	f.Fuzz(func(t *testing.T, raw []byte, v2 bool) {
@@ -137,6 +129,22 @@ func FuzzPipeline(f *testing.F) {
 			t.Fatalf("downstream: %v", sender.err)
 		}
 	})
+}
+
+// newGatewayHandler returns a handler in front of a real gateway of cfg
+// whose downstream is sender.
+func newGatewayHandler(t testing.TB, cfg *config.Config, sender gateway.Sender) (*Handler, *gateway.Gateway) {
+	t.Helper()
+	g, err := gateway.New(cfg, gateway.Options{
+		Registerer: prometheus.NewRegistry(),
+		NewSender: func(config.DownstreamConfig, prometheus.Registerer, *slog.Logger) (gateway.Sender, error) {
+			return sender, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Options{Processor: g, Registerer: prometheus.NewRegistry()}), g
 }
 
 // checkPipelineAnswer checks FuzzPipeline's answer w to a body that strict
