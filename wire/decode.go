@@ -335,9 +335,11 @@ func splitShortSample(src []byte) (int, Sample, bool) {
 // The labels it reads it decodes (they are no longer Lazy).
 // known may be shorter than r.Series. A series whose guess was wrong, one
 // with several samples say, is decoded again in full, in place; Verify
-// reports whether it decoded any again, which changes that series'
-// InputHash. A series that does not decode is the first malformed one of the
-// request (Unmarshal decoded every other field): its error is Unmarshal's.
+// returns how many it decoded again: their InputHash changed, and when one
+// carries only exemplars they are folded (FoldExemplars), which moves the
+// series after it. A series that does not decode is the first malformed one
+// of the request (Unmarshal decoded every other field): its error is
+// Unmarshal's.
 func (r *Request) Verify(known []bool) (redecoded int, err error) {
 	if r.guessed == 0 {
 		return 0, nil
@@ -372,8 +374,8 @@ func (r *Request) Verify(known []bool) (redecoded int, err error) {
 		redecoded++
 	}
 	if r.exemplarOnly > 0 {
-		// A series decoded again carries only exemplars: folded as
-		// Unmarshal's caller would have.
+		// A series decoded again carries only exemplars (unmarshalSeries
+		// counted it): folded as Unmarshal's caller would have.
 		r.FoldExemplars()
 	}
 	return redecoded, nil
@@ -409,9 +411,6 @@ func (r *Request) redecode(i int) error {
 	r.Series[i] = s
 	r.Series[last] = Series{}
 	r.Series = r.Series[:last]
-	if len(s.Samples) == 0 && len(s.Histograms) == 0 && len(s.Exemplars) > 0 {
-		r.exemplarOnly++
-	}
 	return nil
 }
 

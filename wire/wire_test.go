@@ -607,6 +607,8 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte{0x13, 0x08, 0x01, 0x14, 0x0a, 0x00})                   // a group
 	f.Add([]byte{0x0a, 0x05, 0x12, 0x03, 0x10, 0x80, 0x02})             // a sample with a padded varint
 	f.Add([]byte{0x8a, 0x80, 0x80, 0x80, 0x80, 0x02, 0x02, 0x08, 0x01}) // field 2^33+1, read as 1
+	f.Add(exemplarLikeSample(false))
+	f.Add(exemplarLikeSample(true))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		var r Request
 		err := r.Unmarshal(src)
@@ -709,6 +711,51 @@ func FuzzUnmarshal(f *testing.F) {
 	})
 }
 
+// exemplarLikeSample is a request of one series whose last field, an
+// exemplar (its label last), ends in bytes that read as a Sample field: a
+// decoder guessing where labels end takes them for the series' sample.
+// With data the series has a sample of its own first; without, it carries
+// only the exemplar, and a series of the same labels with data follows.
+func exemplarLikeSample(data bool) []byte {
+	fake := []byte{0x12, 0x10, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x80, 0xd0, 0xac, 0xf3, 0xbc, 0x31}
+	name := []byte{0x0a, 0x0e, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_', 0x12, 0x02, 'u', 'p'}
+	lv := append([]byte{0x0a, 0x01, 'a', 0x12, byte(len(fake))}, fake...)
+	ex := append([]byte{0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x18, 0x01, 0x0a, byte(len(lv))}, lv...)
+	ts := append([]byte(nil), name...)
+	if data {
+		ts = append(ts, 0x12, 0x0b, 0x09, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x10, 0x02)
+	}
+	ts = append(ts, 0x1a, byte(len(ex)))
+	ts = append(ts, ex...)
+	body := append([]byte{0x0a, byte(len(ts))}, ts...)
+	if !data {
+		other := append(append([]byte(nil), name...), 0x12, 0x0b, 0x09, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x10, 0x02)
+		body = append(body, 0x0a, byte(len(other)))
+		body = append(body, other...)
+	}
+	return body
+}
+
+// TestGuessedExemplarLikeSample: the guess is wrong, Verify decodes the
+// series again, and the request is what strict decoding makes of it,
+// exemplars folded.
+func TestGuessedExemplarLikeSample(t *testing.T) {
+	for _, data := range []bool{true, false} {
+		src := exemplarLikeSample(data)
+		var pb prompb.WriteRequest
+		if err := pb.Unmarshal(src); err != nil {
+			t.Fatal(err)
+		}
+		var g Request
+		g.SetDeferLabels(true)
+		g.SetGuessLabels(true)
+		if err := g.Unmarshal(src); err != nil || g.guessed == 0 {
+			t.Fatalf("data %v: %v, %d guessed: the body does not fool the guess", data, err, g.guessed)
+		}
+		checkGuessed(t, src, nil, &pb)
+	}
+}
+
 // checkGuessed checks that decoding src guessing where labels end
 // (SetGuessLabels), then verifying, gives what the strict decoder gives
 // (strictErr, and pb when it is nil): the same error word for word, or
@@ -723,11 +770,18 @@ func checkGuessed(t *testing.T, src []byte, strictErr error, pb *prompb.WriteReq
 	if err := strict.Unmarshal(src); (err == nil) != (strictErr == nil) {
 		t.Fatalf("deferring labels: %v, without: %v", err, strictErr)
 	}
+	// As ingest decodes: Verify folds the exemplars of a series it finds
+	// to carry only exemplars.
+	strict.FoldExemplars()
+	folded := len(strict.Series) != len(pb.Timeseries)
 	for _, knowing := range []bool{false, true} {
 		var g Request
 		g.SetDeferLabels(true)
 		g.SetGuessLabels(true)
 		err := g.Unmarshal(src)
+		if err == nil {
+			g.FoldExemplars()
+		}
 		var known []bool
 		if err == nil && knowing {
 			for i := range g.Series {
@@ -774,7 +828,7 @@ func checkGuessed(t *testing.T, src []byte, strictErr error, pb *prompb.WriteReq
 			}
 		}
 		g.DecodeAllLazy()
-		if err := sameAsPrompb(&g, pb); err != nil {
+		if err := sameAsPrompb(&g, pb); err != nil && !folded {
 			t.Fatalf("guessed labels decoded differently from gogo: %v", err)
 		}
 	}
