@@ -67,7 +67,10 @@ func TestE2EPresetsLeaveOtherMetricsAlone(t *testing.T) {
 			exporter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", meshgen.TextContentType)
 				if err := gen.WriteText(w, 1); err != nil {
-					t.Errorf("exporter: %v", err)
+					// Prometheus gave up on the scrape (its timeout is 1 s, which a
+					// loaded machine can exceed) and closed the connection: its
+					// next scrape comes, and the test judges what arrives.
+					t.Logf("exporter: %v", err)
 				}
 				fmt.Fprint(w, text)
 			}))
