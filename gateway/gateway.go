@@ -650,9 +650,6 @@ func (g *Gateway) Close() {
 func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error) {
 	var res Result
 	st := g.state.Load()
-	if req.Guessed() == 0 {
-		g.metrics.received.Add(float64(req.NumSamples()))
-	}
 
 	ws := g.pool.Get()
 	defer g.putWorkspace(ws)
@@ -660,9 +657,7 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	if g.cluster != nil {
 		ws.cluster.reset(g.cluster.View(), st, g.limiter)
 		if err := g.checkOrigin(ctx, ws); err != nil {
-			if req.Guessed() > 0 {
-				g.metrics.received.Add(float64(req.NumSamples()))
-			}
+			g.metrics.received.Add(float64(req.NumSamples()))
 			return res, err
 		}
 	}
@@ -673,11 +668,9 @@ func (g *Gateway) Process(ctx context.Context, req *wire.Request) (Result, error
 	if err := g.verify(st, ws, req, &res); err != nil {
 		return res, err
 	}
-	if req.Guessed() > 0 {
-		// Counted once the guesses are checked: one may hold more
-		// samples, or none.
-		g.metrics.received.Add(float64(req.NumSamples()))
-	}
+	// Counted once guessed labels are checked: a guess may have held more
+	// samples, or none.
+	g.metrics.received.Add(float64(req.NumSamples()))
 	if req.SanitizeTrusted(&res.Invalid, ws.trusted) {
 		// Series moved or changed: route looks them up again.
 		ws.looked = false

@@ -64,8 +64,8 @@ type LabelDeferrer interface {
 // wire.Request.SetGuessLabels): GuessLabels, asked before each request is
 // decoded with its labels deferred, says whether to guess where they end.
 // A request whose guessed series are malformed fails Process with an error
-// wrapping wire.ErrMalformed, and when the guesses held more than their
-// one sample the Result says so (Recounted).
+// wrapping wire.ErrMalformed, and when the guesses held more or fewer than
+// their one sample each the Result says so (Recounted).
 type LabelGuesser interface {
 	GuessLabels() bool
 }

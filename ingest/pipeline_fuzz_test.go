@@ -151,31 +151,29 @@ func newGatewayHandler(t testing.TB, cfg *config.Config, sender gateway.Sender) 
 // decoding decodes with err into the counts given.
 func checkPipelineAnswer(t *testing.T, w *httptest.ResponseRecorder, err error, floats, hists, exemplars int) {
 	t.Helper()
-	{
-		switch w.Code {
-		case http.StatusNoContent, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		default:
-			t.Fatalf("status %d: %s", w.Code, w.Body)
-		}
-		if err != nil && w.Code == http.StatusNoContent {
-			t.Fatalf("a body the decoder refuses (%v) was acknowledged", err)
-		}
-		for name, most := range map[string]int{
-			"X-Prometheus-Remote-Write-Samples-Written":    floats,
-			"X-Prometheus-Remote-Write-Histograms-Written": hists,
-			"X-Prometheus-Remote-Write-Exemplars-Written":  exemplars,
-		} {
-			v := w.Header().Get(name)
-			if v == "" {
-				if w.Code == http.StatusNoContent {
-					t.Fatalf("204 without %s", name)
-				}
-				continue
+	switch w.Code {
+	case http.StatusNoContent, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+	default:
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if err != nil && w.Code == http.StatusNoContent {
+		t.Fatalf("a body the decoder refuses (%v) was acknowledged", err)
+	}
+	for name, most := range map[string]int{
+		"X-Prometheus-Remote-Write-Samples-Written":    floats,
+		"X-Prometheus-Remote-Write-Histograms-Written": hists,
+		"X-Prometheus-Remote-Write-Exemplars-Written":  exemplars,
+	} {
+		v := w.Header().Get(name)
+		if v == "" {
+			if w.Code == http.StatusNoContent {
+				t.Fatalf("204 without %s", name)
 			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > most {
-				t.Fatalf("%s: %q, the body held %d", name, v, most)
-			}
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > most {
+			t.Fatalf("%s: %q, the body held %d", name, v, most)
 		}
 	}
 }
