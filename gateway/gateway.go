@@ -958,9 +958,12 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		switch d.Base() {
 		case merge.Absorbed:
 			res.Merged += n
-			if !guarded && !ws.cluster.skipCache {
-				// A guarded series takes the slow path every time, so
-				// that the guard sees its label.
+			// A guarded series takes the slow path every time, so that
+			// the guard sees its label. A traced one is cached from its
+			// second sighting on: a series with a trace id mostly lives
+			// for one request, and caching each one that never comes back
+			// cost more than its next slow path would.
+			if !guarded && !ws.cluster.skipCache && (!traced || d&merge.NewInput == 0) {
 				r := newRoute(st.gen, limiterHash, outHash, nowSec, folded)
 				if traced {
 					r = r.withTrace()

@@ -246,3 +246,59 @@ relabel_configs:
 		}
 	}
 }
+
+// TestTracedInputsCachedOnSecondSighting: an input with a trace id that
+// collapses into a merged output is cached only when it comes back (most
+// live for one request: caching each would fill the route cache with
+// routes never used), while its samples are merged either way and its
+// next sample takes the cached route.
+func TestTracedInputsCachedOnSecondSighting(t *testing.T) {
+	sender := &recordingSender{keep: true}
+	g, _ := newTestGateway(t, traceConfig("0"), sender)
+	a := series("req_total", "app", "a", "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")
+	b := series("req_total", "app", "a", "trace_id", "00f067aa0ba902b700f067aa0ba902b7")
+	send := func(ts int64, v float64, s prompb.TimeSeries) (Result, uint64) {
+		t.Helper()
+		s.Samples = []prompb.Sample{{Value: v, Timestamp: ts}}
+		req := decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{s}})
+		in, _ := req.Series[0].InputHash(nil)
+		res, err := g.Process(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, in
+	}
+	if res, _ := send(1000, 1, a); res.Forwarded != 1 {
+		t.Fatalf("a: %+v, want it forwarded, the single input of its output", res)
+	}
+	res, inB := send(1000, 2, b)
+	if res.Merged != 1 {
+		t.Fatalf("b: %+v, want it merged with a", res)
+	}
+	if _, ok := g.routes.get(inB, g.limiter.Clock()); ok {
+		t.Fatalf("b, seen once, has a cached route")
+	}
+	if res, _ := send(2000, 5, b); res.Merged != 1 {
+		t.Fatalf("b again: %+v, want it merged", res)
+	}
+	r, ok := g.routes.get(inB, g.limiter.Clock())
+	if !ok || !r.traced() || r.pass() {
+		t.Fatalf("b, seen twice: route %+v, %v; want a traced merge route", r, ok)
+	}
+	if res, _ := send(3000, 6, b); res.Merged != 1 {
+		t.Fatalf("b from its cached route: %+v, want it merged", res)
+	}
+	sender.reqs = nil
+	g.merger.Flush(context.Background(), g.deliverMerged, true)
+	var last float64
+	for _, req := range sender.reqs {
+		for _, ts := range req.Timeseries {
+			for _, s := range ts.Samples {
+				last = s.Value
+			}
+		}
+	}
+	if last != 7 {
+		t.Fatalf("merged %v, want 7 (a's 1 and b's 6)", last)
+	}
+}

@@ -213,14 +213,17 @@ const (
 // NewInEpoch is a flag Route adds to Pass or Absorbed when the input had
 // no sample since the epoch set by SetEpoch (or is new): the gateway then
 // observes it for the estimates, once per input and half-window.
-// NewOutInEpoch says the same of the output.
+// NewOutInEpoch says the same of the output. NewInput is a flag Route adds
+// to Absorbed when the input joined its merged output with this sample,
+// neither live nor retired there before: its first sighting.
 const (
 	NewInEpoch    Decision = 0x80
 	NewOutInEpoch Decision = 0x40
+	NewInput      Decision = 0x20
 )
 
-// Base returns d without NewInEpoch and NewOutInEpoch.
-func (d Decision) Base() Decision { return d &^ (NewInEpoch | NewOutInEpoch) }
+// Base returns d without its flags.
+func (d Decision) Base() Decision { return d &^ (NewInEpoch | NewOutInEpoch | NewInput) }
 
 // SetEpoch sets the start (wall-clock ms) of the estimates' half-window;
 // 0, the default, never reports NewInEpoch.
@@ -331,8 +334,11 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		}
 		first = m.newIn(0)
 		fresh, revived := m.revive(mg, in)
-		if !revived && mg.inputs.len() > 0 {
-			m.metrics.collisions.Inc()
+		if !revived {
+			first |= NewInput
+			if mg.inputs.len() > 0 {
+				m.metrics.collisions.Inc()
+			}
 		}
 		ip = mg.addInput(fresh)
 		m.tracked.Add(1)
