@@ -29,8 +29,8 @@ type elem struct {
 	kind elemKind
 	lit  string // kindLiteral
 	fold bool   // kindLiteral: compared under simple case folding
-	min  int    // kindWild: the fewest runes it matches (0 or 1)
-	nl   bool   // kindWild: it matches '\n' too
+	min  int    // kindWild: the fewest runes it matches (0 or 1); kindRunes: how many
+	nl   bool   // kindWild, kindRunes: it matches '\n' too
 }
 
 type elemKind uint8
@@ -38,6 +38,7 @@ type elemKind uint8
 const (
 	kindLiteral elemKind = iota
 	kindWild             // any string of at least min runes
+	kindRunes            // any string of exactly min runes ("5..")
 	kindBegin            // \A: start of text
 	kindEnd              // \z: end of text
 )
@@ -88,6 +89,8 @@ func (a *analyser) lang(re *syntax.Regexp) ([]alt, bool) {
 			}
 		}
 		return out, true
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return []alt{{{kind: kindRunes, min: 1, nl: re.Op == syntax.OpAnyChar}}}, true
 	case syntax.OpBeginText:
 		return []alt{{{kind: kindBegin}}}, true
 	case syntax.OpEndText:
@@ -141,8 +144,7 @@ func (a *analyser) lang(re *syntax.Regexp) ([]alt, bool) {
 		}
 		return out, true
 	}
-	// Single-rune wildcards, other repetitions, line anchors, word
-	// boundaries: the engine's job.
+	// Other repetitions, line anchors, word boundaries: the engine's job.
 	return nil, false
 }
 
@@ -176,6 +178,8 @@ func (a *analyser) concat(x, y alt) (alt, bool) {
 			}
 			last.min += e.min
 			last.nl = last.nl || e.nl
+		case e.kind == kindRunes && last.kind == kindRunes && e.nl == last.nl:
+			last.min += e.min
 		default:
 			out = append(out, e)
 		}

@@ -17,6 +17,7 @@ import (
 	"regexp/syntax"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grafana/regexp"
 
@@ -37,7 +38,8 @@ type Matcher struct {
 	foldMax  int     // longest fold key in foldSet, in bytes
 	prefixes affixes // literal followed by a wildcard of min 0
 	suffixes affixes // wildcard of min 0 followed by a literal
-	globs    []glob  // everything else: literals between wildcards
+	globs    []glob  // literals between wildcards
+	fixed    []alt   // literals and single-rune wildcards ("5..")
 	// noNL: some wildcard does not match '\n'. Inputs holding one go to
 	// the engine; for the others all wildcards behave alike.
 	noNL bool
@@ -108,13 +110,25 @@ func (m *Matcher) build(alts []alt) bool {
 		if !ok {
 			return false
 		}
+		runes, wild := false, false
 		for _, e := range x {
-			if e.kind == kindWild && !e.nl {
+			if (e.kind == kindWild || e.kind == kindRunes) && !e.nl {
 				m.noNL = true
 			}
 			if e.kind == kindLiteral && e.fold && len(x) > 1 {
 				return false // case folding next to other elements: the engine
 			}
+			runes = runes || e.kind == kindRunes
+			wild = wild || e.kind == kindWild
+		}
+		if runes {
+			// Single-rune wildcards beside ".*" would need backtracking
+			// over rune counts: the engine's job.
+			if wild || len(m.fixed) == maxFixed {
+				return false
+			}
+			m.fixed = append(m.fixed, x)
+			continue
 		}
 		switch {
 		case len(x) == 0:
@@ -150,11 +164,15 @@ func (m *Matcher) build(alts []alt) bool {
 	}
 	m.prefixes = newAffixes(prefixes, false)
 	m.suffixes = newAffixes(suffixes, true)
-	m.desc = describe(len(exact), len(folded), len(prefixes), len(suffixes), len(m.globs))
+	m.desc = describe(len(exact), len(folded), len(prefixes), len(suffixes), len(m.globs), len(m.fixed))
 	return true
 }
 
-func describe(exact, folded, prefixes, suffixes, globs int) string {
+// maxFixed bounds the alternatives with single-rune wildcards, which are
+// tried one by one.
+const maxFixed = 16
+
+func describe(exact, folded, prefixes, suffixes, globs, fixed int) string {
 	var parts []string
 	add := func(n int, one, many string) {
 		switch {
@@ -169,6 +187,7 @@ func describe(exact, folded, prefixes, suffixes, globs int) string {
 	add(prefixes, "a prefix", "prefixes")
 	add(suffixes, "a suffix", "suffixes")
 	add(globs, "a wildcard pattern", "wildcard patterns")
+	add(fixed, "a fixed-length pattern", "fixed-length patterns")
 	if len(parts) == 0 {
 		return "nothing"
 	}
@@ -293,7 +312,37 @@ func (m *Matcher) MatchString(s string) bool {
 			return true
 		}
 	}
+	for _, x := range m.fixed {
+		if matchFixed(x, s) {
+			return true
+		}
+	}
 	return false
+}
+
+// matchFixed reports whether s is x, a sequence of literals and runs of
+// single-rune wildcards, and nothing more. A wildcard takes one rune as the
+// engine decodes them, an invalid UTF-8 byte being one; inputs with '\n'
+// never get here when a wildcard excludes it. Literals start with a UTF-8
+// lead byte, so a run of runes ends where the engine's decoding does.
+func matchFixed(x alt, s string) bool {
+	for _, e := range x {
+		if e.kind == kindLiteral {
+			if !strings.HasPrefix(s, e.lit) {
+				return false
+			}
+			s = s[len(e.lit):]
+			continue
+		}
+		for range e.min {
+			if s == "" {
+				return false
+			}
+			_, n := utf8.DecodeRuneInString(s)
+			s = s[n:]
+		}
+	}
+	return s == ""
 }
 
 // glob is a sequence of literals with wildcards between them:

@@ -68,7 +68,18 @@ var cases = []struct {
 	{"^a|b$", true},
 	{"a^b", false},
 	{"[^a]", false},
-	{".", false},
+	{".", true},
+	{"5..", true},
+	{"(?s)5..", true},
+	{"5..|4.9|200", true},
+	{".x.", true},
+	{"a.?b", true},
+	{"a(?s:.)(.)b", true},
+	{"4.{2}", true},
+	{"5..+", false},
+	{"5...*x", false},
+	{"(?i)5..", true},
+	{"(?i)a..", false},
 }
 
 // inputs returns strings to try against expr: its literals, their
@@ -76,7 +87,8 @@ var cases = []struct {
 func inputs(t testing.TB, expr string, rng *rand.Rand) []string {
 	base := []string{"", "\n", "a", "b", "ab", "abc", "x", "\xff", "\xc3", "é", "K", "k", "\u212a", "s", "S", "\u017f",
 		"_total", "foo", "go_", "go_x", "up", "upx", "process_\n", "grpc", "\ngrpc\n", "a\nb", "a\nbc", "yz", "xyz", "c",
-		"\xff_total", "foo\xff", "KELVIN", "kelvin", "\u212aelvin"}
+		"\xff_total", "foo\xff", "KELVIN", "kelvin", "\u212aelvin", "500", "5xx", "50", "5000", "5\n0", "5é0", "5\xff\xff", "5\xc3\xa9",
+		"5\xc3", "a\xc3b", "4\n9", "a\u212ab"}
 	tree, err := syntax.Parse(expr, syntax.Perl)
 	if err != nil {
 		t.Fatal(err)
