@@ -177,17 +177,22 @@ func (st *applier) value(r *rule) (val []byte, stable bool) {
 
 // filter implements labelkeep (keep == true) and labeldrop in place.
 func (st *applier) filter(r *rule, keep bool) {
-	out := st.ls[:0]
-	for _, l := range st.ls {
-		if r.m.match(l.Name) == keep {
-			out = append(out, l)
+	ls, n := st.ls, 0
+	for i := range ls {
+		if r.m.match(ls[i].Name) == keep {
+			// A label that stays where it is is not written: while the
+			// GC marks, every pointer written costs a write barrier.
+			if n != i {
+				ls[n] = ls[i]
+			}
+			n++
 		} else if st.track {
-			st.forget(l.Name)
+			st.forget(ls[i].Name)
 		}
 	}
 	// Drop the references the filter left behind in the tail.
-	clear(st.ls[len(out):])
-	st.ls = out
+	clear(ls[n:])
+	st.ls = ls[:n]
 }
 
 // replace implements the replace action like relabel.ProcessBuilder:
