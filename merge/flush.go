@@ -147,8 +147,8 @@ func (m *Merger) collect(f *flusher, final bool) {
 			if mg.pendingUntil != 0 && nowMs > mg.pendingUntil {
 				// Restored inputs that never reported again: their saved
 				// values stand.
-				for i := range mg.inputs.list {
-					mg.inputs.list[i].pending = false
+				for i := range mg.inputs.len() {
+					mg.inputs.at(i).pending = false
 				}
 				mg.pendingUntil = 0
 			}
@@ -222,8 +222,8 @@ func (f *flusher) sortByLayer() {
 // allEnded reports whether no input of the output is live any more: each
 // sent a stale marker or expired.
 func (mg *merged) allEnded() bool {
-	for i := range mg.inputs.list {
-		ip := &mg.inputs.list[i]
+	for i := range mg.inputs.len() {
+		ip := mg.inputs.at(i)
 		if ip.pending || (ip.has && !ip.stale) {
 			return false
 		}
@@ -241,7 +241,7 @@ func (m *Merger) expire(mg *merged, nowMs int64, r *Rules) {
 	if mg.minSeen == 0 || nowMs-mg.minSeen > stale {
 		oldest := int64(math.MaxInt64)
 		for i := 0; i < mg.inputs.len(); {
-			ip := mg.inputs.list[i]
+			ip := *mg.inputs.at(i)
 			if nowMs-ip.seen <= stale {
 				oldest = min(oldest, ip.seen)
 				i++

@@ -9,14 +9,15 @@ import (
 )
 
 // inputSet must behave as a map from key to input through growth past the
-// index threshold, swap-removes, index drops and compaction.
+// index threshold and into chunks, swap-removes, index drops, emptied
+// chunks and compaction.
 func TestInputSetAgreesWithMap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for round := range 50 {
 		var s inputSet
 		model := map[uint64]float64{}
 		for op := range 2000 {
-			key := uint64(rng.IntN(40 + round))
+			key := uint64(1 + rng.IntN(10+round*8))
 			switch {
 			case rng.IntN(3) > 0:
 				if got := s.get(key); (got != nil) != (model[key] != 0) {
@@ -28,8 +29,8 @@ func TestInputSetAgreesWithMap(t *testing.T) {
 					t.Fatalf("round %d op %d: key %d holds %v, want %v", round, op, key, got.val, model[key])
 				}
 			default:
-				for i := range s.list {
-					if s.list[i].key == key {
+				for i := range s.len() {
+					if s.at(i).key == key {
 						s.removeAt(i)
 						delete(model, key)
 						break
@@ -41,6 +42,18 @@ func TestInputSetAgreesWithMap(t *testing.T) {
 			}
 			if s.index != nil && s.index.Len() != s.len() {
 				t.Fatalf("round %d op %d: index holds %d of %d", round, op, s.index.Len(), s.len())
+			}
+			if want := max(0, (s.len()-listMax+chunkLen-1)/chunkLen); len(s.more) != want {
+				t.Fatalf("round %d op %d: %d chunks for %d inputs, want %d", round, op, len(s.more), s.len(), want)
+			}
+		}
+		all := s.clone()
+		if len(all) != len(model) {
+			t.Fatalf("round %d: clone holds %d, model %d", round, len(all), len(model))
+		}
+		for i, in := range all {
+			if model[in.key] != in.val || *s.at(i) != in {
+				t.Fatalf("round %d: clone[%d] = %+v, at = %+v, model %v", round, i, in, *s.at(i), model[in.key])
 			}
 		}
 		for k, v := range model {

@@ -26,8 +26,8 @@ func (m *Merger) Collisions(top int) []Collision {
 				return
 			}
 			active := 0
-			for i := range o.m.inputs.list {
-				ip := &o.m.inputs.list[i]
+			for i := range o.m.inputs.len() {
+				ip := o.m.inputs.at(i)
 				if h := o.m.hist(ip); !ip.stale && (h == nil || !h.stale) {
 					active++
 				}

@@ -443,7 +443,7 @@ func (m *Merger) Handover(from, to uint64, toLabels, fromLabels []wire.Label, no
 		if mg.dirty {
 			m.snapshot(mg, nowMs)
 		}
-		moved, movedHists = slices.Clone(mg.inputs.list), mg.hists
+		moved, movedHists = mg.inputs.clone(), mg.hists
 		mg.clearInputs()
 		retired, mg.retired = mg.retired, nil
 		base, baseHist = mg.base, mg.baseHist

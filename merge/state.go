@@ -143,8 +143,8 @@ func appendOutput(b []byte, key uint64, o *output) []byte {
 	b = appendHistogram(b, mg.baseHist)
 	b = appendBytes(b, mg.enc)
 	b = binary.AppendUvarint(b, uint64(mg.inputs.len()))
-	for i := range mg.inputs.list {
-		ip := &mg.inputs.list[i]
+	for i := range mg.inputs.len() {
+		ip := mg.inputs.at(i)
 		b = binary.LittleEndian.AppendUint64(b, ip.key)
 		b = binary.AppendVarint(b, ip.seen)
 		b = appendInputState(b, ip.ts, ip.val, ip.offset, ip.has, ip.stale, mg.hist(ip))
@@ -438,8 +438,8 @@ func (m *Merger) loadV2(path string, s *stateReader, clean bool) (int, error) {
 		}
 		if !clean {
 			mg.lastTs = max(mg.lastTs, nowMs)
-			for i := range mg.inputs.list {
-				ip := &mg.inputs.list[i]
+			for i := range mg.inputs.len() {
+				ip := mg.inputs.at(i)
 				ip.pending = true
 			}
 			mg.pendingUntil = nowMs + restoreGrace(rules).Milliseconds()

@@ -14,8 +14,8 @@ import (
 // held.
 func (m *Merger) snapshot(mg *merged, nowMs int64) {
 	r := m.rules.Load()
-	for i := range mg.inputs.list {
-		ip := &mg.inputs.list[i]
+	for i := range mg.inputs.len() {
+		ip := mg.inputs.at(i)
 		if ip.pending {
 			return // wait until its value is known; it expires if it never comes
 		}
@@ -136,8 +136,8 @@ func (m *Merger) queueStaleMarker(mg *merged, nowMs int64) {
 func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
 	if mg.kind == Counter {
 		v, any := mg.base, mg.base != 0
-		for i := range mg.inputs.list {
-			ip := &mg.inputs.list[i]
+		for i := range mg.inputs.len() {
+			ip := mg.inputs.at(i)
 			if ip.has {
 				v += ip.offset + ip.val
 				any = true
@@ -156,8 +156,8 @@ func (mg *merged) floatValue(nowMs, stale int64) (float64, bool) {
 		lastTs int64 = math.MinInt64
 		n      int
 	)
-	for i := range mg.inputs.list {
-		ip := &mg.inputs.list[i]
+	for i := range mg.inputs.len() {
+		ip := mg.inputs.at(i)
 		if !ip.has || ip.stale || nowMs-ip.seen > stale {
 			continue
 		}
@@ -201,8 +201,8 @@ func (m *Merger) histogramValue(mg *merged, nowMs, stale int64, dst *histogram.F
 		m.addHistogram(sum, h)
 	}
 	add(mg.baseHist)
-	for i := range mg.inputs.list {
-		ip := &mg.inputs.list[i]
+	for i := range mg.inputs.len() {
+		ip := mg.inputs.at(i)
 		h := mg.hist(ip)
 		if h == nil || h.hist == nil {
 			continue
