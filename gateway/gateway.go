@@ -959,11 +959,13 @@ func (g *Gateway) route(st *state, ws *workspace, req *wire.Request, tk merge.Ti
 		case merge.Absorbed:
 			res.Merged += n
 			// A guarded series takes the slow path every time, so that
-			// the guard sees its label. A traced one is cached from its
-			// second sighting on: a series with a trace id mostly lives
-			// for one request, and caching each one that never comes back
-			// cost more than its next slow path would.
-			if !guarded && !ws.cluster.skipCache && (!traced || d&merge.NewInput == 0) {
+			// the guard sees its label. One with a trace id, or one that
+			// joined a crowded output, is cached from its second sighting
+			// on: such a series mostly lives for one request (its trace
+			// or request id), and caching each one that never came back
+			// cost more than a second slow path for those that do.
+			churn := d&merge.NewInput != 0 && (traced || d&merge.Crowded != 0)
+			if !guarded && !ws.cluster.skipCache && !churn {
 				r := newRoute(st.gen, limiterHash, outHash, nowSec, folded)
 				if traced {
 					r = r.withTrace()

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/cardinal-gateway/cardinal/config"
+	"github.com/cardinal-gateway/cardinal/merge"
 )
 
 // passConfig leaves series without pod or request_id as they are (the
@@ -364,5 +365,42 @@ limits:
 				t.Fatalf("a sample seenStep after the last confirmation: %d active series, want 1", n)
 			}
 		})
+	}
+}
+
+// TestCrowdedOutputInputsCachedOnSecondSighting: inputs that collapse into
+// an output are cached at once while it has the few inputs of a workload's
+// pods; past merge.CrowdedAt (a request id collapsed, one per request) a new
+// input is cached only when it comes back.
+func TestCrowdedOutputInputsCachedOnSecondSighting(t *testing.T) {
+	g, _ := newTestGateway(t, passConfig, &recordingSender{keep: true})
+	const n = merge.CrowdedAt + 8
+	ins := make([]uint64, n)
+	send := func(i int, ts int64) Result {
+		t.Helper()
+		s := series("req_total", "app", "a", "namespace", "n", "request_id", fmt.Sprint(i))
+		s.Samples = []prompb.Sample{{Value: 1, Timestamp: ts}}
+		req := decode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{s}})
+		ins[i], _ = req.Series[0].InputHash(nil)
+		res, err := g.Process(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for i := range n {
+		send(i, 1000)
+	}
+	for i := 1; i < n; i++ {
+		_, cached := g.routes.get(ins[i], g.limiter.Clock())
+		if crowded := i+1 > merge.CrowdedAt; cached == crowded {
+			t.Fatalf("input %d of %d, seen once: cached %v, want %v", i+1, n, cached, !crowded)
+		}
+	}
+	if res := send(n-1, 2000); res.Merged != 1 {
+		t.Fatalf("the last input again: %+v, want it merged", res)
+	}
+	if r, ok := g.routes.get(ins[n-1], g.limiter.Clock()); !ok || r.pass() {
+		t.Fatalf("the last input, seen twice: route %+v, %v; want a merge route", r, ok)
 	}
 }

@@ -215,15 +215,22 @@ const (
 // observes it for the estimates, once per input and half-window.
 // NewOutInEpoch says the same of the output. NewInput is a flag Route adds
 // to Absorbed when the input joined its merged output with this sample,
-// neither live nor retired there before: its first sighting.
+// neither live nor retired there before: its first sighting. Crowded, added
+// with NewInput, says the output now has more than CrowdedAt live inputs:
+// more than the pods of one workload, as when a label with a fresh value
+// per request (a request id) collapsed.
 const (
 	NewInEpoch    Decision = 0x80
 	NewOutInEpoch Decision = 0x40
 	NewInput      Decision = 0x20
+	Crowded       Decision = 0x10
 )
 
+// CrowdedAt is the number of live inputs past which Route reports Crowded.
+const CrowdedAt = 64
+
 // Base returns d without its flags.
-func (d Decision) Base() Decision { return d &^ (NewInEpoch | NewOutInEpoch | NewInput) }
+func (d Decision) Base() Decision { return d &^ (NewInEpoch | NewOutInEpoch | NewInput | Crowded) }
 
 // SetEpoch sets the start (wall-clock ms) of the estimates' half-window;
 // 0, the default, never reports NewInEpoch.
@@ -341,6 +348,9 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 			}
 		}
 		ip = mg.addInput(fresh)
+		if !revived && mg.inputs.len() > CrowdedAt {
+			first |= Crowded
+		}
 		m.tracked.Add(1)
 		m.metrics.mergeInputs.Inc()
 		mg.noteCollapsed(m, orig, s.Labels)
