@@ -341,15 +341,15 @@ func (m *Merger) Route(tk Ticket, in, out uint64, orig []wire.Label, s *wire.Ser
 		}
 		first = m.newIn(0)
 		fresh, revived := m.revive(mg, in)
-		if !revived {
-			first |= NewInput
-			if mg.inputs.len() > 0 {
-				m.metrics.collisions.Inc()
-			}
+		if !revived && mg.inputs.len() > 0 {
+			m.metrics.collisions.Inc()
 		}
 		ip = mg.addInput(fresh)
-		if !revived && mg.inputs.len() > CrowdedAt {
-			first |= Crowded
+		if !revived {
+			first |= NewInput
+			if mg.inputs.len() > CrowdedAt {
+				first |= Crowded
+			}
 		}
 		m.tracked.Add(1)
 		m.metrics.mergeInputs.Inc()
